@@ -1,0 +1,206 @@
+"""Start and stop a private RabbitMQ node (own ports, data dir, OAuth2 signing key) for tests and the dev stack.
+
+The node runs beside any system broker. Its OAuth2 backend accepts HS256 JWTs signed with the key given here
+as AMQP passwords (resource server id ``rabbitmq``); the internal backend keeps ``guest/guest`` for loopback admin.
+
+CLI: ``python -m mqs_client.broker_node up DATA_DIR`` prints the node's settings as JSON; ``down DATA_DIR`` stops it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+
+RESOURCE_SERVER_ID = "rabbitmq"
+SIGNING_KEY_ID = "ewms"
+STATE_FILE = "broker-node.json"
+
+
+@dataclass(frozen=True)
+class BrokerNode:
+    """Where a running private node listens and how to sign tokens for it."""
+
+    nodename: str
+    amqp_port: int
+    management_port: int
+    dist_port: int
+    data_dir: str
+    signing_key: str  # HS256 secret (text) that the node's OAuth2 backend trusts
+    pid: int
+
+    @property
+    def address(self) -> str:
+        """Broker address as MQ profiles carry it (host:port, no credentials)."""
+        return f"127.0.0.1:{self.amqp_port}"
+
+    @property
+    def admin_url(self) -> str:
+        """AMQP URL with the loopback-only internal admin account."""
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _write_config(conf_dir: Path, amqp_port: int, mgmt_port: int, signing_key: str) -> None:
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (conf_dir / "rabbitmq.conf").write_text(
+        "\n".join(
+            [
+                f"listeners.tcp.default = 127.0.0.1:{amqp_port}",
+                f"management.tcp.port = {mgmt_port}",
+                "management.tcp.ip = 127.0.0.1",
+                "auth_backends.1 = rabbit_auth_backend_oauth2",
+                "auth_backends.2 = internal",
+                "log.console = false",
+                "log.file.level = warning",
+                # quorum queues on one node need no peers; keep disk alarms out of a small tmp dir
+                "disk_free_limit.absolute = 50MB",
+                "",
+            ]
+        )
+    )
+    key = _b64url(signing_key.encode())
+    (conf_dir / "advanced.config").write_text(
+        "[{rabbitmq_auth_backend_oauth2, ["
+        f'{{resource_server_id, <<"{RESOURCE_SERVER_ID}">>}}, '
+        f'{{key_config, [{{default_key, <<"{SIGNING_KEY_ID}">>}}, '
+        f'{{signing_keys, #{{<<"{SIGNING_KEY_ID}">> => {{map, #{{<<"kty">> => <<"oct">>, '
+        f'<<"alg">> => <<"HS256">>, <<"k">> => <<"{key}">>}}}}}}}}]}}'
+        "]}].\n"
+    )
+    (conf_dir / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_auth_backend_oauth2].\n")
+
+
+def _chown_rabbitmq(path: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    try:
+        shutil.chown(path, "rabbitmq", "rabbitmq")
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                shutil.chown(os.path.join(root, name), "rabbitmq", "rabbitmq")
+    except LookupError:  # no rabbitmq user: the server runs as the current user
+        pass
+
+
+def start(data_dir: str | Path, signing_key: str, timeout: float = 90.0) -> BrokerNode:
+    """Start a private node under ``data_dir`` and wait until it accepts AMQP connections."""
+    if shutil.which("rabbitmq-server") is None:
+        raise RuntimeError("rabbitmq-server is not installed (scripts/setup.sh installs it)")
+    data = Path(data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    amqp_port, mgmt_port, dist_port = free_port(), free_port(), free_port()
+    nodename = f"ewms{amqp_port}@localhost"
+    conf_dir = data / "conf"
+    _write_config(conf_dir, amqp_port, mgmt_port, signing_key)
+    for sub in ("mnesia", "log"):
+        (data / sub).mkdir(exist_ok=True)
+    _chown_rabbitmq(data)
+    env = dict(
+        os.environ,
+        RABBITMQ_NODENAME=nodename,
+        RABBITMQ_NODE_PORT=str(amqp_port),
+        RABBITMQ_DIST_PORT=str(dist_port),
+        RABBITMQ_MNESIA_BASE=str(data / "mnesia"),
+        RABBITMQ_LOG_BASE=str(data / "log"),
+        RABBITMQ_CONFIG_FILE=str(conf_dir / "rabbitmq.conf"),
+        RABBITMQ_ADVANCED_CONFIG_FILE=str(conf_dir / "advanced.config"),
+        RABBITMQ_ENABLED_PLUGINS_FILE=str(conf_dir / "enabled_plugins"),
+        RABBITMQ_PID_FILE=str(data / "node.pid"),
+    )
+    log = open(data / "server.out", "ab")  # noqa: SIM115 - kept open by the child
+    proc = subprocess.Popen(
+        ["rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    node = BrokerNode(nodename, amqp_port, mgmt_port, dist_port, str(data), signing_key, proc.pid)
+    (data / STATE_FILE).write_text(json.dumps(asdict(node)))
+    deadline = time.monotonic() + timeout
+    LOGGER.info("starting private RabbitMQ node %s on port %d", nodename, amqp_port)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"rabbitmq-server exited with {proc.returncode}; see {data / 'server.out'}")
+        if _port_open(amqp_port):
+            subprocess.run(
+                ["rabbitmqctl", "-n", nodename, "-q", "await_startup", "--timeout", "60"],
+                check=False,
+                capture_output=True,
+                env=env,
+            )
+            LOGGER.info("private RabbitMQ node %s ready", nodename)
+            return node
+        time.sleep(0.3)
+    stop(node)
+    raise TimeoutError(f"RabbitMQ node {nodename} did not open port {amqp_port} within {timeout}s")
+
+
+def stop(node: BrokerNode, timeout: float = 30.0) -> None:
+    """Stop the node cleanly, then make sure its process group is gone."""
+    subprocess.run(["rabbitmqctl", "-n", node.nodename, "-q", "stop"], check=False, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(node.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(node.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    LOGGER.info("private RabbitMQ node %s stopped", node.nodename)
+
+
+def load(data_dir: str | Path) -> BrokerNode:
+    """Read the settings of a node started earlier under ``data_dir``."""
+    return BrokerNode(**json.loads((Path(data_dir) / STATE_FILE).read_text()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``up DATA_DIR [SIGNING_KEY]`` or ``down DATA_DIR``."""
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if len(args) >= 2 and args[0] == "up":
+        key = args[2] if len(args) > 2 else _b64url(os.urandom(32))
+        print(json.dumps(asdict(start(args[1], key))))
+        return 0
+    if len(args) == 2 and args[0] == "down":
+        stop(load(args[1]))
+        return 0
+    print("usage: python -m mqs_client.broker_node up DATA_DIR [SIGNING_KEY] | down DATA_DIR", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install everything the project needs on a fresh Debian machine: system packages, then a venv with the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+if [ "${EWMS_SETUP_BROWSER:-1}" = "1" ]; then
+    command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import wms, tms, pilot, mqs_client, pytest, htcondor2" >/dev/null 2>&1 \
+    || [ pyproject.toml -nt .venv/.installed ]; then
+    echo "setup: installing the project and its dependencies into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -U pip
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    touch .venv/.installed
+fi
+echo "setup: ready"

@@ -1,0 +1,131 @@
+"""Bearer-token authentication for the WMS: JWT validation, role mapping and (for dev and tests) token issuing.
+
+Roles come from the ``ewms_role`` claim (``user``, ``system-tms``, ``admin``) or, for users, from a ``groups`` claim
+matching a configured pattern. Production validates RS256 tokens from an OpenID provider's JWKS; the dev stack
+and tests use a local HS256 signing key and :func:`issue_token`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+
+class Role(enum.StrEnum):
+    """Roles a caller can hold."""
+
+    USER = "user"
+    TMS = "system-tms"
+    ADMIN = "admin"
+
+
+class AuthError(Exception):
+    """The token is missing or invalid (HTTP 401)."""
+
+
+class ForbiddenError(Exception):
+    """The token is valid but its roles do not allow the action (HTTP 403)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who made a request."""
+
+    subject: str
+    roles: frozenset[Role]
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins may read and act on every workflow."""
+        return Role.ADMIN in self.roles
+
+    def may_access_owner(self, owner: str | None) -> bool:
+        """True when this caller may see or act on an object owned by ``owner``."""
+        return self.is_admin or Role.TMS in self.roles or owner == self.subject
+
+
+class TokenValidator:
+    """Validates bearer tokens and maps their claims to roles."""
+
+    def __init__(
+        self,
+        audience: str,
+        signing_key: str = "",
+        openid_url: str = "",
+        user_group_pattern: str = "",
+        leeway: float = 0.0,
+    ) -> None:
+        if not signing_key and not openid_url:
+            raise ValueError("auth needs AUTH_SIGNING_KEY (dev/tests) or AUTH_OPENID_URL (production)")
+        self.audience = audience
+        self.signing_key = signing_key
+        self.leeway = leeway
+        self._group_re = re.compile(user_group_pattern) if user_group_pattern else None
+        self._jwks: jwt.PyJWKClient | None = None
+        if openid_url:
+            self._jwks = jwt.PyJWKClient(_jwks_url(openid_url), cache_keys=True, lifespan=300)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        options = {"require": ["exp", "sub"]}
+        if self._jwks is not None and not self.signing_key:
+            key = self._jwks.get_signing_key_from_jwt(token).key
+            algorithms = ["RS256", "RS384", "RS512", "ES256"]
+        else:
+            key, algorithms = self.signing_key, ["HS256"]
+        return jwt.decode(
+            token, key, algorithms=algorithms, audience=self.audience, options=options, leeway=self.leeway
+        )
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        """Turn an ``Authorization`` header into a caller; raises AuthError."""
+        if not authorization:
+            raise AuthError("missing bearer token")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("authorization header must be 'Bearer <token>'")
+        try:
+            claims = self._decode(token.strip())
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("token expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError("token audience not accepted") from exc
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise AuthError(f"invalid token: {exc}") from exc
+        return Caller(subject=str(claims["sub"]), roles=self._roles(claims))
+
+    def _roles(self, claims: dict[str, Any]) -> frozenset[Role]:
+        roles: set[Role] = set()
+        claimed = claims.get("ewms_role")
+        for value in claimed if isinstance(claimed, list) else [claimed]:
+            try:
+                roles.add(Role(value))
+            except ValueError:
+                continue
+        groups = claims.get("groups") or []
+        if self._group_re and isinstance(groups, list) and any(self._group_re.match(str(g)) for g in groups):
+            roles.add(Role.USER)
+        return frozenset(roles)
+
+
+def _jwks_url(openid_url: str) -> str:
+    """Find the JWKS URL from an OpenID provider's discovery document."""
+    import json
+    import urllib.request
+
+    base = openid_url.rstrip("/")
+    with urllib.request.urlopen(f"{base}/.well-known/openid-configuration", timeout=10) as resp:  # noqa: S310
+        return str(json.load(resp)["jwks_uri"])
+
+
+def issue_token(
+    signing_key: str, subject: str, role: Role | str, audience: str, ttl: float = 86400.0, **extra: Any
+) -> str:
+    """Mint an HS256 token (dev stack and tests only; production tokens come from the OpenID provider)."""
+    now = int(time.time())
+    claims = {"sub": subject, "aud": audience, "iat": now, "exp": now + int(ttl), "ewms_role": str(role), **extra}
+    return jwt.encode(claims, signing_key, algorithm="HS256")
