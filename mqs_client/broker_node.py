@@ -15,8 +15,10 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -98,9 +100,26 @@ def _write_config(conf_dir: Path, amqp_port: int, mgmt_port: int, signing_key: s
     (conf_dir / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_auth_backend_oauth2].\n")
 
 
+def _make_reachable(path: Path) -> None:
+    """RabbitMQ runs as user ``rabbitmq``: it must be able to traverse every ancestor of its data dir.
+
+    Root-only ancestors inside the temp dir (pytest's ``tmp_path``) get ``o+x``; elsewhere we stop with a clear error.
+    """
+    tmp_root = Path(tempfile.gettempdir()).resolve()
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & stat.S_IXOTH:
+            continue
+        if parent == tmp_root or tmp_root in parent.parents:
+            parent.chmod(mode | stat.S_IXOTH)
+        else:
+            raise RuntimeError(f"{parent} is not traversable by user rabbitmq; choose a data dir elsewhere")
+
+
 def _chown_rabbitmq(path: Path) -> None:
     if os.geteuid() != 0:
         return
+    _make_reachable(path)
     try:
         shutil.chown(path, "rabbitmq", "rabbitmq")
         for root, dirs, files in os.walk(path):
@@ -110,13 +129,23 @@ def _chown_rabbitmq(path: Path) -> None:
         pass
 
 
-def start(data_dir: str | Path, signing_key: str, timeout: float = 90.0) -> BrokerNode:
-    """Start a private node under ``data_dir`` and wait until it accepts AMQP connections."""
+def start(
+    data_dir: str | Path,
+    signing_key: str,
+    timeout: float = 90.0,
+    ports: tuple[int, int, int] | None = None,
+) -> BrokerNode:
+    """Start a private node under ``data_dir`` and wait until it accepts AMQP connections.
+
+    ``ports`` (AMQP, management, distribution) defaults to free ports. The node name derives from the AMQP port
+    and names the node's data, so restarting a stopped node with its data means passing its old ports again:
+    ``start(node.data_dir, node.signing_key, ports=(node.amqp_port, node.management_port, node.dist_port))``.
+    """
     if shutil.which("rabbitmq-server") is None:
         raise RuntimeError("rabbitmq-server is not installed (scripts/setup.sh installs it)")
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
-    amqp_port, mgmt_port, dist_port = free_port(), free_port(), free_port()
+    amqp_port, mgmt_port, dist_port = ports or (free_port(), free_port(), free_port())
     nodename = f"ewms{amqp_port}@localhost"
     conf_dir = data / "conf"
     _write_config(conf_dir, amqp_port, mgmt_port, signing_key)
@@ -135,7 +164,7 @@ def start(data_dir: str | Path, signing_key: str, timeout: float = 90.0) -> Brok
         RABBITMQ_ENABLED_PLUGINS_FILE=str(conf_dir / "enabled_plugins"),
         RABBITMQ_PID_FILE=str(data / "node.pid"),
     )
-    log = open(data / "server.out", "ab")  # noqa: SIM115 - kept open by the child
+    log = open(data / "server.out", "ab")  # kept open by the child
     proc = subprocess.Popen(
         ["rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -165,6 +194,7 @@ def stop(node: BrokerNode, timeout: float = 30.0) -> None:
     subprocess.run(["rabbitmqctl", "-n", node.nodename, "-q", "stop"], check=False, capture_output=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _reap(node.pid)
         try:
             os.killpg(node.pid, 0)
         except ProcessLookupError:
@@ -175,11 +205,16 @@ def stop(node: BrokerNode, timeout: float = 30.0) -> None:
             os.killpg(node.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    try:
-        os.waitpid(node.pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    _reap(node.pid)
     LOGGER.info("private RabbitMQ node %s stopped", node.nodename)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of our own child, so that it does not linger as a zombie that signals still reach."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (e.g. the CLI's ``down``) or already collected
+        pass
 
 
 def load(data_dir: str | Path) -> BrokerNode:

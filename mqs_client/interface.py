@@ -27,8 +27,14 @@ class MQProfile:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> MQProfile:
-        """Build from a stored or received document (unknown keys ignored)."""
-        return cls(**{k: doc.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        """Build from a stored or received document (unknown keys ignored).
+
+        Flags are coerced to ``bool``: the embedded wire-protocol server returns booleans set by updates as 0/1.
+        """
+        fields = {k: doc.get(k) for k in cls.__dataclass_fields__}
+        fields["is_public"] = bool(fields["is_public"])
+        fields["is_activated"] = bool(fields["is_activated"])
+        return cls(**fields)  # type: ignore[arg-type]
 
 
 class MQSError(Exception):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from apiclient import Api
 
 from mqs_client import broker_node
 from wms.auth import Role, issue_token
+from wms.config import WMSConfig
 from wms.database import embedded
+from wms.service import WMS
 
 AUDIENCE = "ewms-test"
 
@@ -55,5 +60,66 @@ def make_token(auth_key: str):  # type: ignore[no-untyped-def]
 
     def _make(role: Role | str = Role.USER, subject: str = "alice", **claims: object) -> str:
         return issue_token(auth_key, subject, role, AUDIENCE, **claims)
+
+    return _make
+
+
+@dataclass
+class WMSUnderTest:
+    """A WMS running in the test event loop, on a free port, against the session database and broker."""
+
+    url: str
+    wms: WMS
+    config: WMSConfig
+
+
+WMS_CLUSTERS = {"test-alpha": "schedd-alpha.test", "test-beta": "schedd-beta.test", "local": "local-ap.test"}
+
+
+def wms_env(mongo_uri: str, broker: broker_node.BrokerNode, broker_key: str, auth_key: str) -> dict[str, str]:
+    """Environment for a WMS under test (embedded MQS on the private broker, fast daemons)."""
+    return {
+        "MONGODB_URI": mongo_uri,
+        "WMS_DB_NAME": f"wms_{secrets.token_hex(4)}",
+        "REST_HOST": "127.0.0.1",
+        "REST_PORT": "0",
+        "AUTH_SIGNING_KEY": auth_key,
+        "AUTH_AUDIENCE": AUDIENCE,
+        "EWMS_CLUSTERS": json.dumps(WMS_CLUSTERS),
+        "BROKER_ADDRESS": broker.address,
+        "BROKER_ADMIN_URL": broker.admin_url,
+        "BROKER_TOKEN_SIGNING_KEY": broker_key,
+        "MQ_DELETE_GRACE_SECONDS": "0",
+        "MQS_HOUSEKEEPING_INTERVAL_SECONDS": "0.5",
+        "DAEMON_POLL_SECONDS": "0.2",
+        "MQ_ACTIVATION_RETRY_MIN_SECONDS": "0.2",
+        "MQ_ACTIVATION_RETRY_MAX_SECONDS": "1",
+    }
+
+
+@pytest.fixture
+async def wms_server(
+    mongo_uri: str, broker: broker_node.BrokerNode, broker_signing_key: str, auth_key: str
+) -> AsyncIterator[WMSUnderTest]:
+    """A real WMS (REST server, daemons, embedded MQS) with its own fresh database, in the test event loop."""
+    config = WMSConfig.from_env(wms_env(mongo_uri, broker, broker_signing_key, auth_key))
+    wms = WMS(config)
+    await wms.start()
+    yield WMSUnderTest(url=f"http://127.0.0.1:{wms.port}", wms=wms, config=config)
+    await wms.stop()
+
+
+@pytest.fixture
+def api(wms_server: WMSUnderTest, make_token) -> Api:  # type: ignore[no-untyped-def]
+    """A validated client for user ``alice``; ``api_as(role, subject)`` gives others."""
+    return Api(wms_server.url, make_token(Role.USER, "alice"))
+
+
+@pytest.fixture
+def api_as(wms_server: WMSUnderTest, make_token):  # type: ignore[no-untyped-def]
+    """Factory: ``api_as(role, subject)`` -> a validated client with that caller's token (role None: no token)."""
+
+    def _make(role: Role | str | None, subject: str = "alice") -> Api:
+        return Api(wms_server.url, None if role is None else make_token(role, subject))
 
     return _make

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +48,13 @@ def _executable() -> str:
 def start(data_dir: str | Path | None, port: int | None = None, timeout: float = 20.0) -> EmbeddedMongo:
     """Start the server (``data_dir=None`` keeps everything in memory) and wait until it accepts connections."""
     port = port or _free_port()
+    # nx-27017 refuses to start while its pid file names a live process: give every server its own
+    state_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="nx-27017-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
     cmd = [_executable(), "--host", "127.0.0.1", "-p", str(port)]
-    log_target: int | object = subprocess.DEVNULL
-    if data_dir is None:
-        cmd += ["--db", "memory"]
-    else:
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
-        cmd += ["--data-dir", str(data_dir)]
-        log_target = open(Path(data_dir) / "nx-27017.log", "ab")  # noqa: SIM115 - kept open by the child
-    proc = subprocess.Popen(cmd, stdout=log_target, stderr=subprocess.STDOUT, start_new_session=True)  # type: ignore[arg-type]
+    cmd += ["--pid-file", str(state_dir / "nx-27017.pid"), "--log-file", str(state_dir / "nx-27017.log")]
+    cmd += ["--db", "memory"] if data_dir is None else ["--data-dir", str(data_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -1,0 +1,66 @@
+"""Run the WMS: ``python -m wms`` / ``ewms-wms``.
+
+Without ``MONGODB_URI`` it starts an embedded wire-protocol MongoDB (``nx-27017``) on disk under ``EWMS_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from wms.config import ConfigError, WMSConfig
+from wms.database import embedded
+from wms.service import WMS
+
+LOGGER = logging.getLogger("wms")
+
+
+def setup_logging() -> None:
+    """Log lines with time, level and origin, at ``LOG_LEVEL`` (INFO)."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+    )
+    logging.getLogger("tornado.access").setLevel(os.environ.get("LOG_LEVEL_ACCESS", "WARNING").upper())
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+async def serve(config: WMSConfig) -> None:
+    """Run until SIGINT/SIGTERM."""
+    server = None
+    if not config.mongodb_uri:
+        server = embedded.start(Path(config.data_dir) / "mongo")
+        config = WMSConfig.from_env({**config.env, "MONGODB_URI": server.uri})
+    wms = WMS(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await wms.start()
+        await stop.wait()
+        LOGGER.info("shutting down")
+    finally:
+        await wms.stop()
+        if server is not None:
+            embedded.stop(server)
+
+
+def main() -> int:
+    """Console entry point."""
+    setup_logging()
+    try:
+        config = WMSConfig.from_env()
+    except ConfigError as exc:
+        print(f"ewms-wms: configuration error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""WMS settings, all from environment variables with documented defaults (see Docs/operations.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_OPENAPI_PATH = Path(__file__).resolve().parent.parent / "Docs" / "openapi.json"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {env.get(name)!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name, default))
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {env.get(name)!r}") from exc
+
+
+def _clusters(env: Mapping[str, str]) -> dict[str, str]:
+    """Cluster location -> schedd, from ``EWMS_CLUSTERS`` (JSON) or ``EWMS_CLUSTERS_FILE`` (JSON file)."""
+    raw = env.get("EWMS_CLUSTERS", "")
+    if not raw and env.get("EWMS_CLUSTERS_FILE"):
+        raw = Path(env["EWMS_CLUSTERS_FILE"]).read_text()
+    if not raw:
+        return {"local": socket.gethostname()}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"EWMS_CLUSTERS is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in parsed.items()
+    ):
+        raise ConfigError('EWMS_CLUSTERS must map location -> schedd, e.g. {"osg": "ap1.example.org"}')
+    return dict(parsed)
+
+
+@dataclass(frozen=True)
+class WMSConfig:
+    """Everything the WMS process reads from its environment."""
+
+    mongodb_uri: str = ""
+    db_name: str = "ewms"
+    data_dir: str = ".ewms-data"
+    rest_host: str = "127.0.0.1"
+    rest_port: int = 8080
+    auth_audience: str = "ewms"
+    auth_signing_key: str = ""
+    auth_openid_url: str = ""
+    auth_user_group_pattern: str = ""
+    clusters: dict[str, str] = field(default_factory=dict)
+    default_priority: int = 50
+    max_priority: int = 100
+    default_n_workers: int = 1
+    tms_action_retries: int = 2
+    query_page_size_default: int = 100
+    query_page_size_max: int = 1000
+    query_max_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = 1024 * 1024
+    mq_retry_min_seconds: float = 1.0
+    mq_retry_max_seconds: float = 60.0
+    daemon_poll_seconds: float = 1.0
+    launch_batch_size: int = 200
+    orphan_grace_seconds: float = 300.0
+    openapi_path: str = str(DEFAULT_OPENAPI_PATH)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WMSConfig:
+        """Read the configuration (``env`` defaults to ``os.environ``)."""
+        env = dict(os.environ if env is None else env)
+        cfg = cls(
+            mongodb_uri=env.get("MONGODB_URI", ""),
+            db_name=env.get("WMS_DB_NAME", "ewms"),
+            data_dir=env.get("EWMS_DATA_DIR", ".ewms-data"),
+            rest_host=env.get("REST_HOST", "127.0.0.1"),
+            rest_port=_int(env, "REST_PORT", 8080),
+            auth_audience=env.get("AUTH_AUDIENCE", "ewms"),
+            auth_signing_key=env.get("AUTH_SIGNING_KEY", ""),
+            auth_openid_url=env.get("AUTH_OPENID_URL", ""),
+            auth_user_group_pattern=env.get("AUTH_USER_GROUP_PATTERN", ""),
+            clusters=_clusters(env),
+            default_priority=_int(env, "DEFAULT_WORKFLOW_PRIORITY", 50),
+            max_priority=_int(env, "MAX_WORKFLOW_PRIORITY", 100),
+            default_n_workers=_int(env, "DEFAULT_N_WORKERS", 1),
+            tms_action_retries=_int(env, "TMS_ACTION_RETRIES", 2),
+            query_page_size_default=_int(env, "QUERY_PAGE_SIZE_DEFAULT", 100),
+            query_page_size_max=_int(env, "QUERY_PAGE_SIZE_MAX", 1000),
+            query_max_bytes=_int(env, "USER_QUERY_MAX_BYTES", 10 * 1024 * 1024),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
+            mq_retry_min_seconds=_float(env, "MQ_ACTIVATION_RETRY_MIN_SECONDS", 1.0),
+            mq_retry_max_seconds=_float(env, "MQ_ACTIVATION_RETRY_MAX_SECONDS", 60.0),
+            daemon_poll_seconds=_float(env, "DAEMON_POLL_SECONDS", 1.0),
+            launch_batch_size=_int(env, "LAUNCH_BATCH_SIZE", 200),
+            orphan_grace_seconds=_float(env, "ORPHAN_GRACE_SECONDS", 300.0),
+            openapi_path=env.get("WMS_OPENAPI_PATH", str(DEFAULT_OPENAPI_PATH)),
+            env=env,
+        )
+        if not cfg.auth_signing_key and not cfg.auth_openid_url:
+            raise ConfigError("set AUTH_SIGNING_KEY (dev/tests) or AUTH_OPENID_URL + AUTH_AUDIENCE (production)")
+        if not 0 <= cfg.default_priority <= cfg.max_priority:
+            raise ConfigError("DEFAULT_WORKFLOW_PRIORITY must be between 0 and MAX_WORKFLOW_PRIORITY")
+        return cfg

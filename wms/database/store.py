@@ -1,0 +1,68 @@
+"""The WMS's MongoDB collections, their indexes, and validated writes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from wms.schema import Spec
+
+LOGGER = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+# internal bookkeeping fields start with "_" and never leave the service
+SUBMIT_FAILURES = "_submit_failures"
+RM_FAILURES = "_rm_failures"
+MQ_ACTIVATED_TS = "_mq_activated_ts"
+MQ_FAILURES = "_mq_failures"
+MQ_RETRY_AT = "_mq_retry_at"
+
+
+def public(doc: Doc) -> Doc:
+    """The document as users see it: internal ``_`` fields removed."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+class Store:
+    """Collections ``workflows``, ``task_directives``, ``taskforces`` with schema-checked writes."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], db_name: str, spec: Spec) -> None:
+        self.client = client
+        self.db: AsyncDatabase[Doc] = client[db_name]
+        self.workflows: AsyncCollection[Doc] = self.db["workflows"]
+        self.task_directives: AsyncCollection[Doc] = self.db["task_directives"]
+        self.taskforces: AsyncCollection[Doc] = self.db["taskforces"]
+        self.spec = spec
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes every query of the service and the TMS relies on (idempotent)."""
+        await self.workflows.create_index("workflow_id", unique=True)
+        await self.workflows.create_index([("owner", ASCENDING)])
+        await self.workflows.create_index([("deactivated", ASCENDING), (MQ_ACTIVATED_TS, ASCENDING)])
+        await self.workflows.create_index([("priority", DESCENDING), ("timestamp", ASCENDING)])
+        await self.task_directives.create_index("task_id", unique=True)
+        await self.task_directives.create_index([("workflow_id", ASCENDING)])
+        await self.task_directives.create_index([("owner", ASCENDING)])
+        await self.taskforces.create_index("taskforce_uuid", unique=True)
+        for field in ("workflow_id", "task_id", "phase", "owner", "cluster_id", "job_event_log_fpath"):
+            await self.taskforces.create_index([(field, ASCENDING)])
+        await self.taskforces.create_index([("schedd", ASCENDING), ("phase", ASCENDING)])
+        await self.taskforces.create_index([("priority", DESCENDING), ("timestamp", ASCENDING)])
+        await self.taskforces.create_index([("schedd", ASCENDING), ("job_event_log_fpath", ASCENDING)])
+        LOGGER.info("indexes ensured on %s", self.db.name)
+
+    def check(self, object_name: str, doc: Doc) -> None:
+        """Validate a whole document (internal fields aside) against its OpenAPI object schema."""
+        self.spec.validate_object(object_name, public(doc))
+
+    async def insert_many(self, coll: AsyncCollection[Doc], object_name: str, docs: list[Doc]) -> None:
+        """Validate then insert documents (copies, so callers keep ``_id``-free dicts)."""
+        for doc in docs:
+            self.check(object_name, doc)
+        if docs:
+            await coll.insert_many([dict(d) for d in docs], ordered=True)

@@ -1,0 +1,1 @@
+"""REST handlers of the WMS, one module per resource."""

@@ -1,0 +1,171 @@
+"""The handler base: authentication, role checks, body limits, validation against the OpenAPI document,
+RFC 7807 problem-details errors and per-route metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import tornado.web
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from wms.auth import AuthError, Caller, Role
+from wms.schema import SchemaViolation
+
+if TYPE_CHECKING:
+    from wms.service import WMS
+
+LOGGER = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+USERS = frozenset({Role.USER, Role.ADMIN})
+TMS = frozenset({Role.TMS, Role.ADMIN})
+ANYONE = frozenset({Role.USER, Role.TMS, Role.ADMIN})
+
+
+class Problem(tornado.web.HTTPError):
+    """An error answered as problem details."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, reason=HTTPStatus(status).phrase)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Common behaviour of every route; subclasses set ``ROUTE`` (the OpenAPI path) and ``ROLES`` per method."""
+
+    ROUTE: ClassVar[str]
+    ROLES: ClassVar[dict[str, frozenset[Role]]] = {}  # method -> roles allowed; a method not listed is public
+
+    def initialize(self, wms: WMS) -> None:
+        """Receive the service (tornado passes it from the route table)."""
+        self.wms = wms
+        self.caller: Caller | None = None
+        self.body: Any = None
+        self._started = time.perf_counter()
+
+    # ---- request preparation -------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Authenticate, authorize, parse and validate before the method runs."""
+        method = self.request.method or "GET"
+        roles = self.ROLES.get(method)
+        if roles is not None:
+            try:
+                self.caller = self.wms.auth.authenticate(self.request.headers.get("Authorization"))
+            except AuthError as exc:
+                raise Problem(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="ewms"'}) from exc
+            if not self.caller.roles & roles:
+                allowed = ", ".join(sorted(str(r) for r in roles))
+                raise Problem(403, f"this route needs one of the roles: {allowed}")
+        if len(self.request.body) > self.wms.config.max_body_bytes:
+            raise Problem(413, f"request body exceeds {self.wms.config.max_body_bytes} bytes")
+        self._validate(method)
+
+    def _validate(self, method: str) -> None:
+        spec = self.wms.spec
+        params = {
+            "path": {k: v for k, v in self.path_kwargs.items()},
+            "query": {k: self.get_query_argument(k) for k in self.request.query_arguments},
+        }
+        try:
+            spec.validate_parameters(self.ROUTE, method, params)
+            op = spec.operation(self.ROUTE, method)
+            if self.request.body.strip():
+                try:
+                    self.body = json.loads(self.request.body)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise Problem(400, f"request body is not valid JSON: {exc}") from exc
+            elif op.get("requestBody", {}).get("required"):
+                raise Problem(400, "a JSON request body is required")
+            if "requestBody" in op:
+                spec.validate_body(self.ROUTE, method, self.body if self.body is not None else {})
+            elif self.body not in (None, {}):
+                raise Problem(400, "this route takes no request body")
+        except SchemaViolation as exc:
+            raise Problem(400, str(exc), errors=exc.messages) from exc
+
+    # ---- helpers for subclasses ------------------------------------------------------------------------------
+    def require_caller(self) -> Caller:
+        """The authenticated caller (routes with roles always have one)."""
+        assert self.caller is not None
+        return self.caller
+
+    def check_owner(self, doc: dict[str, Any], what: str) -> None:
+        """403 unless the caller owns ``doc``, is an admin, or is the TMS."""
+        if not self.require_caller().may_access_owner(doc.get("owner")):
+            raise Problem(403, f"this {what} belongs to another user")
+
+    def send(self, obj: Any, status: int = 200) -> None:
+        """Answer with a JSON body."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(obj))
+
+    # ---- errors and metrics ------------------------------------------------------------------------------------
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Render every error as problem details; database outages become 503."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        detail = HTTPStatus(status_code).phrase
+        errors: list[str] | None = None
+        if isinstance(exc, Problem):
+            detail, errors = exc.detail, exc.errors
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        elif isinstance(exc, ConnectionFailure):
+            status_code, detail = 503, "the database is unreachable; try again shortly"
+            self.set_header("Retry-After", "5")
+        elif isinstance(exc, OperationFailure):
+            status_code, detail = 400, f"the database refused the operation: {exc.details or exc}"
+        elif isinstance(exc, PyMongoError):
+            status_code, detail = 503, f"database error: {exc}"
+        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message:
+            detail = exc.log_message
+        self.set_status(status_code)
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": HTTPStatus(status_code).phrase,
+            "status": status_code,
+            "detail": detail,
+            "instance": self.request.path,
+            "code": status_code,
+            "error": detail,
+        }
+        if errors:
+            body["errors"] = errors
+        self.set_header("Content-Type", PROBLEM_JSON)
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Expected errors are logged briefly; only real bugs get a traceback."""
+        if isinstance(value, tornado.web.HTTPError | PyMongoError):
+            LOGGER.info("%s %s -> %s", self.request.method, self.request.path, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def on_finish(self) -> None:
+        """Record the request in the Prometheus metrics."""
+        self.wms.metrics.observe(
+            self.ROUTE, self.request.method or "GET", self.get_status(), time.perf_counter() - self._started
+        )
+
+
+class NotFoundHandler(BaseHandler):
+    """Any path outside the route table."""
+
+    ROUTE = "(unknown)"
+
+    async def prepare(self) -> None:
+        """Answer 404 for every method."""
+        raise Problem(404, f"no route {self.request.path}")

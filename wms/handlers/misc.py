@@ -1,0 +1,59 @@
+"""Health, metrics, the OpenAPI document, and the public MQ profiles of a workflow."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from mqs_client.interface import MQSNotFound
+from wms.handlers.base import ANYONE, USERS, BaseHandler, Problem
+from wms.handlers.workflows import load_workflow
+
+
+class HealthHandler(BaseHandler):
+    """``GET /v0/``: 200 when the database answers."""
+
+    ROUTE = "/v0/"
+
+    async def get(self) -> None:
+        """Ping the database."""
+        await self.wms.store.db.command("ping")
+        self.send({"status": "ok"})
+
+
+class MetricsHandler(BaseHandler):
+    """``GET /metrics``: Prometheus exposition."""
+
+    ROUTE = "/metrics"
+
+    async def get(self) -> None:
+        """Render the metrics."""
+        body = await self.wms.metrics.render(self.wms.store)
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(body)
+
+
+class SchemaHandler(BaseHandler):
+    """``GET /v0/schema/openapi``."""
+
+    ROUTE = "/v0/schema/openapi"
+    ROLES = {"GET": ANYONE}
+
+    async def get(self) -> None:
+        """Return the OpenAPI document the server validates against."""
+        self.send(self.wms.spec.doc)
+
+
+class PublicMQProfilesHandler(BaseHandler):
+    """``GET /v0/mqs/workflows/{workflow_id}/mq-profiles/public``: queue address, name and token for the owner."""
+
+    ROUTE = "/v0/mqs/workflows/{workflow_id}/mq-profiles/public"
+    ROLES = {"GET": USERS}
+
+    async def get(self, workflow_id: str) -> None:
+        """The workflow's public queues (poll ``is_activated``)."""
+        await load_workflow(self, workflow_id)
+        try:
+            profiles = await self.wms.mqs.get_public_profiles(workflow_id)
+        except MQSNotFound as exc:
+            raise Problem(404, f"no queues found for workflow {workflow_id}") from exc
+        self.send({"mqprofiles": [p.to_dict() for p in profiles]})

@@ -1,0 +1,121 @@
+"""Workflow routes: create, read, abort, finish."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from wms.handlers.base import USERS, BaseHandler, Problem
+from wms.lifecycle import Phase
+from wms.translation import TranslationError, build_documents, plan_workflow
+
+LOGGER = logging.getLogger(__name__)
+
+
+class WorkflowsHandler(BaseHandler):
+    """``POST /v0/workflows``: a request becomes a workflow, its task directives and taskforces."""
+
+    ROUTE = "/v0/workflows"
+    ROLES = {"POST": USERS}
+
+    async def post(self) -> None:
+        """Create a workflow.
+
+        Children are written before their parent: task directives, then taskforces, then the workflow, which is
+        the commit point (the daemons act on workflows that exist; orphans of a crashed request are reaped).
+        """
+        caller = self.require_caller()
+        try:
+            plan = plan_workflow(self.body, caller.subject, self.wms.config)
+        except TranslationError as exc:
+            raise Problem(400, str(exc)) from exc
+        profiles = await self.wms.mqs.reserve(plan.workflow_id, plan.queue_aliases, plan.public_aliases)
+        mqids = {p.alias: p.mqid for p in profiles}
+        workflow, directives, taskforces = build_documents(plan, mqids)
+        store = self.wms.store
+        store.check("WorkflowObject", workflow)
+        await store.insert_many(store.task_directives, "TaskDirectiveObject", directives)
+        await store.insert_many(store.taskforces, "TaskforceObject", taskforces)
+        await store.insert_many(store.workflows, "WorkflowObject", [workflow])
+        LOGGER.info(
+            "workflow %s created by %s: %d tasks, %d taskforces, %d queues",
+            plan.workflow_id,
+            caller.subject,
+            len(directives),
+            len(taskforces),
+            len(profiles),
+        )
+        self.wms.wakeups.mq_activator.set()
+        self.send(
+            {
+                "workflow": self.wms.public(workflow),
+                "task_directives": [self.wms.public(d) for d in directives],
+                "taskforces": [self.wms.public(t) for t in taskforces],
+            }
+        )
+
+
+async def load_workflow(handler: BaseHandler, workflow_id: str) -> dict[str, Any]:
+    """The workflow, after a 404 and owner check."""
+    doc = await handler.wms.store.workflows.find_one({"workflow_id": workflow_id}, {"_id": False})
+    if doc is None:
+        raise Problem(404, f"no workflow found with id: {workflow_id}")
+    handler.check_owner(doc, "workflow")
+    return doc
+
+
+class WorkflowIDHandler(BaseHandler):
+    """``GET /v0/workflows/{workflow_id}``."""
+
+    ROUTE = "/v0/workflows/{workflow_id}"
+    ROLES = {"GET": USERS}
+
+    async def get(self, workflow_id: str) -> None:
+        """Return the workflow."""
+        self.send(self.wms.public(await load_workflow(self, workflow_id)))
+
+
+class _DeactivateHandler(BaseHandler):
+    KIND: str
+    ROLES = {"POST": USERS}
+
+    async def post(self, workflow_id: str) -> None:
+        """Deactivate the workflow and send its live taskforces to ``pending-stopper``.
+
+        Repeating the same action is harmless (it completes a move a crash may have interrupted); deactivating a
+        workflow the other way is a conflict.
+        """
+        current = await load_workflow(self, workflow_id)
+        if current["deactivated"] not in (None, self.KIND):
+            raise Problem(409, f"workflow {workflow_id} is already deactivated as {current['deactivated']}")
+        await self.wms.store.workflows.update_one(
+            {"workflow_id": workflow_id, "deactivated": None},
+            {"$set": {"deactivated": self.KIND, "deactivated_ts": time.time()}},
+        )
+        latest = await load_workflow(self, workflow_id)
+        if latest["deactivated"] != self.KIND:  # lost a race against the other action
+            raise Problem(409, f"workflow {workflow_id} is already deactivated as {latest['deactivated']}")
+        moved = await self.wms.lifecycle.move_many(
+            {"workflow_id": workflow_id},
+            Phase.PENDING_STOPPER,
+            source_entity="User",
+            context=f"workflow {self.KIND.lower()} by {self.require_caller().subject}",
+        )
+        LOGGER.info("workflow %s %s: %d taskforces to stop", workflow_id, self.KIND, moved)
+        self.wms.wakeups.mq_activator.set()
+        self.send({"workflow_id": workflow_id, "n_taskforces": moved})
+
+
+class WorkflowAbortHandler(_DeactivateHandler):
+    """``POST /v0/workflows/{workflow_id}/actions/abort``."""
+
+    ROUTE = "/v0/workflows/{workflow_id}/actions/abort"
+    KIND = "ABORTED"
+
+
+class WorkflowFinishedHandler(_DeactivateHandler):
+    """``POST /v0/workflows/{workflow_id}/actions/finished``."""
+
+    ROUTE = "/v0/workflows/{workflow_id}/actions/finished"
+    KIND = "FINISHED"

@@ -1,0 +1,45 @@
+"""Prometheus metrics of the WMS: requests by route and status, latency, taskforces by phase."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from wms.database.store import Store
+from wms.lifecycle import Phase
+
+
+class Metrics:
+    """A private registry, so several WMS instances (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ewms_wms_requests", "HTTP requests served", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "ewms_wms_request_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.taskforces = Gauge("ewms_wms_taskforces", "Taskforces by phase", ["phase"], registry=self.registry)
+        self.workflows = Gauge("ewms_wms_workflows", "Workflows by state", ["state"], registry=self.registry)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    async def render(self, store: Store) -> bytes:
+        """Refresh the store-derived gauges and render the exposition text."""
+        counts = {str(p): 0 for p in Phase}
+        async for row in await store.taskforces.aggregate([{"$group": {"_id": "$phase", "n": {"$sum": 1}}}]):
+            counts[str(row["_id"])] = int(row["n"])
+        for phase, n in counts.items():
+            self.taskforces.labels(phase).set(n)
+        active = await store.workflows.count_documents({"deactivated": None})
+        total = await store.workflows.count_documents({})
+        self.workflows.labels("active").set(active)
+        self.workflows.labels("deactivated").set(total - active)
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,122 @@
+"""The OpenAPI document as the single source of truth: validators for requests and stored objects."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SPEC_URI = "urn:ewms:wms-openapi"
+
+
+class SchemaViolation(ValueError):
+    """A document does not match its schema; ``messages`` lists every problem found."""
+
+    def __init__(self, what: str, messages: list[str]) -> None:
+        super().__init__(f"{what}: " + "; ".join(messages))
+        self.messages = messages
+
+
+def _describe(error: ValidationError) -> str:
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"{where or '(body)'}: {error.message}"
+
+
+class Spec:
+    """Loaded OpenAPI document with cached validators."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.doc: dict[str, Any] = json.loads(self.path.read_text())
+        resource = Resource.from_contents(self.doc, default_specification=DRAFT202012)
+        self._registry: Registry = Registry().with_resource(SPEC_URI, resource)
+        self._validators: dict[str, Draft202012Validator] = {}
+
+    def _validator(self, pointer: str) -> Draft202012Validator:
+        if pointer not in self._validators:
+            self._validators[pointer] = Draft202012Validator({"$ref": f"{SPEC_URI}#{pointer}"}, registry=self._registry)
+        return self._validators[pointer]
+
+    def _check(self, pointer: str, instance: Any, what: str) -> None:
+        errors = sorted(self._validator(pointer).iter_errors(instance), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise SchemaViolation(what, [_describe(e) for e in errors[:10]])
+
+    def operation(self, path: str, method: str) -> dict[str, Any]:
+        """The operation object for a path template (as written in the document) and method."""
+        return dict(self.doc["paths"][path][method.lower()])
+
+    def validate_body(self, path: str, method: str, body: Any) -> None:
+        """Validate a request body against the operation's ``application/json`` schema."""
+        op = self.operation(path, method)
+        content = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if content is None:
+            return
+        op_pointer = f"/paths/{_escape(path)}/{method.lower()}"
+        pointer = f"{op_pointer}/requestBody/content/application~1json/schema"
+        self._check(pointer, body, "invalid request body")
+
+    def validate_parameters(self, path: str, method: str, values: dict[str, dict[str, Any]]) -> None:
+        """Validate path and query parameters; ``values`` maps location ("path"/"query") -> name -> value."""
+        problems: list[str] = []
+        for param, schema_pointer in self._parameters(path, method):
+            given = values.get(param["in"], {})
+            name = param["name"]
+            if name not in given:
+                if param.get("required"):
+                    problems.append(f"{param['in']} parameter '{name}' is required")
+                continue
+            errors = self._validator(schema_pointer).iter_errors(given[name])
+            problems += [f"{param['in']} parameter '{name}': {e.message}" for e in errors]
+        if problems:
+            raise SchemaViolation("invalid request parameters", problems)
+
+    def _parameters(self, path: str, method: str) -> list[tuple[dict[str, Any], str]]:
+        """Each parameter of the operation (path-level ones included) with a pointer to its schema."""
+        found = []
+        for owner in (f"/paths/{_escape(path)}", f"/paths/{_escape(path)}/{method.lower()}"):
+            node = self._deref({"$ref": "#" + owner})
+            for index, param in enumerate(node.get("parameters", [])):
+                where = param["$ref"].removeprefix("#") if "$ref" in param else f"{owner}/parameters/{index}"
+                found.append((self._deref(param), f"{where}/schema"))
+        return found
+
+    def _deref(self, node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            target: Any = self.doc
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part.replace("~1", "/").replace("~0", "~")]
+            node = target
+        return dict(node)
+
+    def validate_object(self, name: str, doc: dict[str, Any]) -> None:
+        """Validate a whole stored object (e.g. ``TaskforceObject``) before it is written."""
+        self._check(f"/components/schemas/{name}", doc, f"invalid {name}")
+
+    def validate_fields(self, name: str, fields: dict[str, Any]) -> None:
+        """Validate top-level fields of a partial update against the object's property schemas."""
+        problems: list[str] = []
+        for key, value in fields.items():
+            if key not in self.doc["components"]["schemas"][name]["properties"]:
+                problems.append(f"{key}: not a field of {name}")
+                continue
+            errors = self._validator(f"/components/schemas/{name}/properties/{key}").iter_errors(value)
+            problems += [f"{key}: {e.message}" for e in errors]
+        if problems:
+            raise SchemaViolation(f"invalid update of {name}", problems)
+
+
+def _escape(path: str) -> str:
+    return path.replace("~", "~0").replace("/", "~1")
+
+
+@cache
+def load(path: str) -> Spec:
+    """Load (once per path) the OpenAPI document."""
+    return Spec(path)

@@ -1,0 +1,105 @@
+"""The WMS process: store, MQS client, daemons and REST server, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import tornado.httpserver
+from pymongo import AsyncMongoClient
+
+from mqs_client import MQSConfig, make_mqs_client
+from mqs_client.interface import MQSClient
+from wms import schema
+from wms.auth import TokenValidator
+from wms.config import WMSConfig
+from wms.daemons.launch_control import LaunchControl
+from wms.daemons.loop import Wakeup, run_forever
+from wms.daemons.mq_activator import MQActivator
+from wms.database.store import Store, public
+from wms.lifecycle import Lifecycle
+from wms.metrics import Metrics
+from wms.server import make_app
+
+LOGGER = logging.getLogger(__name__)
+MAX_TRANSPORT_BODY = 64 * 1024 * 1024  # hard limit; the configured limit (413) is checked per request
+
+
+@dataclass
+class Wakeups:
+    """Signals handlers use to make a daemon act at once."""
+
+    mq_activator: Wakeup = field(default_factory=Wakeup)
+    launch: Wakeup = field(default_factory=Wakeup)
+
+
+class WMS:
+    """Everything a request handler needs, and the lifecycle of the whole service."""
+
+    def __init__(self, config: WMSConfig, mqs: MQSClient | None = None) -> None:
+        self.config = config
+        self.spec = schema.load(config.openapi_path)
+        self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            config.mongodb_uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=False
+        )
+        self.store = Store(self.mongo, config.db_name, self.spec)
+        self.lifecycle = Lifecycle(self.store.taskforces)
+        self.mqs: MQSClient = mqs or make_mqs_client(self.store.db, MQSConfig.from_env(config.env))
+        self.auth = TokenValidator(
+            audience=config.auth_audience,
+            signing_key=config.auth_signing_key,
+            openid_url=config.auth_openid_url,
+            user_group_pattern=config.auth_user_group_pattern,
+        )
+        self.metrics = Metrics()
+        self.wakeups = Wakeups()
+        self.public = public
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self.port: int = config.rest_port
+
+    async def start(self) -> None:
+        """Ensure indexes, start the daemons, and listen."""
+        await self.store.ensure_indexes()
+        ensure = getattr(self.mqs, "ensure_indexes", None)
+        if ensure is not None:
+            await ensure()
+        activator = MQActivator(self.store, self.lifecycle, self.mqs, self.config, self.wakeups.launch)
+        launcher = LaunchControl(self.store, self.lifecycle, self.config)
+        poll = self.config.daemon_poll_seconds
+        self._tasks = [
+            asyncio.create_task(
+                run_forever("mq-activator", activator.one_pass, self.wakeups.mq_activator, poll, self._stop)
+            ),
+            asyncio.create_task(
+                run_forever("launch-control", launcher.one_pass, self.wakeups.launch, poll, self._stop)
+            ),
+        ]
+        housekeeping = getattr(self.mqs, "run_housekeeping", None)
+        if housekeeping is not None:
+            self._tasks.append(asyncio.create_task(housekeeping(self._stop)))
+        self._http = tornado.httpserver.HTTPServer(make_app(self), max_body_size=MAX_TRANSPORT_BODY, xheaders=True)
+        sockets = tornado.netutil.bind_sockets(self.config.rest_port, self.config.rest_host)
+        self.port = sockets[0].getsockname()[1]
+        self._http.add_sockets(sockets)
+        LOGGER.info("WMS listening on http://%s:%d/v0/", self.config.rest_host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening, stop the daemons, close connections."""
+        if self._http is not None:
+            self._http.stop()
+            await self._http.close_all_connections()
+        self._stop.set()
+        self.wakeups.mq_activator.set()
+        self.wakeups.launch.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        await self.mqs.close()
+        await self.mongo.close()
+        LOGGER.info("WMS stopped")

@@ -1,0 +1,196 @@
+"""Turn a ``POST /v0/workflows`` request into a Workflow, its TaskDirectives and Taskforces.
+
+Persisted attributes follow the seed README: ``task_image``/``task_args`` go to the TaskDirective and into
+``pilot_config.environment`` (``EWMS_PILOT_TASK_IMAGE``/``_ARGS``); ``task_env``/``init_env`` become JSON strings in
+the pilot environment; ``pilot_config``, ``worker_config``, ``n_workers`` go to each Taskforce.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from wms import ids
+from wms.config import WMSConfig
+from wms.database.store import MQ_ACTIVATED_TS, MQ_FAILURES, MQ_RETRY_AT, RM_FAILURES, SUBMIT_FAILURES, Doc
+from wms.lifecycle import Phase, log_entry
+
+# set by the WMS (from the task directive) and the TMS (queues): users may not set them in pilot_config.environment
+RESERVED_PILOT_ENV = frozenset(
+    {
+        "EWMS_PILOT_TASK_IMAGE",
+        "EWMS_PILOT_TASK_ARGS",
+        "EWMS_PILOT_TASK_ENV_JSON",
+        "EWMS_PILOT_INIT_IMAGE",
+        "EWMS_PILOT_INIT_ARGS",
+        "EWMS_PILOT_INIT_ENV_JSON",
+    }
+)
+RESERVED_PILOT_ENV_PREFIXES = ("EWMS_PILOT_QUEUE_",)
+
+
+class TranslationError(ValueError):
+    """The request is well-formed but cannot be turned into a workflow (HTTP 400)."""
+
+
+@dataclass
+class WorkflowPlan:
+    """A checked request with its new ids, before queues are reserved."""
+
+    request: dict[str, Any]
+    owner: str
+    workflow_id: str
+    priority: int
+    queue_aliases: list[str]
+    public_aliases: list[str]
+    schedds: dict[str, str] = field(default_factory=dict)
+    default_n_workers: int = 1
+
+
+def _check_pilot_env(index: int, env: dict[str, Any]) -> None:
+    for key in env:
+        if key in RESERVED_PILOT_ENV or key.startswith(RESERVED_PILOT_ENV_PREFIXES):
+            raise TranslationError(f"tasks[{index}].pilot_config.environment may not set {key} (set by EWMS)")
+
+
+def plan_workflow(request: dict[str, Any], owner: str, config: WMSConfig) -> WorkflowPlan:
+    """Check what the schema cannot (locations, reserved env, alias use) and choose ids and priority."""
+    aliases: list[str] = []
+    for index, task in enumerate(request["tasks"]):
+        for location in task["cluster_locations"]:
+            if location not in config.clusters:
+                known = ", ".join(sorted(config.clusters))
+                raise TranslationError(f"tasks[{index}]: unknown cluster location {location!r} (known: {known})")
+        _check_pilot_env(index, task.get("pilot_config", {}).get("environment", {}))
+        for alias in task["input_queue_aliases"] + task["output_queue_aliases"]:
+            if alias not in aliases:
+                aliases.append(alias)
+    unused = [a for a in request["public_queue_aliases"] if a not in aliases]
+    if unused:
+        raise TranslationError(f"public_queue_aliases not used by any task: {', '.join(unused)}")
+    priority = min(int(request.get("priority", config.default_priority)), config.max_priority)
+    return WorkflowPlan(
+        request=request,
+        owner=owner,
+        workflow_id=ids.workflow_id(),
+        priority=priority,
+        queue_aliases=aliases,
+        public_aliases=list(request["public_queue_aliases"]),
+        schedds=dict(config.clusters),
+        default_n_workers=config.default_n_workers,
+    )
+
+
+def pilot_environment(task_directive: Doc, user_env: dict[str, Any]) -> dict[str, Any]:
+    """The pilot environment of a taskforce: the user's settings plus the task definition."""
+    env = dict(user_env)
+    env["EWMS_PILOT_TASK_IMAGE"] = task_directive["task_image"]
+    env["EWMS_PILOT_TASK_ARGS"] = task_directive["task_args"]
+    if task_directive["task_env"]:
+        env["EWMS_PILOT_TASK_ENV_JSON"] = json.dumps(task_directive["task_env"], sort_keys=True)
+    if task_directive["init_image"]:
+        env["EWMS_PILOT_INIT_IMAGE"] = task_directive["init_image"]
+    if task_directive["init_args"]:
+        env["EWMS_PILOT_INIT_ARGS"] = task_directive["init_args"]
+    if task_directive["init_env"]:
+        env["EWMS_PILOT_INIT_ENV_JSON"] = json.dumps(task_directive["init_env"], sort_keys=True)
+    return env
+
+
+def make_taskforce(
+    task_directive: Doc,
+    *,
+    cluster_location: str,
+    schedd: str,
+    n_workers: int,
+    priority: int,
+    pilot_config: dict[str, Any],
+    worker_config: dict[str, Any],
+    source_entity: str,
+    phase: Phase = Phase.PRE_MQ_ACTIVATION,
+    context: str = "taskforce created",
+) -> Doc:
+    """A new Taskforce for one task directive at one cluster location."""
+    return {
+        "taskforce_uuid": ids.taskforce_uuid(),
+        "task_id": task_directive["task_id"],
+        "workflow_id": task_directive["workflow_id"],
+        "timestamp": time.time(),
+        "priority": priority,
+        "collector": None,
+        "schedd": schedd,
+        "cluster_location": cluster_location,
+        "n_workers": n_workers,
+        "pilot_config": pilot_config,
+        "worker_config": worker_config,
+        "cluster_id": None,
+        "submit_dict": {},
+        "job_event_log_fpath": None,
+        "phase": str(phase),
+        "phase_change_log": [log_entry(phase, True, source_entity, context)],
+        "compound_statuses": {},
+        "top_task_errors": {},
+        "owner": task_directive["owner"],
+        SUBMIT_FAILURES: 0,
+        RM_FAILURES: 0,
+    }
+
+
+def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, list[Doc], list[Doc]]:
+    """The workflow, task directive and taskforce documents, given each alias's reserved queue id."""
+    now = time.time()
+    workflow = {
+        "workflow_id": plan.workflow_id,
+        "timestamp": now,
+        "priority": plan.priority,
+        "deactivated": None,
+        "deactivated_ts": None,
+        "owner": plan.owner,
+        MQ_ACTIVATED_TS: None,
+        MQ_FAILURES: 0,
+        MQ_RETRY_AT: 0.0,
+    }
+    directives: list[Doc] = []
+    taskforces: list[Doc] = []
+    for task in plan.request["tasks"]:
+        directive = {
+            "task_id": ids.task_id(),
+            "workflow_id": plan.workflow_id,
+            "timestamp": now,
+            "cluster_locations": list(task["cluster_locations"]),
+            "task_image": task["task_image"],
+            "task_args": task["task_args"],
+            "task_env": dict(task.get("task_env", {})),
+            "init_image": task.get("init_image", ""),
+            "init_args": task.get("init_args", ""),
+            "init_env": dict(task.get("init_env", {})),
+            "input_queues": [mqids[a] for a in task["input_queue_aliases"]],
+            "output_queues": [mqids[a] for a in task["output_queue_aliases"]],
+            "owner": plan.owner,
+        }
+        directives.append(directive)
+        user_pilot = task.get("pilot_config", {})
+        pilot_config = {
+            "tag": user_pilot.get("tag", "latest"),
+            "image_source": user_pilot.get("image_source", "cvmfs"),
+            "environment": pilot_environment(directive, user_pilot.get("environment", {})),
+            "input_files": list(user_pilot.get("input_files", [])),
+        }
+        worker_config = {"condor_requirements": "", **task["worker_config"]}
+        n_workers = task.get("n_workers")
+        for location in task["cluster_locations"]:
+            taskforces.append(
+                make_taskforce(
+                    directive,
+                    cluster_location=location,
+                    schedd=plan.schedds[location],
+                    n_workers=int(n_workers) if n_workers is not None else plan.default_n_workers,
+                    priority=plan.priority,
+                    pilot_config=json.loads(json.dumps(pilot_config)),
+                    worker_config=dict(worker_config),
+                    source_entity="User",
+                )
+            )
+    return workflow, directives, taskforces
