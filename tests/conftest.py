@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +123,22 @@ def api_as(wms_server: WMSUnderTest, make_token):  # type: ignore[no-untyped-def
         return Api(wms_server.url, None if role is None else make_token(role, subject))
 
     return _make
+
+
+@pytest.fixture
+async def start_wms(
+    mongo_uri: str, broker: broker_node.BrokerNode, broker_signing_key: str, auth_key: str
+) -> AsyncIterator[Callable[..., Awaitable[WMSUnderTest]]]:
+    """Factory: ``await start_wms(**env_overrides)`` -> another WMS (stopped at teardown unless stopped before)."""
+    started: list[WMS] = []
+
+    async def _start(**overrides: str) -> WMSUnderTest:
+        config = WMSConfig.from_env({**wms_env(mongo_uri, broker, broker_signing_key, auth_key), **overrides})
+        wms = WMS(config)
+        await wms.start()
+        started.append(wms)
+        return WMSUnderTest(url=f"http://127.0.0.1:{wms.port}", wms=wms, config=config)
+
+    yield _start
+    for wms in started:
+        await wms.stop()

@@ -10,8 +10,7 @@ from typing import Any
 import tornado.httpserver
 from pymongo import AsyncMongoClient
 
-from mqs_client import MQSConfig, make_mqs_client
-from mqs_client.interface import MQSClient
+from mqs_client import ManagedMQSClient, MQSConfig, make_mqs_client
 from wms import schema
 from wms.auth import TokenValidator
 from wms.config import WMSConfig
@@ -38,7 +37,7 @@ class Wakeups:
 class WMS:
     """Everything a request handler needs, and the lifecycle of the whole service."""
 
-    def __init__(self, config: WMSConfig, mqs: MQSClient | None = None) -> None:
+    def __init__(self, config: WMSConfig, mqs: ManagedMQSClient | None = None) -> None:
         self.config = config
         self.spec = schema.load(config.openapi_path)
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -46,7 +45,7 @@ class WMS:
         )
         self.store = Store(self.mongo, config.db_name, self.spec)
         self.lifecycle = Lifecycle(self.store.taskforces)
-        self.mqs: MQSClient = mqs or make_mqs_client(self.store.db, MQSConfig.from_env(config.env))
+        self.mqs: ManagedMQSClient = mqs or make_mqs_client(self.store.db, MQSConfig.from_env(config.env))
         self.auth = TokenValidator(
             audience=config.auth_audience,
             signing_key=config.auth_signing_key,
@@ -64,9 +63,7 @@ class WMS:
     async def start(self) -> None:
         """Ensure indexes, start the daemons, and listen."""
         await self.store.ensure_indexes()
-        ensure = getattr(self.mqs, "ensure_indexes", None)
-        if ensure is not None:
-            await ensure()
+        await self.mqs.ensure_indexes()
         activator = MQActivator(self.store, self.lifecycle, self.mqs, self.config, self.wakeups.launch)
         launcher = LaunchControl(self.store, self.lifecycle, self.config)
         poll = self.config.daemon_poll_seconds
@@ -78,9 +75,7 @@ class WMS:
                 run_forever("launch-control", launcher.one_pass, self.wakeups.launch, poll, self._stop)
             ),
         ]
-        housekeeping = getattr(self.mqs, "run_housekeeping", None)
-        if housekeeping is not None:
-            self._tasks.append(asyncio.create_task(housekeeping(self._stop)))
+        self._tasks.append(asyncio.create_task(self.mqs.run_housekeeping(self._stop)))
         self._http = tornado.httpserver.HTTPServer(make_app(self), max_body_size=MAX_TRANSPORT_BODY, xheaders=True)
         sockets = tornado.netutil.bind_sockets(self.config.rest_port, self.config.rest_host)
         self.port = sockets[0].getsockname()[1]
@@ -88,7 +83,9 @@ class WMS:
         LOGGER.info("WMS listening on http://%s:%d/v0/", self.config.rest_host, self.port)
 
     async def stop(self) -> None:
-        """Stop listening, stop the daemons, close connections."""
+        """Stop listening, stop the daemons, close connections (a second call does nothing)."""
+        if self._stop.is_set():
+            return
         if self._http is not None:
             self._http.stop()
             await self._http.close_all_connections()

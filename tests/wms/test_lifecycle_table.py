@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from wms.lifecycle import ALLOWED_MOVES, ENDING_PHASES, Phase, log_entry, sources_of
 
 
@@ -17,7 +19,7 @@ def test_every_phase_is_reachable_from_creation() -> None:
 
 def test_the_happy_path_and_the_stop_path_are_allowed() -> None:
     path = [Phase.PRE_MQ_ACTIVATION, Phase.PRE_LAUNCH, Phase.PENDING_STARTER, Phase.CONDOR_SUBMIT]
-    for src, dst in zip(path, path[1:], strict=False):
+    for src, dst in itertools.pairwise(path):
         assert dst in ALLOWED_MOVES[src]
     assert Phase.CONDOR_COMPLETE in ALLOWED_MOVES[Phase.CONDOR_SUBMIT]
     assert Phase.CONDOR_RM in ALLOWED_MOVES[Phase.PENDING_STOPPER]

@@ -15,9 +15,9 @@ from wms.auth import Role
 ALPHA, BETA = "schedd-alpha.test", "schedd-beta.test"
 
 
-async def wait_for_phase(api: Api, uuids: list[str], phase: str, timeout: float = 20.0) -> list[dict[str, Any]]:
-    """Poll until every taskforce is in ``phase``."""
-    deadline = time.monotonic() + timeout
+async def wait_for_phase(api: Api, uuids: list[str], phase: str, within: float = 20.0) -> list[dict[str, Any]]:
+    """Poll until every taskforce is in ``phase`` (at most ``within`` seconds)."""
+    deadline = time.monotonic() + within
     while True:
         docs = [await api.ok("GET", f"/v0/taskforces/{u}") for u in uuids]
         if all(d["phase"] == phase for d in docs):
@@ -36,7 +36,12 @@ async def start_jobs(tms: Api, schedd: str, cluster_id: int) -> dict[str, Any]:
     work = await tms.ok("GET", "/v0/tms/pending-starter/taskforces", params={"schedd": schedd})
     assert work, "no pending-starter taskforce"
     uuid = work["taskforce"]["taskforce_uuid"]
-    body = {"cluster_id": cluster_id, "n_workers": 3, "submit_dict": {"universe": "container"}, "job_event_log_fpath": "/l.jel"}
+    body = {
+        "cluster_id": cluster_id,
+        "n_workers": 3,
+        "submit_dict": {"universe": "container"},
+        "job_event_log_fpath": "/l.jel",
+    }
     await tms.ok("POST", f"/v0/tms/condor-submit/taskforces/{uuid}", body)
     return work
 
@@ -115,7 +120,9 @@ async def test_full_lifecycle(api: Api, api_as) -> None:  # type: ignore[no-unty
     # the queues are retired once the workflow is deactivated
     deadline = time.monotonic() + 15
     while True:
-        profiles = (await api.ok("GET", f"/v0/mqs/workflows/{workflow['workflow_id']}/mq-profiles/public"))["mqprofiles"]
+        profiles = (await api.ok("GET", f"/v0/mqs/workflows/{workflow['workflow_id']}/mq-profiles/public"))[
+            "mqprofiles"
+        ]
         if not any(p["is_activated"] for p in profiles):
             break
         assert time.monotonic() < deadline, profiles
@@ -184,7 +191,9 @@ async def test_add_workers(api: Api, api_as) -> None:  # type: ignore[no-untyped
     created = await submit(api, workflow_request(("test-alpha",)))
     task_id = created["task_directives"][0]["task_id"]
     await wait_for_phase(api, [created["taskforces"][0]["taskforce_uuid"]], "pending-starter")
-    added = await api.ok("POST", f"/v0/task-directives/{task_id}/actions/add-workers", {"cluster_location": "test-beta", "n_workers": 5})
+    added = await api.ok(
+        "POST", f"/v0/task-directives/{task_id}/actions/add-workers", {"cluster_location": "test-beta", "n_workers": 5}
+    )
     assert added["schedd"] == BETA and added["n_workers"] == 5 and added["task_id"] == task_id
     assert added["worker_config"] == created["taskforces"][0]["worker_config"]
     await wait_for_phase(api, [added["taskforce_uuid"]], "pending-starter")
