@@ -12,6 +12,7 @@ from openapi_core import Config, OpenAPI
 from openapi_core.deserializing.media_types.util import json_loads
 from openapi_core.testing import MockRequest, MockResponse
 
+AUDIENCE = "ewms-test"  # the audience of tokens the WMS under test accepts
 SPEC_PATH = Path(__file__).resolve().parent.parent / "Docs" / "openapi.json"
 _OPENAPI: OpenAPI | None = None
 

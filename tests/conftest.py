@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from apiclient import Api
+from apiclient import AUDIENCE, Api
 
 from mqs_client import broker_node
 from wms.auth import Role, issue_token
@@ -18,7 +18,6 @@ from wms.config import WMSConfig
 from wms.database import embedded
 from wms.service import WMS
 
-AUDIENCE = "ewms-test"
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import jwt
 import pytest
-from apiclient import Api
-from conftest import AUDIENCE
+from apiclient import AUDIENCE, Api
 from factories import workflow_request
 
 from wms.auth import Role

@@ -1,0 +1,55 @@
+"""Printing: JSON documents, aligned tables, times and short summaries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+
+def add_json_option(parser: argparse.ArgumentParser, help: str = "print the full JSON response") -> None:
+    """Add ``--json``."""
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def print_json(obj: Any) -> None:
+    """Print an indented JSON document."""
+    print(json.dumps(obj, indent=2))
+
+
+def cell(value: Any) -> str:
+    """A table cell: strings as they are, ``-`` for null, anything else as compact JSON."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces (the last column is not padded)."""
+    cells = [list(headers), *([cell(v) for v in row] for row in rows)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ("  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)), r[-1]]) for r in cells)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def when(timestamp: float | None) -> str:
+    """An epoch time as local ``YYYY-MM-DD HH:MM:SS``."""
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def shorten(text: str, width: int) -> str:
+    """One line of at most ``width`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def note(message: str) -> None:
+    """A progress or summary line on stderr (keeps stdout clean for data)."""
+    print(message, file=sys.stderr)

@@ -1,0 +1,81 @@
+"""Where the WMS is and which token to use: ``--url``/``--token``, else ``EWMS_URL``/``EWMS_TOKEN``, else the
+config file (``$EWMS_CONFIG`` or ``~/.config/ewms/config.json``, ``{"url": ..., "token": ...}``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from wms.cli.exits import CLIError, Exit
+from wms.client import WMSClient
+
+HTTP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved WMS address and token."""
+
+    url: str
+    token: str
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """Add ``--url`` and ``--token``; on sub-commands they only override what was given before the command."""
+    default = None if top_level else argparse.SUPPRESS
+    parser.add_argument("--url", default=default, help="WMS address, e.g. http://localhost:8080 (env EWMS_URL)")
+    parser.add_argument("--token", default=default, help="bearer token (env EWMS_TOKEN)")
+
+
+def config_path() -> Path:
+    """The config file: ``$EWMS_CONFIG`` or ``~/.config/ewms/config.json``."""
+    return Path(os.environ.get("EWMS_CONFIG") or Path.home() / ".config" / "ewms" / "config.json")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The config file's settings ({} when it does not exist)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot read config file {path}: {exc}", Exit.USAGE) from exc
+    if not isinstance(data, dict):
+        raise CLIError(f'config file {path} must hold a JSON object like {{"url": ..., "token": ...}}', Exit.USAGE)
+    return data
+
+
+def resolve(args: argparse.Namespace) -> Settings:
+    """Flags, then environment, then config file; a missing value is a usage error with a hint."""
+    url, token = args.url or os.environ.get("EWMS_URL"), args.token or os.environ.get("EWMS_TOKEN")
+    if not (url and token):
+        path = config_path()
+        config = _read_config(path)
+        url, token = url or config.get("url"), token or config.get("token")
+        for name, value, flag, env in (("URL", url, "--url", "EWMS_URL"), ("token", token, "--token", "EWMS_TOKEN")):
+            if not value:
+                raise CLIError(f'no WMS {name}: pass {flag}, set {env}, or put "{flag[2:]}" in {path}', Exit.USAGE)
+    return Settings(url=check_url(str(url)), token=str(token))
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is an http(s) address with a host."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise CLIError(f"invalid WMS URL {url!r}: {exc}", Exit.USAGE) from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise CLIError(f"invalid WMS URL {url!r}: expected http(s)://HOST[:PORT]", Exit.USAGE)
+    return url
+
+
+def connect(args: argparse.Namespace) -> WMSClient:
+    """A client for the resolved settings (use it with ``async with``)."""
+    settings = resolve(args)
+    return WMSClient(settings.url, settings.token, timeout=HTTP_TIMEOUT)
