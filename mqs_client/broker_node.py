@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -28,6 +29,7 @@ LOGGER = logging.getLogger(__name__)
 RESOURCE_SERVER_ID = "rabbitmq"
 SIGNING_KEY_ID = "ewms"
 STATE_FILE = "broker-node.json"
+DEBIAN_BIN = "/usr/lib/rabbitmq/bin"  # Debian: the scripts behind the wrappers in /usr/sbin
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,43 @@ def _chown_rabbitmq(path: Path) -> None:
         pass
 
 
+def _direct_home() -> str | None:
+    """As root on Debian, the rabbitmq user's home; None where the plain wrappers are to be used.
+
+    The wrappers (``rabbitmq-server``, ``rabbitmqctl``) switch to user ``rabbitmq``, which loses access to a data dir
+    under root-only directories: any new pytest session resets pytest's temp root to mode 0700, even while a node
+    runs under it. So as root the scripts behind the wrappers run directly, staying root, with HOME set to the
+    rabbitmq user's home so that node and CLI share its Erlang cookie.
+    """
+    if os.geteuid() != 0 or not os.access(f"{DEBIAN_BIN}/rabbitmq-server", os.X_OK):
+        return None
+    try:
+        home = pwd.getpwnam("rabbitmq").pw_dir
+    except KeyError:
+        return None
+    return home if os.path.exists(os.path.join(home, ".erlang.cookie")) else None
+
+
+def _tool(name: str) -> tuple[str, dict[str, str]]:
+    """The command for a RabbitMQ script, and the environment it needs on top of ours."""
+    home = _direct_home()
+    return (f"{DEBIAN_BIN}/{name}", {"HOME": home}) if home else (name, {})
+
+
+def ctl(node: BrokerNode, *args: str, check: bool = True, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    """Run ``rabbitmqctl -n NODE -q ARGS...`` against the node, its plugins' commands (``add_uaa_key``) included."""
+    command, extra = _tool("rabbitmqctl")
+    env = dict(os.environ, RABBITMQ_ENABLED_PLUGINS_FILE=str(Path(node.data_dir) / "conf" / "enabled_plugins"), **extra)
+    return subprocess.run(
+        [command, "-n", node.nodename, "-q", *args],
+        env=env,
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def start(
     data_dir: str | Path,
     signing_key: str,
@@ -151,9 +190,12 @@ def start(
     _write_config(conf_dir, amqp_port, mgmt_port, signing_key)
     for sub in ("mnesia", "log"):
         (data / sub).mkdir(exist_ok=True)
-    _chown_rabbitmq(data)
+    command, extra_env = _tool("rabbitmq-server")
+    if not extra_env:  # the server switches to user rabbitmq, which must own and reach its files
+        _chown_rabbitmq(data)
     env = dict(
         os.environ,
+        **extra_env,
         RABBITMQ_NODENAME=nodename,
         RABBITMQ_NODE_PORT=str(amqp_port),
         RABBITMQ_DIST_PORT=str(dist_port),
@@ -165,9 +207,7 @@ def start(
         RABBITMQ_PID_FILE=str(data / "node.pid"),
     )
     log = open(data / "server.out", "ab")  # kept open by the child
-    proc = subprocess.Popen(
-        ["rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    proc = subprocess.Popen([command], cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     node = BrokerNode(nodename, amqp_port, mgmt_port, dist_port, str(data), signing_key, proc.pid)
     (data / STATE_FILE).write_text(json.dumps(asdict(node)))
     deadline = time.monotonic() + timeout
@@ -175,13 +215,8 @@ def start(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"rabbitmq-server exited with {proc.returncode}; see {data / 'server.out'}")
-        if _port_open(amqp_port):
-            subprocess.run(
-                ["rabbitmqctl", "-n", nodename, "-q", "await_startup", "--timeout", "60"],
-                check=False,
-                capture_output=True,
-                env=env,
-            )
+        # await_startup called too early fails at once: poll again
+        if _port_open(amqp_port) and ctl(node, "await_startup", "--timeout", "60", check=False).returncode == 0:
             LOGGER.info("private RabbitMQ node %s ready", nodename)
             return node
         time.sleep(0.3)
@@ -191,7 +226,10 @@ def start(
 
 def stop(node: BrokerNode, timeout: float = 30.0) -> None:
     """Stop the node cleanly, then make sure its process group is gone."""
-    subprocess.run(["rabbitmqctl", "-n", node.nodename, "-q", "stop"], check=False, capture_output=True)
+    try:
+        ctl(node, "stop", check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        LOGGER.warning("rabbitmqctl stop timed out for %s; killing it", node.nodename)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(node.pid)

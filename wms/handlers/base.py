@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import tornado.web
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
+from mqs_client.interface import MQSError, TryAgainLater
 from wms.auth import AuthError, Caller, Role
 from wms.schema import SchemaViolation
 
@@ -123,6 +124,9 @@ class BaseHandler(tornado.web.RequestHandler):
             detail, errors = exc.detail, exc.errors
             for name, value in exc.headers.items():
                 self.set_header(name, value)
+        elif isinstance(exc, TryAgainLater | MQSError):
+            status_code, detail = 503, f"the message queue service is unavailable; try again shortly ({exc})"
+            self.set_header("Retry-After", "5")
         elif isinstance(exc, ConnectionFailure):
             status_code, detail = 503, "the database is unreachable; try again shortly"
             self.set_header("Retry-After", "5")
@@ -149,7 +153,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Expected errors are logged briefly; only real bugs get a traceback."""
-        if isinstance(value, tornado.web.HTTPError | PyMongoError):
+        if isinstance(value, tornado.web.HTTPError | PyMongoError | TryAgainLater | MQSError):
             LOGGER.info("%s %s -> %s", self.request.method, self.request.path, value)
         else:
             super().log_exception(typ, value, tb)
