@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from apiclient import AUDIENCE, Api
 
@@ -17,7 +21,6 @@ from wms.auth import Role, issue_token
 from wms.config import WMSConfig
 from wms.database import embedded
 from wms.service import WMS
-
 
 
 @pytest.fixture(scope="session")
@@ -141,3 +144,28 @@ async def start_wms(
     yield _start
     for wms in started:
         await wms.stop()
+
+
+@pytest.fixture
+def wms_process(
+    mongo_uri: str, broker: broker_node.BrokerNode, broker_signing_key: str, auth_key: str, tmp_path: Path
+) -> Iterator[str]:
+    """A WMS as its own process (``python -m wms``) with a fresh database; yields its base URL."""
+    port = broker_node.free_port()
+    env = {**os.environ, **wms_env(mongo_uri, broker, broker_signing_key, auth_key), "REST_PORT": str(port)}
+    with open(tmp_path / "wms.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "wms"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, (tmp_path / "wms.log").read_text()
+        try:
+            if httpx.get(f"{url}/v0/", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "WMS did not become healthy"
+        time.sleep(0.1)
+    yield url
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0, (tmp_path / "wms.log").read_text()[-3000:]

@@ -10,6 +10,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import tornado.web
+from bson.errors import BSONError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from mqs_client.interface import MQSError, TryAgainLater
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+
+# failures answered with a status of their own (4xx/503): logged without a traceback
+EXPECTED_ERRORS = (tornado.web.HTTPError, PyMongoError, BSONError, OverflowError, TryAgainLater, MQSError)
 
 USERS = frozenset({Role.USER, Role.ADMIN})
 TMS = frozenset({Role.TMS, Role.ADMIN})
@@ -61,6 +65,8 @@ class BaseHandler(tornado.web.RequestHandler):
     async def prepare(self) -> None:
         """Authenticate, authorize, parse and validate before the method runs."""
         method = self.request.method or "GET"
+        if method not in self.allowed_methods():
+            raise Problem(405, f"{method} is not supported on {self.request.path}")
         roles = self.ROLES.get(method)
         if roles is not None:
             try:
@@ -88,12 +94,14 @@ class BaseHandler(tornado.web.RequestHandler):
                     self.body = json.loads(self.request.body)
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                     raise Problem(400, f"request body is not valid JSON: {exc}") from exc
+                if "requestBody" not in op and self.body != {}:
+                    raise Problem(400, "this route takes no request body")
             elif op.get("requestBody", {}).get("required"):
                 raise Problem(400, "a JSON request body is required")
+            else:
+                self.body = {}
             if "requestBody" in op:
-                spec.validate_body(self.ROUTE, method, self.body if self.body is not None else {})
-            elif self.body not in (None, {}):
-                raise Problem(400, "this route takes no request body")
+                spec.validate_body(self.ROUTE, method, self.body)
         except SchemaViolation as exc:
             raise Problem(400, str(exc), errors=exc.messages) from exc
 
@@ -130,12 +138,16 @@ class BaseHandler(tornado.web.RequestHandler):
         elif isinstance(exc, ConnectionFailure):
             status_code, detail = 503, "the database is unreachable; try again shortly"
             self.set_header("Retry-After", "5")
+        elif isinstance(exc, BSONError | OverflowError):
+            status_code, detail = 400, f"a value cannot be stored or queried: {exc}"
         elif isinstance(exc, OperationFailure):
             status_code, detail = 400, f"the database refused the operation: {exc.details or exc}"
         elif isinstance(exc, PyMongoError):
             status_code, detail = 503, f"database error: {exc}"
         elif isinstance(exc, tornado.web.HTTPError) and exc.log_message:
             detail = exc.log_message
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.set_status(status_code)
         body: dict[str, Any] = {
             "type": "about:blank",
@@ -151,9 +163,13 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", PROBLEM_JSON)
         self.finish(json.dumps(body))
 
+    def allowed_methods(self) -> list[str]:
+        """The HTTP methods this route implements."""
+        return [m for m in ("GET", "POST") if getattr(type(self), m.lower()) is not getattr(BaseHandler, m.lower())]
+
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Expected errors are logged briefly; only real bugs get a traceback."""
-        if isinstance(value, tornado.web.HTTPError | PyMongoError | TryAgainLater | MQSError):
+        if isinstance(value, EXPECTED_ERRORS):
             LOGGER.info("%s %s -> %s", self.request.method, self.request.path, value)
         else:
             super().log_exception(typ, value, tb)
