@@ -5,4 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check wms tms mqs_client pilot tests
 .venv/bin/mypy wms tms mqs_client pilot
-exec .venv/bin/python -m pytest "$@"
+# a private temp base: concurrent pytest sessions on one machine otherwise prune each other's temp dirs
+BASETEMP="$(mktemp -d /tmp/ewms-pytest.XXXXXX)"
+trap 'rm -rf "$BASETEMP"' EXIT
+.venv/bin/python -m pytest --basetemp "$BASETEMP" "$@"

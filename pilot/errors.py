@@ -1,0 +1,53 @@
+"""Errors the pilot raises; a task error's class name is its *kind* (what ``EWMS_PILOT_OKAY_ERRORS`` lists)."""
+
+from __future__ import annotations
+
+
+class PilotError(Exception):
+    """Base class of every error raised by the pilot on purpose."""
+
+
+class ConfigError(PilotError):
+    """The environment contract is violated (missing, malformed or unsafe values)."""
+
+
+class BrokerError(PilotError):
+    """The broker refused us (authentication, permissions, queue settings) or stayed unreachable."""
+
+
+class InitTaskError(PilotError):
+    """The init task failed; the pilot stops before consuming anything."""
+
+
+class TaskError(PilotError):
+    """One task (one event) failed; the event is nacked and redelivered."""
+
+    @property
+    def kind(self) -> str:
+        """The name listed in ``EWMS_PILOT_OKAY_ERRORS`` to tolerate this failure."""
+        return type(self).__name__
+
+
+class TaskExitError(TaskError):
+    """The task exited with a non-zero code (or was killed by a signal)."""
+
+
+class TaskTimeoutError(TaskError):
+    """The task ran longer than ``EWMS_PILOT_TASK_TIMEOUT``."""
+
+
+class TaskLaunchError(TaskError):
+    """The task could not be started (missing executable or container runtime)."""
+
+
+class TaskInputError(TaskError):
+    """The event could not be decoded or written to the task's input file."""
+
+
+class TaskOutputError(TaskError):
+    """The task's output file could not be read or encoded (e.g. invalid JSON)."""
+
+
+TASK_ERROR_KINDS: frozenset[str] = frozenset(
+    cls.__name__ for cls in (TaskExitError, TaskTimeoutError, TaskLaunchError, TaskInputError, TaskOutputError)
+)
