@@ -1,0 +1,87 @@
+"""End to end: the dev stack (nx-27017, private RabbitMQ, WMS, local TMS with real pilots) on fresh ports and a
+temp data dir runs the two-task chained example over 200 events; every result is checked, the workflow is finished,
+its taskforces end, its queues are deleted from the broker, and no process is left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import subprocess
+import time
+from pathlib import Path
+
+import pika
+import pika.exceptions
+import pytest
+
+from wms.client import WMSClient
+from wms.devstack import DevStack
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _load_example():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("request_workflow", EXAMPLES / "request_workflow.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _queue_exists(admin_url: str, name: str) -> bool:
+    connection = pika.BlockingConnection(pika.URLParameters(admin_url))
+    try:
+        connection.channel().queue_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def _processes_using(path: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if path in line and "ps -eo" not in line]
+
+
+@pytest.fixture
+def stack(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MQ_DELETE_GRACE_SECONDS", "0")
+    data_dir = tmp_path_factory.mktemp("stack")
+    dev = DevStack(data_dir, max_local_jobs=4)
+    dev.up()
+    yield dev
+    dev.down()
+    deadline = time.monotonic() + 20
+    while _processes_using(str(data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_using(str(data_dir)) == []
+
+
+async def test_two_task_chain_over_200_events(stack: DevStack) -> None:
+    state = stack.state
+    assert state is not None
+    example = _load_example()
+    code = await example.run(state.url, state.user_token, EXAMPLES / "workflow-chain.yaml", 200, 240)
+    assert code == 0
+    async with WMSClient(state.url, state.user_token) as client:
+        workflows = [w async for w in client.query("workflows", {})]
+        assert len(workflows) == 1 and workflows[0]["deactivated"] == "FINISHED"
+        workflow_id = workflows[0]["workflow_id"]
+        taskforces = await client.taskforces_of(workflow_id)
+        assert len(taskforces) == 2 and all(example.has_ended(tf) for tf in taskforces)
+        assert all(tf["cluster_id"] is not None for tf in taskforces)
+        # statuses streamed back: every pilot was seen, and none reported a task error
+        assert all(tf["compound_statuses"] for tf in taskforces)
+        assert all(not tf["top_task_errors"] for tf in taskforces), [tf["top_task_errors"] for tf in taskforces]
+        # the queues are retired: deleted from the broker after the (zero) grace period
+        directives = [d async for d in client.query("task-directives", {"workflow_id": workflow_id})]
+        mqids = {q for d in directives for q in d["input_queues"] + d["output_queues"]}
+        assert len(mqids) == 3
+        admin_url = f"amqp://guest:guest@127.0.0.1:{state.broker['amqp_port']}/%2F"
+        deadline = time.monotonic() + 20
+        while any(_queue_exists(admin_url, q) for q in mqids):
+            assert time.monotonic() < deadline, "queues still on the broker"
+            await asyncio.sleep(0.5)
+    assert (Path(state.data_dir) / "tms" / "job-event-logs").is_dir()

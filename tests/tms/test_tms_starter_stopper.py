@@ -1,0 +1,143 @@
+"""Starter and stopper edge cases against an in-memory WMS (the main story runs against the real WMS)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import htcondor2
+import pytest
+from tms_fakes import FakeWMS, RecordingSchedd, make_taskforce
+
+from tms.backends.base import Backend, BackendError, JobSpec, Submitted
+from tms.backends.htcondor import HTCondorBackend
+from tms.starter import Starter
+from tms.stopper import Stopper
+from tms.wms_client import WMSClient, WMSUnavailable
+
+
+class ScriptedBackend(Backend):
+    """Records calls; ``on_submit`` runs inside submit (to change the WMS meanwhile)."""
+
+    name = "scripted"
+
+    def __init__(self, config: Any, on_submit: Callable[[], None] | None = None, fail: str | None = None) -> None:
+        super().__init__(config.job_event_log_dir)
+        self.on_submit = on_submit
+        self.fail = fail
+        self.submitted: list[tuple[JobSpec, int]] = []
+        self.removed: list[tuple[int, str]] = []
+
+    async def submit(self, spec: JobSpec, count: int) -> Submitted:
+        if self.fail:
+            raise BackendError(self.fail)
+        if self.on_submit:
+            self.on_submit()
+        self.submitted.append((spec, count))
+        return Submitted(cluster_id=300 + len(self.submitted), n_jobs=count)
+
+    async def remove(self, cluster_id: int, reason: str) -> int:
+        if self.fail:
+            raise BackendError(self.fail)
+        self.removed.append((cluster_id, reason))
+        return 1
+
+
+async def test_submit_confirm_and_phase_recheck(fake_wms: FakeWMS, make_config) -> None:
+    config = make_config(fake_wms.url)
+    fake_wms.add(make_taskforce("TF-1", schedd="ap.test", n_workers=3))
+    fake_wms.add(make_taskforce("TF-other", schedd="elsewhere"))
+    wms = WMSClient.from_config(config)
+    backend = ScriptedBackend(config)
+    starter = Starter(config, wms, backend, None, asyncio.Event())
+    assert await starter.step() is True
+    assert not await starter.step()  # nothing else for this schedd
+    tf = fake_wms.taskforces["TF-1"]
+    assert (tf["phase"], tf["cluster_id"], tf["n_workers"]) == ("condor-submit", 301, 3)
+    assert tf["submit_dict"] == backend.submitted[0][0].submit_dict
+    assert tf["job_event_log_fpath"] == str(backend.job_event_log_path())
+    assert (backend.submitted[0][0].taskforce_dir / "cluster-301").is_dir()
+    # a taskforce whose phase changed since it was offered is not started
+    fake_wms.add(make_taskforce("TF-2"))
+    pending = fake_wms.pending["TF-2"]
+    fake_wms.taskforces["TF-2"]["phase"] = "pending-stopper"
+    await starter.start(pending)
+    assert len(backend.submitted) == 1
+    await wms.close()
+
+
+async def test_workflow_aborted_during_submit_gets_its_jobs_removed(fake_wms: FakeWMS, make_config) -> None:
+    config = make_config(fake_wms.url)
+    fake_wms.add(make_taskforce("TF-race"))
+    wms = WMSClient.from_config(config)
+
+    def abort() -> None:
+        fake_wms.taskforces["TF-race"]["phase"] = "pending-stopper"
+
+    backend = ScriptedBackend(config, on_submit=abort)
+    await Starter(config, wms, backend, None, asyncio.Event()).step()
+    assert backend.removed == [(301, "taskforce TF-race is no longer pending-starter")]
+    await wms.close()
+
+
+async def test_unconfirmed_submission_is_confirmed_not_resubmitted(fake_wms: FakeWMS, make_config) -> None:
+    config = make_config(fake_wms.url, http_retries=0)
+    fake_wms.add(make_taskforce("TF-u"))
+    wms = WMSClient.from_config(config)
+    backend = ScriptedBackend(config)
+    starter = Starter(config, wms, backend, None, asyncio.Event())
+    fake_wms.fail_paths.append(("/condor-submit/", 503))
+    with pytest.raises(WMSUnavailable):  # the poll loop logs this and backs off
+        await starter.step()
+    assert fake_wms.taskforces["TF-u"]["phase"] == "pending-starter"
+    assert await starter.step()  # offered again: confirmed with the same cluster, no second submission
+    assert len(backend.submitted) == 1
+    assert (fake_wms.taskforces["TF-u"]["phase"], fake_wms.taskforces["TF-u"]["cluster_id"]) == ("condor-submit", 301)
+    await wms.close()
+
+
+async def test_submit_failure_is_reported_and_backed_off(fake_wms: FakeWMS, make_config) -> None:
+    config = make_config(fake_wms.url, error_wait=0.3)
+    fake_wms.add(make_taskforce("TF-f"))
+    wms = WMSClient.from_config(config)
+    schedd = RecordingSchedd(fail_with=htcondor2.HTCondorException("no slots for you"))
+    starter = Starter(config, wms, HTCondorBackend(config.job_event_log_dir, schedd), None, asyncio.Event())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await starter.step()
+    assert loop.time() - started >= 0.3
+    log = fake_wms.taskforces["TF-f"]["phase_change_log"]
+    assert log[-1]["target_phase"] == "condor-submit" and "no slots for you" in log[-1]["context"]
+    await wms.close()
+
+
+async def test_stopper_removes_and_confirms(fake_wms: FakeWMS, make_config) -> None:
+    config = make_config(fake_wms.url)
+    fake_wms.add(make_taskforce("TF-s", phase="pending-stopper", cluster_id=55))
+    fake_wms.add(make_taskforce("TF-never", phase="pending-stopper", cluster_id=None))
+    wms = WMSClient.from_config(config)
+    schedd = RecordingSchedd()
+    stopper = Stopper(config, wms, HTCondorBackend(config.job_event_log_dir, schedd), asyncio.Event())
+    assert await stopper.step() and await stopper.step()
+    assert not await stopper.step()
+    assert schedd.actions == [(htcondor2.JobAction.Remove, "ClusterId == 55", "Requested by EWMS (taskforce TF-s)")]
+    assert fake_wms.taskforces["TF-s"]["phase"] == fake_wms.taskforces["TF-never"]["phase"] == "condor-rm"
+    await wms.close()
+
+
+async def test_stopper_reports_failed_removal(fake_wms: FakeWMS, make_config) -> None:
+    config = make_config(fake_wms.url, error_wait=0.1)
+    fake_wms.add(make_taskforce("TF-x", phase="pending-stopper", cluster_id=9))
+    wms = WMSClient.from_config(config)
+    stopper = Stopper(config, wms, ScriptedBackend(config, fail="schedd busy"), asyncio.Event())
+    assert await stopper.step()
+    tf = fake_wms.taskforces["TF-x"]
+    assert tf["phase"] == "pending-stopper"
+    assert tf["phase_change_log"][-1] == {
+        "target_phase": "condor-rm",
+        "was_successful": False,
+        "context": "schedd busy",
+    }
+    assert not await stopper.step()  # the (fake) WMS stops offering it after a failure
+    await wms.close()

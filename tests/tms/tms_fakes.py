@@ -1,0 +1,323 @@
+"""Test doubles for the TMS tests: an in-memory WMS (the TMS routes only) and a recording schedd."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+TOKEN = "test-tms-token"
+DATA = Path(__file__).parent / "data"
+FAKE_PILOT = (sys.executable, str(DATA / "fake_pilot.py"))  # a stand-in pilot for the local backend
+
+
+def make_taskforce(uuid: str, schedd: str = "ap.test", n_workers: int = 2, **overrides: Any) -> dict[str, Any]:
+    """A TaskforceObject in phase pending-starter."""
+    taskforce: dict[str, Any] = {
+        "taskforce_uuid": uuid,
+        "task_id": f"TK-{uuid}",
+        "workflow_id": f"WF-{uuid}",
+        "timestamp": time.time(),
+        "priority": 10,
+        "collector": None,
+        "schedd": schedd,
+        "cluster_location": "test",
+        "n_workers": n_workers,
+        "pilot_config": {
+            "tag": "1.2.3",
+            "image_source": "cvmfs",
+            "environment": {"EWMS_PILOT_TASK_IMAGE": "/images/echo", "EWMS_PILOT_TASK_ARGS": "ok"},
+            "input_files": [],
+        },
+        "worker_config": {
+            "do_transfer_worker_stdouterr": True,
+            "max_worker_runtime": 3600,
+            "n_cores": 1,
+            "priority": 10,
+            "worker_disk": "1G",
+            "worker_memory": "512M",
+            "condor_requirements": "",
+        },
+        "cluster_id": None,
+        "submit_dict": {},
+        "job_event_log_fpath": "",
+        "phase": "pending-starter",
+        "phase_change_log": [],
+        "compound_statuses": {},
+        "top_task_errors": {},
+        "owner": "alice",
+    }
+    taskforce.update(overrides)
+    return taskforce
+
+
+def make_pending(taskforce: dict[str, Any]) -> dict[str, Any]:
+    """The pending-starter answer for a taskforce: task directive and two activated queues."""
+    uuid = taskforce["taskforce_uuid"]
+    profiles = [
+        {
+            "mqid": f"in-{uuid}",
+            "workflow_id": taskforce["workflow_id"],
+            "timestamp": 1.0,
+            "alias": "in",
+            "is_public": True,
+            "is_activated": True,
+            "auth_token": f"tok-in-{uuid}",
+            "broker_type": "rabbitmq",
+            "broker_address": "user@localhost:5672",
+        },
+        {
+            "mqid": f"out-{uuid}",
+            "workflow_id": taskforce["workflow_id"],
+            "timestamp": 1.0,
+            "alias": "out",
+            "is_public": True,
+            "is_activated": True,
+            "auth_token": f"tok-out-{uuid}",
+            "broker_type": "rabbitmq",
+            "broker_address": "user@localhost:5672",
+        },
+    ]
+    directive = {"task_id": taskforce["task_id"], "input_queues": [f"in-{uuid}"], "output_queues": [f"out-{uuid}"]}
+    return {"taskforce": taskforce, "task_directive": directive, "mqprofiles": profiles}
+
+
+def _matches(doc: dict[str, Any], query: dict[str, Any]) -> bool:
+    for key, want in query.items():
+        have = doc.get(key)
+        if isinstance(want, dict):
+            if "$ne" in want and have == want["$ne"]:
+                return False
+            if "$in" in want and have not in want["$in"]:
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+@dataclass
+class FakeWMS:
+    """In-memory WMS state plus a log of every call."""
+
+    taskforces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    status_posts: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    fail_next: list[int] = field(default_factory=list)
+    fail_paths: list[tuple[str, int]] = field(default_factory=list)
+    url: str = ""
+
+    def add(self, taskforce: dict[str, Any]) -> None:
+        """Store a taskforce (pending-starter ones are offered to the starter)."""
+        self.taskforces[taskforce["taskforce_uuid"]] = taskforce
+        if taskforce["phase"] == "pending-starter":
+            self.pending[taskforce["taskforce_uuid"]] = make_pending(taskforce)
+
+    def calls_to(self, fragment: str) -> list[tuple[str, str, Any]]:
+        """Calls whose path contains ``fragment``."""
+        return [c for c in self.calls if fragment in c[1]]
+
+
+class _Handler(tornado.web.RequestHandler):
+    def initialize(self, wms: FakeWMS) -> None:
+        self.wms = wms
+
+    def prepare(self) -> None:
+        body = json.loads(self.request.body) if self.request.body else None
+        self.wms.calls.append((self.request.method or "", self.request.path, body))
+        self.body: dict[str, Any] = body or {}
+        if self.request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            self._problem(401, "missing or invalid token")
+        elif self.wms.fail_next:
+            self._problem(self.wms.fail_next.pop(0), "injected failure")
+        else:
+            for index, (fragment, status) in enumerate(self.wms.fail_paths):
+                if fragment in self.request.path:
+                    del self.wms.fail_paths[index]
+                    self._problem(status, "injected failure")
+                    break
+
+    def _problem(self, status: int, detail: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/problem+json")
+        self.finish({"type": "about:blank", "title": "error", "status": status, "detail": detail})
+
+    def _tf(self, uuid: str) -> dict[str, Any] | None:
+        tf = self.wms.taskforces.get(uuid)
+        if tf is None:
+            self._problem(404, f"no taskforce found with uuid {uuid}")
+        return tf
+
+
+class PendingStarter(_Handler):
+    def get(self) -> None:
+        schedd = self.get_query_argument("schedd")
+        for uuid, pending in self.wms.pending.items():
+            if self.wms.taskforces[uuid]["phase"] == "pending-starter" and pending["taskforce"]["schedd"] == schedd:
+                self.finish(copy.deepcopy(pending))
+                return
+        self.finish({})
+
+
+class TaskforceGet(_Handler):
+    def get(self, uuid: str) -> None:
+        tf = self._tf(uuid)
+        if tf is not None:
+            self.finish(tf)
+
+
+class CondorSubmit(_Handler):
+    def post(self, uuid: str) -> None:
+        tf = self._tf(uuid)
+        if tf is None:
+            return
+        if tf["phase"] != "pending-starter" and tf.get("cluster_id") != self.body["cluster_id"]:
+            self._problem(409, f"taskforce {uuid} is not pending-starter")
+            return
+        tf.update({k: self.body[k] for k in ("cluster_id", "n_workers", "submit_dict", "job_event_log_fpath")})
+        tf["phase"] = "condor-submit"
+        self.finish({"taskforce_uuid": uuid})
+
+
+class Failed(_Handler):
+    def post(self, action: str, uuid: str) -> None:
+        tf = self._tf(uuid)
+        if tf is not None:
+            tf["phase_change_log"].append(
+                {"target_phase": action, "was_successful": False, "context": self.body["error"]}
+            )
+            self.finish({"taskforce_uuid": uuid})
+
+
+class PendingStopper(_Handler):
+    def get(self) -> None:
+        schedd = self.get_query_argument("schedd")
+        for tf in self.wms.taskforces.values():
+            if (
+                tf["phase"] == "pending-stopper"
+                and tf["schedd"] == schedd
+                and not any(
+                    not e["was_successful"] and e["target_phase"] == "condor-rm" for e in tf["phase_change_log"]
+                )
+            ):
+                self.finish(tf)
+                return
+        self.finish({})
+
+
+class CondorRm(_Handler):
+    def post(self, uuid: str) -> None:
+        tf = self._tf(uuid)
+        if tf is not None:
+            tf["phase"] = "condor-rm"
+            self.finish({"taskforce_uuid": uuid})
+
+
+class CondorComplete(_Handler):
+    def post(self, uuid: str) -> None:
+        tf = self._tf(uuid)
+        if tf is not None:
+            tf["phase"] = "condor-complete"
+            tf["condor_complete_ts"] = self.body["condor_complete_ts"]
+            self.finish({"taskforce_uuid": uuid})
+
+
+class Statuses(_Handler):
+    def post(self) -> None:
+        self.wms.status_posts.append((time.monotonic(), self.body))
+        results = []
+        for key, field_name in (
+            ("compound_statuses_by_taskforce", "compound_statuses"),
+            ("top_task_errors_by_taskforce", "top_task_errors"),
+        ):
+            for uuid, value in (self.body.get(key) or {}).items():
+                tf = self.wms.taskforces.get(uuid)
+                if tf is None:
+                    results.append({"uuid": uuid, "status": "failed", "error": "no taskforce found with uuid"})
+                else:
+                    tf[field_name] = value
+                    results.append({"uuid": uuid, "status": "updated"})
+        if any(r["status"] == "failed" for r in results):
+            self.set_status(207)
+        self.finish({"results": results})
+
+
+class Query(_Handler):
+    PAGE = 2
+
+    def post(self) -> None:
+        found = [tf for tf in self.wms.taskforces.values() if _matches(tf, self.body["query"])]
+        start = int(self.body.get("after") or 0)
+        page = found[start : start + self.PAGE]
+        projection = self.body.get("projection")
+        if projection:
+            page = [{k: tf.get(k) for k in projection} for tf in page]
+        more = start + self.PAGE < len(found)
+        self.finish({"taskforces": page, "next_after": str(start + self.PAGE) if more else None})
+
+
+async def start_fake_wms() -> tuple[FakeWMS, tornado.httpserver.HTTPServer]:
+    """Serve a FakeWMS on a free localhost port (in the running loop)."""
+    wms = FakeWMS()
+    args = {"wms": wms}
+    app = tornado.web.Application(
+        [
+            (r"/v0/tms/pending-starter/taskforces", PendingStarter, args),
+            (r"/v0/tms/pending-stopper/taskforces", PendingStopper, args),
+            (r"/v0/tms/(condor-submit|condor-rm)/taskforces/([\w-]+)/failed", Failed, args),
+            (r"/v0/tms/condor-submit/taskforces/([\w-]+)", CondorSubmit, args),
+            (r"/v0/tms/condor-rm/taskforces/([\w-]+)", CondorRm, args),
+            (r"/v0/tms/condor-complete/taskforces/([\w-]+)", CondorComplete, args),
+            (r"/v0/tms/statuses/taskforces", Statuses, args),
+            (r"/v0/query/taskforces", Query, args),
+            (r"/v0/taskforces/([\w-]+)", TaskforceGet, args),
+        ]
+    )
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    wms.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    return wms, server
+
+
+class RecordingSchedd:
+    """Stands in for ``htcondor2.Schedd``: records calls, answers like a schedd."""
+
+    def __init__(self, first_cluster: int = 500, fail_with: Exception | None = None) -> None:
+        self.next_cluster = first_cluster
+        self.fail_with = fail_with
+        self.submits: list[tuple[Any, int]] = []
+        self.actions: list[tuple[Any, str, str | None]] = []
+
+    def submit(self, description: Any, count: int = 0) -> Any:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.submits.append((description, count))
+        cluster, self.next_cluster = self.next_cluster, self.next_cluster + 1
+        return _Result(cluster, count)
+
+    def act(self, action: Any, job_spec: str, reason: str | None = None) -> dict[str, int]:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.actions.append((action, job_spec, reason))
+        return {"TotalSuccess": 3, "TotalNotFound": 0}
+
+
+@dataclass
+class _Result:
+    _cluster: int
+    _count: int
+
+    def cluster(self) -> int:
+        return self._cluster
+
+    def num_procs(self) -> int:
+        return self._count

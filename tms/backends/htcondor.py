@@ -1,0 +1,74 @@
+"""The real scheduler: the local schedd through the ``htcondor2`` bindings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import htcondor2
+
+from tms.backends.base import Backend, BackendError, JobSpec, Submitted
+
+LOGGER = logging.getLogger(__name__)
+
+
+class ScheddLike(Protocol):
+    """The two ``htcondor2.Schedd`` methods this backend calls."""
+
+    def submit(self, description: htcondor2.Submit, count: int = 0) -> Any: ...
+
+    def act(self, action: htcondor2.JobAction, job_spec: str, reason: str | None = None) -> Any: ...
+
+
+class HTCondorBackend(Backend):
+    """Submits and removes jobs on a schedd (the local one unless ``schedd`` is given)."""
+
+    name = "htcondor"
+
+    def __init__(self, job_event_log_dir: Path, schedd: ScheddLike | None = None) -> None:
+        super().__init__(job_event_log_dir)
+        self._schedd = schedd
+
+    def _get_schedd(self) -> ScheddLike:
+        if self._schedd is None:
+            try:
+                self._schedd = htcondor2.Schedd()
+            except htcondor2.HTCondorException as exc:
+                raise BackendError(f"cannot locate the schedd: {exc}") from exc
+        return self._schedd
+
+    async def submit(self, spec: JobSpec, count: int) -> Submitted:
+        """``schedd.submit(Submit(spec.submit_dict), count=count)``."""
+        description = htcondor2.Submit(spec.submit_dict)
+        schedd = self._get_schedd()
+        try:
+            result = await asyncio.to_thread(schedd.submit, description, count=count)
+        except (htcondor2.HTCondorException, RuntimeError, ValueError) as exc:
+            raise BackendError(f"condor submit failed: {type(exc).__name__}: {exc}") from exc
+        submitted = Submitted(cluster_id=int(result.cluster()), n_jobs=int(result.num_procs()))
+        LOGGER.info(
+            "submitted %d jobs as cluster %d for %s", submitted.n_jobs, submitted.cluster_id, spec.taskforce_uuid
+        )
+        return submitted
+
+    async def remove(self, cluster_id: int, reason: str) -> int:
+        """``schedd.act(JobAction.Remove, "ClusterId == N", reason)`` (condor_rm)."""
+        schedd = self._get_schedd()
+        try:
+            ad = await asyncio.to_thread(
+                schedd.act, htcondor2.JobAction.Remove, f"ClusterId == {int(cluster_id)}", reason=reason
+            )
+        except (htcondor2.HTCondorException, RuntimeError, ValueError) as exc:
+            raise BackendError(f"condor_rm of cluster {cluster_id} failed: {type(exc).__name__}: {exc}") from exc
+        removed = int(_ad_value(ad, "TotalSuccess", 0))
+        LOGGER.info("removed %d jobs of cluster %d (%s)", removed, cluster_id, reason)
+        return removed
+
+
+def _ad_value(ad: Any, key: str, default: int) -> Any:
+    try:
+        return ad.get(key, default)
+    except AttributeError:
+        return default

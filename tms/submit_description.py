@@ -1,0 +1,168 @@
+"""Turn a pending-starter taskforce into a pilot job: its environment, env file and HTCondor submit description."""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tms.backends.base import JobSpec
+from tms.config import TMSConfig
+from tms.files import atomic_write_text
+
+ENV_FILE_NAME = "ewms_htcondor_envfile.sh"
+PRIORITY_MAX_DEDUCTION_FACTOR = 0.5
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+class TaskforceSpecError(ValueError):
+    """The taskforce cannot be turned into jobs (reported to the WMS as a failed submission)."""
+
+
+def taskforce_dir(config: TMSConfig, uuid: str) -> Path:
+    """Per-taskforce directory (env file, worker stdout/stderr) under the job event log dir."""
+    return config.job_event_log_dir / f"ewms-taskforce-{uuid}"
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes in ``"512M"``, ``"1.5 GB"``, ``"2GiB"`` or a bare byte count (units are powers of 1024)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise TaskforceSpecError(f"not a size: {value!r} (use e.g. 512M, 4GB, 2GiB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def priority_expression(priority: int, n_workers: int) -> str:
+    """Job priority ramping down by up to half across procs, so that parallel taskforces share slots."""
+    if n_workers <= 1 or priority <= 1:
+        return str(priority)
+    deduction = int(priority * PRIORITY_MAX_DEDUCTION_FACTOR)
+    return f"{priority} - (($(ProcId) * {deduction}) / {n_workers - 1})"
+
+
+def pilot_environment(
+    taskforce: Mapping[str, Any],
+    task_directive: Mapping[str, Any],
+    mqprofiles: Sequence[Mapping[str, Any]],
+    extra_env: Mapping[str, str],
+) -> dict[str, str]:
+    """The pilot's env: the taskforce's ``pilot_config.environment`` plus queue variables and defaults."""
+    given = (taskforce.get("pilot_config") or {}).get("environment") or {}
+    env = {key: _env_value(value) for key, value in given.items()}
+    profiles = {p["mqid"]: p for p in mqprofiles}
+    for direction, mqids in (
+        ("INCOMING", task_directive.get("input_queues", [])),
+        ("OUTGOING", task_directive.get("output_queues", [])),
+    ):
+        if not mqids:
+            continue
+        chosen = []
+        for mqid in mqids:
+            profile = profiles.get(mqid)
+            if profile is None:
+                raise TaskforceSpecError(f"no MQ profile for queue {mqid}")
+            if not profile.get("is_activated") or not profile.get("auth_token") or not profile.get("broker_address"):
+                raise TaskforceSpecError(f"queue {mqid} is not activated (no token or broker address yet)")
+            chosen.append(profile)
+        prefix = f"EWMS_PILOT_QUEUE_{direction}"
+        env[prefix] = ";".join(str(p["mqid"]) for p in chosen)
+        env[f"{prefix}_AUTH_TOKEN"] = ";".join(str(p["auth_token"]) for p in chosen)
+        env[f"{prefix}_BROKER_TYPE"] = ";".join(str(p.get("broker_type") or "rabbitmq") for p in chosen)
+        env[f"{prefix}_BROKER_ADDRESS"] = ";".join(str(p["broker_address"]) for p in chosen)
+    env.setdefault("EWMS_PILOT_HTCHIRP", "True")
+    env.setdefault("EWMS_PILOT_HTCHIRP_DEST", "JOB_EVENT_LOG")
+    for key, value in extra_env.items():
+        env.setdefault(key, value)
+    return env
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def env_file_text(uuid: str, env: Mapping[str, str]) -> str:
+    """A shell file the pilot's entrypoint sources (``export K='v'`` lines)."""
+    lines = [f"# EWMS pilot environment for taskforce {uuid}, written by the TMS"]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items())]
+    return "\n".join(lines) + "\n"
+
+
+def build_submit_dict(
+    config: TMSConfig, taskforce: Mapping[str, Any], job_event_log: Path, env_file: Path
+) -> dict[str, str]:
+    """The HTCondor submit description of the taskforce's pilot jobs."""
+    uuid = str(taskforce["taskforce_uuid"])
+    worker = taskforce.get("worker_config") or {}
+    pilot = taskforce.get("pilot_config") or {}
+    n_workers = int(taskforce.get("n_workers") or 0)
+    try:
+        memory_mib = math.ceil(parse_size(worker["worker_memory"]) / 1024**2)
+        disk_kib = math.ceil(parse_size(worker["worker_disk"]) / 1024)
+        n_cores = int(worker["n_cores"])
+        max_runtime = int(worker["max_worker_runtime"])
+        priority = int(worker["priority"])
+    except KeyError as exc:
+        raise TaskforceSpecError(f"worker_config lacks {exc}") from exc
+
+    submit: dict[str, str] = {}
+    if config.pilot_launch == "container":
+        submit["universe"] = "container"
+        submit["+should_transfer_container"] = "no"
+        submit["container_image"] = f"{config.pilot_image_base}:{pilot.get('tag', 'latest')}"
+    else:
+        submit["universe"] = "vanilla"
+        submit["executable"] = "/bin/sh"
+        submit["arguments"] = f"\"-c '. ./{ENV_FILE_NAME} && exec {config.pilot_command}'\""
+    requirements = [r for r in (config.condor_requirements, str(worker.get("condor_requirements") or "")) if r]
+    if requirements:
+        submit["requirements"] = " && ".join(f"({r})" for r in requirements)
+    submit.update(
+        {
+            "+FileSystemDomain": '"blah"',  # never assume a shared filesystem: always transfer files
+            "log": str(job_event_log),
+            "transfer_input_files": ",".join([*map(str, pilot.get("input_files", [])), str(env_file)]),
+            "transfer_output_files": '""',
+            "should_transfer_files": "YES",
+            "when_to_transfer_output": "ON_EXIT_OR_EVICT",
+            "transfer_executable": "false",
+            "request_cpus": str(n_cores),
+            "request_memory": str(memory_mib),
+            "request_disk": str(disk_kib),
+            "priority": priority_expression(priority, n_workers),
+            "+WantIOProxy": "true",
+            "+OriginalTime": str(max_runtime),
+            "allowed_execute_duration": str(max_runtime),
+            "+EWMSTaskforceUUID": f'"{uuid}"',
+            "job_ad_information_attrs": "EWMSTaskforceUUID",
+        }
+    )
+    if worker.get("do_transfer_worker_stdouterr"):
+        out_dir = env_file.parent / "cluster-$(ClusterId)"
+        submit["output"] = str(out_dir / "$(ProcId).out")
+        submit["error"] = str(out_dir / "$(ProcId).err")
+    return submit
+
+
+def build_job_spec(config: TMSConfig, pending: Mapping[str, Any], job_event_log: Path) -> tuple[JobSpec, int]:
+    """Job spec and worker count for a pending-starter answer; writes the env file. Raises TaskforceSpecError."""
+    taskforce = pending["taskforce"]
+    uuid = str(taskforce["taskforce_uuid"])
+    n_workers = taskforce.get("n_workers")
+    if not isinstance(n_workers, int) or n_workers < 1:
+        raise TaskforceSpecError(f"n_workers must be a positive integer, not {n_workers!r}")
+    env = pilot_environment(
+        taskforce, pending.get("task_directive") or {}, pending.get("mqprofiles") or [], config.extra_pilot_env
+    )
+    tf_dir = taskforce_dir(config, uuid)
+    env_file = tf_dir / ENV_FILE_NAME
+    submit = build_submit_dict(config, taskforce, job_event_log, env_file)
+    atomic_write_text(env_file, env_file_text(uuid, env), mode=0o600)
+    return JobSpec(taskforce_uuid=uuid, submit_dict=submit, pilot_env=env, taskforce_dir=tf_dir), n_workers

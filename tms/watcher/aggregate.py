@@ -1,0 +1,72 @@
+"""Per-taskforce summaries of job states, and the only-changes bookkeeping of what the WMS was told."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from tms.watcher.job_state import JobState
+
+NULL_PILOT_STATUS = "null"  # a job whose pilot has not reported yet
+
+CompoundStatuses = dict[str, dict[str, int]]
+TopTaskErrors = dict[str, int]
+
+
+def compound_statuses(jobs: Iterable[JobState]) -> CompoundStatuses:
+    """``{condor status (held: "HELD: <reason>"): {pilot status or "null": number of jobs}}``."""
+    counts: Counter[tuple[str, str]] = Counter((job.condor_key, job.pilot_status or NULL_PILOT_STATUS) for job in jobs)
+    out: CompoundStatuses = {}
+    for (condor_key, pilot_key), n in sorted(counts.items()):
+        out.setdefault(condor_key, {})[pilot_key] = n
+    return out
+
+
+def top_task_errors(jobs: Iterable[JobState], n: int) -> TopTaskErrors:
+    """The ``n`` most common last task errors, counted over jobs."""
+    counts = Counter(job.last_error for job in jobs if job.last_error)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
+
+
+@dataclass
+class StatusChanges:
+    """A bulk status report holding only what changed."""
+
+    compound_statuses: dict[str, CompoundStatuses] = field(default_factory=dict)
+    top_task_errors: dict[str, TopTaskErrors] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.compound_statuses or self.top_task_errors)
+
+    @property
+    def taskforces(self) -> set[str]:
+        """Taskforces included."""
+        return set(self.compound_statuses) | set(self.top_task_errors)
+
+
+class StatusTracker:
+    """Remembers the last statuses sent per taskforce, to send only changes."""
+
+    def __init__(self) -> None:
+        self._compound: dict[str, CompoundStatuses] = {}
+        self._errors: dict[str, TopTaskErrors] = {}
+
+    def changes(self, snapshots: Mapping[str, tuple[CompoundStatuses, TopTaskErrors]]) -> StatusChanges:
+        """What differs from the last sent values (empty summaries are never sent)."""
+        out = StatusChanges()
+        for uuid, (compound, errors) in snapshots.items():
+            if compound and compound != self._compound.get(uuid):
+                out.compound_statuses[uuid] = compound
+            if errors and errors != self._errors.get(uuid):
+                out.top_task_errors[uuid] = errors
+        return out
+
+    def mark_sent(self, sent: StatusChanges) -> None:
+        """Record a report the WMS accepted."""
+        self._compound.update(sent.compound_statuses)
+        self._errors.update(sent.top_task_errors)
+
+    def last_compound(self, uuid: str) -> CompoundStatuses:
+        """The compound statuses the WMS was last told for ``uuid``."""
+        return self._compound.get(uuid, {})
