@@ -75,6 +75,9 @@ class WMSConfig:
     daemon_poll_seconds: float = 1.0
     launch_batch_size: int = 200
     orphan_grace_seconds: float = 300.0
+    max_tasks_per_workflow: int = 100
+    max_workers_per_taskforce: int = 10000
+    max_active_workflows_per_user: int = 100
     openapi_path: str = str(DEFAULT_OPENAPI_PATH)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -106,6 +109,9 @@ class WMSConfig:
             daemon_poll_seconds=_float(env, "DAEMON_POLL_SECONDS", 1.0),
             launch_batch_size=_int(env, "LAUNCH_BATCH_SIZE", 200),
             orphan_grace_seconds=_float(env, "ORPHAN_GRACE_SECONDS", 300.0),
+            max_tasks_per_workflow=_int(env, "MAX_TASKS_PER_WORKFLOW", 100),
+            max_workers_per_taskforce=_int(env, "MAX_WORKERS_PER_TASKFORCE", 10000),
+            max_active_workflows_per_user=_int(env, "MAX_ACTIVE_WORKFLOWS_PER_USER", 100),
             openapi_path=env.get("WMS_OPENAPI_PATH", str(DEFAULT_OPENAPI_PATH)),
             env=env,
         )

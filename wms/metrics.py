@@ -38,7 +38,7 @@ class Metrics:
             counts[str(row["_id"])] = int(row["n"])
         for phase, n in counts.items():
             self.taskforces.labels(phase).set(n)
-        active = await store.workflows.count_documents({"deactivated": None})
+        active = await store.workflows.count_documents({"deactivated": {"$eq": None}})  # bare None: see workflows.py
         total = await store.workflows.count_documents({})
         self.workflows.labels("active").set(active)
         self.workflows.labels("deactivated").set(total - active)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from wms.handlers import misc, queries, task_directives, taskforces, tms, workflows
+from wms.handlers import misc, queries, task_directives, taskforces, tms, ui, workflows
 from wms.handlers.base import BaseHandler, NotFoundHandler
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ HANDLERS: list[type[BaseHandler]] = [
     task_directives.TaskDirectiveIDHandler,
     task_directives.AddWorkersHandler,
     taskforces.TaskforceUUIDHandler,
+    taskforces.RetryHandler,
     misc.PublicMQProfilesHandler,
     tms.PendingStarterHandler,
     tms.CondorSubmitHandler,
@@ -46,7 +47,7 @@ def url_pattern(template: str) -> str:
 
 def make_app(wms: WMS) -> tornado.web.Application:
     """The tornado application serving every route of the OpenAPI document."""
-    rules: list[Any] = [(url_pattern(h.ROUTE), h, {"wms": wms}) for h in HANDLERS]
+    rules: list[Any] = [(url_pattern(h.ROUTE), h, {"wms": wms}) for h in HANDLERS] + ui.ROUTES
     return tornado.web.Application(
         rules,
         default_handler_class=NotFoundHandler,

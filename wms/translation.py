@@ -35,6 +35,10 @@ class TranslationError(ValueError):
     """The request is well-formed but cannot be turned into a workflow (HTTP 400)."""
 
 
+class QuotaError(ValueError):
+    """The request is valid but exceeds a configured limit (HTTP 422)."""
+
+
 @dataclass
 class WorkflowPlan:
     """A checked request with its new ids, before queues are reserved."""
@@ -57,8 +61,16 @@ def _check_pilot_env(index: int, env: dict[str, Any]) -> None:
 
 def plan_workflow(request: dict[str, Any], owner: str, config: WMSConfig) -> WorkflowPlan:
     """Check what the schema cannot (locations, reserved env, alias use) and choose ids and priority."""
+    if len(request["tasks"]) > config.max_tasks_per_workflow:
+        raise QuotaError(
+            f"{len(request['tasks'])} tasks exceed the limit of {config.max_tasks_per_workflow} per workflow"
+        )
     aliases: list[str] = []
     for index, task in enumerate(request["tasks"]):
+        if (task.get("n_workers") or 0) > config.max_workers_per_taskforce:
+            raise QuotaError(
+                f"tasks[{index}].n_workers={task['n_workers']} exceeds the limit of {config.max_workers_per_taskforce}"
+            )
         for location in task["cluster_locations"]:
             if location not in config.clusters:
                 known = ", ".join(sorted(config.clusters))
@@ -148,6 +160,7 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
         "deactivated": None,
         "deactivated_ts": None,
         "owner": plan.owner,
+        "labels": dict(plan.request.get("labels", {})),
         MQ_ACTIVATED_TS: None,
         MQ_FAILURES: 0,
         MQ_RETRY_AT: 0.0,

@@ -23,7 +23,7 @@ PROTECTED = [
     (method.upper(), path, op.get("x-roles", []))
     for path, item in SPEC["paths"].items()
     for method, op in item.items()
-    if method in {"get", "post"} and op.get("security", None) != []
+    if method in {"get", "post", "patch"} and op.get("security", None) != []
 ]
 
 

@@ -38,8 +38,9 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...] | None, set[int]]] = {
     ("get", "/v0/"): (PUBLIC, {503}),
     ("get", "/metrics"): (PUBLIC, set()),
     ("get", "/v0/schema/openapi"): (ANY, set()),
-    ("post", "/v0/workflows"): (USER, {429}),
+    ("post", "/v0/workflows"): (USER, {422, 429}),
     ("get", "/v0/workflows/{workflow_id}"): (USER, {404}),
+    ("patch", "/v0/workflows/{workflow_id}"): (USER, {404}),
     ("post", "/v0/workflows/{workflow_id}/actions/abort"): (USER, {404, 409}),
     ("post", "/v0/workflows/{workflow_id}/actions/finished"): (USER, {404, 409}),
     ("post", "/v0/query/workflows"): (USER_TMS, set()),
@@ -48,6 +49,7 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...] | None, set[int]]] = {
     ("get", "/v0/task-directives/{task_id}"): (USER, {404}),
     ("post", "/v0/task-directives/{task_id}/actions/add-workers"): (USER_TMS, {404, 422}),
     ("get", "/v0/taskforces/{taskforce_uuid}"): (ANY, {404}),
+    ("post", "/v0/taskforces/{taskforce_uuid}/actions/retry"): (USER, {404, 409, 422}),
     ("get", "/v0/mqs/workflows/{workflow_id}/mq-profiles/public"): (USER, {404}),
     ("get", "/v0/tms/pending-starter/taskforces"): (TMS, set()),
     ("post", "/v0/tms/condor-submit/taskforces/{taskforce_uuid}"): (TMS, {404, 409}),
@@ -420,6 +422,7 @@ def test_stored_objects(registry: Registry) -> None:
             "deactivated": None,
             "deactivated_ts": None,
             "owner": "alice",
+            "labels": {"experiment": "e1"},
         }
     )
     assert not schema_validator(registry, "WorkflowObject").is_valid(

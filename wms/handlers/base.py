@@ -165,7 +165,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def allowed_methods(self) -> list[str]:
         """The HTTP methods this route implements."""
-        return [m for m in ("GET", "POST") if getattr(type(self), m.lower()) is not getattr(BaseHandler, m.lower())]
+        return [
+            m for m in ("GET", "POST", "PATCH") if getattr(type(self), m.lower()) is not getattr(BaseHandler, m.lower())
+        ]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Expected errors are logged briefly; only real bugs get a traceback."""

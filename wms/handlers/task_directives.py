@@ -40,6 +40,8 @@ class AddWorkersHandler(BaseHandler):
         location = self.body["cluster_location"]
         if location not in self.wms.config.clusters:
             raise Problem(400, f"condor cluster location not found: {location}")
+        if self.body["n_workers"] > self.wms.config.max_workers_per_taskforce:
+            raise Problem(422, f"n_workers exceeds the limit of {self.wms.config.max_workers_per_taskforce}")
         directive = await store.task_directives.find_one({"task_id": task_id}, {"_id": False})
         if directive is None:
             raise Problem(404, f"no task directive found with id: {task_id}")

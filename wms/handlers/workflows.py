@@ -8,9 +8,10 @@ from typing import Any
 
 from wms.handlers.base import USERS, BaseHandler, Problem
 from wms.lifecycle import Phase
-from wms.translation import TranslationError, build_documents, plan_workflow
+from wms.translation import QuotaError, TranslationError, build_documents, plan_workflow
 
 LOGGER = logging.getLogger(__name__)
+MAX_LABELS = 32  # as Docs/openapi.json Labels.maxProperties
 
 
 class WorkflowsHandler(BaseHandler):
@@ -30,6 +31,14 @@ class WorkflowsHandler(BaseHandler):
             plan = plan_workflow(self.body, caller.subject, self.wms.config)
         except TranslationError as exc:
             raise Problem(400, str(exc)) from exc
+        except QuotaError as exc:
+            raise Problem(422, str(exc)) from exc
+        limit = self.wms.config.max_active_workflows_per_user
+        # {"$eq": None}: the embedded server's count ignores a bare None
+        active = await self.wms.store.workflows.count_documents({"owner": caller.subject, "deactivated": {"$eq": None}})
+        if active >= limit:
+            detail = f"{caller.subject} has {active} active workflows (limit {limit}); finish or abort some first"
+            raise Problem(429, detail, headers={"Retry-After": "60"})
         profiles = await self.wms.mqs.reserve(plan.workflow_id, plan.queue_aliases, plan.public_aliases)
         mqids = {p.alias: p.mqid for p in profiles}
         workflow, directives, taskforces = build_documents(plan, mqids)
@@ -66,14 +75,34 @@ async def load_workflow(handler: BaseHandler, workflow_id: str) -> dict[str, Any
 
 
 class WorkflowIDHandler(BaseHandler):
-    """``GET /v0/workflows/{workflow_id}``."""
+    """``GET`` and ``PATCH /v0/workflows/{workflow_id}``."""
 
     ROUTE = "/v0/workflows/{workflow_id}"
-    ROLES = {"GET": USERS}
+    ROLES = {"GET": USERS, "PATCH": USERS}
 
     async def get(self, workflow_id: str) -> None:
         """Return the workflow."""
         self.send(self.wms.public(await load_workflow(self, workflow_id)))
+
+    async def patch(self, workflow_id: str) -> None:
+        """Set or (with null) remove labels, one field per label so concurrent edits of other labels are kept."""
+        current = await load_workflow(self, workflow_id)
+        labels: dict[str, str | None] = self.body["labels"]
+        merged = {k for k in current.get("labels", {}) if labels.get(k, "") is not None} | {
+            k for k, v in labels.items() if v is not None
+        }
+        if len(merged) > MAX_LABELS:
+            raise Problem(400, f"a workflow may have at most {MAX_LABELS} labels")
+        update: dict[str, Any] = {}
+        if to_set := {f"labels.{k}": v for k, v in labels.items() if v is not None}:
+            update["$set"] = to_set
+        if to_unset := {f"labels.{k}": "" for k, v in labels.items() if v is None}:
+            update["$unset"] = to_unset
+        if update:
+            await self.wms.store.workflows.update_one({"workflow_id": workflow_id}, update)
+        doc = await load_workflow(self, workflow_id)
+        LOGGER.info("workflow %s labels updated by %s: %s", workflow_id, self.require_caller().subject, labels)
+        self.send(self.wms.public(doc))
 
 
 class _DeactivateHandler(BaseHandler):
