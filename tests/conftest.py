@@ -146,26 +146,52 @@ async def start_wms(
         await wms.stop()
 
 
+@dataclass
+class WMSProcess:
+    """A WMS running as its own process."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
 @pytest.fixture
-def wms_process(
+def spawn_wms(
     mongo_uri: str, broker: broker_node.BrokerNode, broker_signing_key: str, auth_key: str, tmp_path: Path
-) -> Iterator[str]:
-    """A WMS as its own process (``python -m wms``) with a fresh database; yields its base URL."""
-    port = broker_node.free_port()
-    env = {**os.environ, **wms_env(mongo_uri, broker, broker_signing_key, auth_key), "REST_PORT": str(port)}
-    with open(tmp_path / "wms.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "wms"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, (tmp_path / "wms.log").read_text()
-        try:
-            if httpx.get(f"{url}/v0/", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "WMS did not become healthy"
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    assert proc.wait(timeout=20) == 0, (tmp_path / "wms.log").read_text()[-3000:]
+) -> Iterator[Callable[..., WMSProcess]]:
+    """Factory: ``spawn_wms(**env_overrides)`` -> a healthy ``python -m wms`` process; all are stopped at teardown."""
+    procs: list[WMSProcess] = []
+    db_name = f"wms_{secrets.token_hex(4)}"
+
+    def _spawn(**overrides: str) -> WMSProcess:
+        port = broker_node.free_port()
+        env = {**os.environ, **wms_env(mongo_uri, broker, broker_signing_key, auth_key)}
+        env.update({"WMS_DB_NAME": db_name, "REST_PORT": str(port), **overrides})
+        log_path = tmp_path / f"wms-{len(procs)}.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "wms"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{url}/v0/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "WMS did not become healthy"
+            time.sleep(0.1)
+        procs.append(WMSProcess(url, proc, log_path))
+        return procs[-1]
+
+    yield _spawn
+    for wms in procs:
+        if wms.proc.poll() is None:
+            wms.proc.terminate()
+            assert wms.proc.wait(timeout=20) == 0, wms.log.read_text()[-3000:]
+
+
+@pytest.fixture
+def wms_process(spawn_wms: Callable[..., WMSProcess]) -> str:
+    """A WMS as its own process (``python -m wms``) with a fresh database; its base URL."""
+    return spawn_wms().url

@@ -195,6 +195,7 @@ class DevStack:
             "BROKER_ADMIN_URL": broker.admin_url,
             "BROKER_TOKEN_SIGNING_KEY": keys["broker_key"],
             "MQ_DELETE_GRACE_SECONDS": os.environ.get("MQ_DELETE_GRACE_SECONDS", "5"),
+            "MQS_HOUSEKEEPING_INTERVAL_SECONDS": os.environ.get("MQS_HOUSEKEEPING_INTERVAL_SECONDS", "2"),
             "DAEMON_POLL_SECONDS": "0.5",
         }
 

@@ -63,7 +63,9 @@ async def test_retry_held_and_ended_taskforces_but_not_after_deactivation(api: A
 
 
 async def test_quotas(start_wms, make_token) -> None:  # type: ignore[no-untyped-def]
-    server = await start_wms(MAX_TASKS_PER_WORKFLOW="1", MAX_WORKERS_PER_TASKFORCE="5", MAX_ACTIVE_WORKFLOWS_PER_USER="2")
+    server = await start_wms(
+        MAX_TASKS_PER_WORKFLOW="1", MAX_WORKERS_PER_TASKFORCE="5", MAX_ACTIVE_WORKFLOWS_PER_USER="2"
+    )
     api = Api(server.url, make_token(Role.USER, "frank"))
     two_tasks = workflow_request()
     two_tasks["tasks"].append(dict(two_tasks["tasks"][0]))
@@ -75,10 +77,15 @@ async def test_quotas(start_wms, make_token) -> None:  # type: ignore[no-untyped
     await api.ok("POST", "/v0/workflows", workflow_request())
     response = await api.call("POST", "/v0/workflows", workflow_request())
     assert response.status_code == 429 and response.headers["Retry-After"] == "60"
-    assert (await Api(server.url, make_token(Role.USER, "grace")).call("POST", "/v0/workflows", workflow_request())).status_code == 200
+    assert (
+        await Api(server.url, make_token(Role.USER, "grace")).call("POST", "/v0/workflows", workflow_request())
+    ).status_code == 200
     await api.ok("POST", f"/v0/workflows/{first['workflow']['workflow_id']}/actions/finished")
     await api.ok("POST", "/v0/workflows", workflow_request())  # room again
     task_id = first["task_directives"][0]["task_id"]
     await api.problem(
-        "POST", f"/v0/task-directives/{task_id}/actions/add-workers", {"cluster_location": "test-alpha", "n_workers": 6}, status=422
+        "POST",
+        f"/v0/task-directives/{task_id}/actions/add-workers",
+        {"cluster_location": "test-alpha", "n_workers": 6},
+        status=422,
     )

@@ -216,6 +216,9 @@ class LocalBackend(Backend):
         workdir, env = self._prepare(job)
         stdout = self._output_path(job, "output", workdir / "_condor_stdout")
         stderr = self._output_path(job, "error", workdir / "_condor_stderr")
+        job.phase = JobPhase.RUNNING  # counts against the limit from now on
+        # recorded before the pilot runs: it writes its own events into the same log as soon as it starts
+        self._log(job.spec.job_event_log).execute(job.cluster, job.proc)
         out, err = stdout.open("ab"), stderr.open("ab")
         with out, err:
             job.process = await asyncio.create_subprocess_exec(
@@ -227,14 +230,14 @@ class LocalBackend(Backend):
                 stderr=err,
                 start_new_session=True,
             )
-        job.phase = JobPhase.RUNNING
         job.started_at = time.monotonic()
-        self._log(job.spec.job_event_log).execute(job.cluster, job.proc)
         job.waiter = asyncio.create_task(self._wait(job), name=f"local-job-{job.cluster}.{job.proc}")
         self._save_jobs()
         LOGGER.info(
             "local: started job %d.%d (pid %d) for %s", job.cluster, job.proc, job.process.pid, job.spec.taskforce_uuid
         )
+        if job.stop_reason is not None:  # removed while it was being started
+            self._signal_stop(job.process)
 
     @staticmethod
     def _prepare(job: LocalJob) -> tuple[Path, dict[str, str]]:
@@ -301,13 +304,17 @@ class LocalBackend(Backend):
             self._save_jobs()
 
     def _stop(self, job: LocalJob, why: tuple[str, str, int]) -> None:
-        """Ask the job's process group to stop; SIGKILL follows after the grace period."""
+        """Stop a running job for ``why`` (recorded when its process has ended)."""
         if job.stop_reason is not None and job.stop_reason[0] == "remove":
             return
         job.stop_reason = why
-        assert job.process is not None
-        _kill_group(job.process.pid, signal.SIGTERM)
-        asyncio.get_running_loop().call_later(self.kill_grace, _kill_if_alive, job.process)
+        if job.process is not None:  # else it is being started: _start stops it once spawned
+            self._signal_stop(job.process)
+
+    def _signal_stop(self, process: asyncio.subprocess.Process) -> None:
+        """SIGTERM to the job's process group; SIGKILL follows after the grace period."""
+        _kill_group(process.pid, signal.SIGTERM)
+        asyncio.get_running_loop().call_later(self.kill_grace, _kill_if_alive, process)
 
     def _forget(self, job: LocalJob) -> None:
         self._jobs.pop((job.cluster, job.proc), None)
@@ -323,7 +330,11 @@ class LocalBackend(Backend):
                 LOGGER.exception("local: resource check failed")
 
     def _check_limits(self) -> None:
-        running = [job for job in self._jobs.values() if job.phase is JobPhase.RUNNING and job.stop_reason is None]
+        running = [
+            job
+            for job in self._jobs.values()
+            if job.phase is JobPhase.RUNNING and job.stop_reason is None and job.process is not None
+        ]
         if not running:
             return
         rss = rss_by_process_group() if any(job.memory_limit_mb for job in running) else {}

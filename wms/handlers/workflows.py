@@ -23,8 +23,9 @@ class WorkflowsHandler(BaseHandler):
     async def post(self) -> None:
         """Create a workflow.
 
-        Children are written before their parent: task directives, then taskforces, then the workflow, which is
-        the commit point (the daemons act on workflows that exist; orphans of a crashed request are reaped).
+        Children are written before their parent: taskforces, then task directives, then the workflow, which is
+        the commit point (the daemons act on workflows that exist). Every task has a taskforce, so whatever a
+        crashed request left behind includes taskforces, through which the MQ activator finds and reaps it.
         """
         caller = self.require_caller()
         try:
@@ -44,8 +45,10 @@ class WorkflowsHandler(BaseHandler):
         workflow, directives, taskforces = build_documents(plan, mqids)
         store = self.wms.store
         store.check("WorkflowObject", workflow)
-        await store.insert_many(store.task_directives, "TaskDirectiveObject", directives)
+        for directive in directives:  # validate everything before the first write
+            store.check("TaskDirectiveObject", directive)
         await store.insert_many(store.taskforces, "TaskforceObject", taskforces)
+        await store.insert_many(store.task_directives, "TaskDirectiveObject", directives)
         await store.insert_many(store.workflows, "WorkflowObject", [workflow])
         LOGGER.info(
             "workflow %s created by %s: %d tasks, %d taskforces, %d queues",

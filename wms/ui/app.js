@@ -1,0 +1,670 @@
+// EWMS dashboard: one page over the WMS REST API (same origin, bearer token kept in sessionStorage).
+// Every value from the server is put into the page as text nodes or attributes, never parsed as HTML.
+"use strict";
+
+const POLL_MS = 2000;
+const MAX_BACKOFF_MS = 30000;
+const WORKFLOW_CAP = 1000; // most workflows the list loads
+const RECENT_SECONDS = 7 * 24 * 3600;
+const TOKEN_KEY = "ewms.dashboard.token";
+const PHASES = [
+  "pre-mq-activation", "pre-launch", "pending-starter", "condor-submit",
+  "pending-stopper", "condor-rm", "condor-complete",
+];
+// taskforce fields the detail view shows (the submit description and configs are left out)
+const TASKFORCE_FIELDS = [
+  "taskforce_uuid", "task_id", "workflow_id", "timestamp", "cluster_location", "schedd", "n_workers",
+  "cluster_id", "phase", "phase_change_log", "compound_statuses", "top_task_errors",
+];
+// condor status -> bar segment; the first match wins
+const STATUS_KINDS = [
+  { kind: "running", label: "Running", test: (s) => s === "RUNNING" },
+  { kind: "idle", label: "Idle", test: (s) => s === "IDLE" },
+  { kind: "held", label: "Held", test: (s) => s === "HELD" || s.startsWith("HELD:") },
+  { kind: "done", label: "Done", test: (s) => s === "COMPLETED" },
+  { kind: "removed", label: "Removed", test: (s) => s === "REMOVED" },
+  { kind: "other", label: "Other", test: () => true },
+];
+const RETRY_ROUTE = "POST /v0/taskforces/{taskforce_uuid}/actions/retry";
+
+const state = {
+  token: null,
+  routes: null, // "METHOD /path" of the OpenAPI document, or null when unknown (then: try, and handle 404/405)
+  missing: new Set(), // routes that answered 404/405 although offered
+  expanded: new Set(), // workflow ids whose details are open
+  directives: new Map(), // workflow id -> its task directives (immutable, so loaded once)
+  rows: new Map(), // workflow id -> {row, detail, rowSig, detailSig}
+  last: null, // the latest data, to re-render on a filter change without a request
+  timer: null,
+  inflight: false,
+  again: false,
+  failures: 0,
+};
+
+const $ = (selector) => document.querySelector(selector);
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+
+// ---- DOM building -------------------------------------------------------------------------------------------
+
+/** h("td", {class: "x", onclick: fn}, "text", node, [more]) -> an element; strings become text nodes. */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined && child !== false) el.append(child);
+  }
+  return el;
+}
+
+function timeEl(epochSeconds) {
+  if (epochSeconds === null || epochSeconds === undefined) return "—";
+  const date = new Date(epochSeconds * 1000);
+  return h("time", { datetime: date.toISOString() }, dateFormat.format(date));
+}
+
+/** Replace `old` by `fresh`, keeping focus and open <details> (matched by data-key) across the swap. */
+function swap(old, fresh) {
+  const focused = old.contains(document.activeElement) ? document.activeElement.dataset.key : undefined;
+  for (const open of old.querySelectorAll("details[open][data-key]")) {
+    fresh.querySelector(`details[data-key="${CSS.escape(open.dataset.key)}"]`)?.setAttribute("open", "");
+  }
+  old.replaceWith(fresh);
+  if (focused) fresh.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
+}
+
+// ---- REST API -----------------------------------------------------------------------------------------------
+
+/** A failed request; `problem` is the RFC 7807 body (or one made up for network and non-JSON failures). */
+class ApiError extends Error {
+  constructor(status, problem, retryAfter) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+    this.retryAfter = retryAfter;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${state.token}`, Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new ApiError(0, { title: "Cannot reach the WMS", detail: String(err.message || err) });
+  }
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    // not JSON (e.g. a proxy's error page): reported below with the start of the text
+  }
+  if (!response.ok) {
+    const problem = data && typeof data === "object"
+      ? data
+      : { title: response.statusText || "Error", status: response.status, detail: text.slice(0, 300) };
+    throw new ApiError(response.status, problem, Number(response.headers.get("Retry-After")) || undefined);
+  }
+  return data;
+}
+
+/** Every page of a query (`kind`: workflows, task-directives, taskforces), up to `cap` items. */
+async function queryAll(kind, query, projection, cap = Infinity) {
+  const key = kind.replace("-", "_");
+  const items = [];
+  let after = null;
+  do {
+    const body = { query, limit: 1000 };
+    if (projection) body.projection = projection;
+    if (after) body.after = after;
+    const page = await api("POST", `/v0/query/${kind}`, body);
+    items.push(...page[key]);
+    after = page.next_after;
+  } while (after && items.length < cap);
+  return { items, more: Boolean(after) };
+}
+
+function supports(route) {
+  return !state.missing.has(route) && (state.routes === null || state.routes.has(route));
+}
+
+/** A 404 from the route table (not for an unknown object) or a 405: the server lacks this action. */
+function routeMissing(err) {
+  return err.status === 405 || (err.status === 404 && /^no route/.test(err.problem.detail || ""));
+}
+
+// ---- messages -----------------------------------------------------------------------------------------------
+
+function problemParts(err) {
+  const p = err.problem || { title: String(err.message || err) };
+  const status = p.status || err.status;
+  return {
+    heading: status ? `${p.title || "Error"} (${status})` : p.title || "Error",
+    detail: p.detail && p.detail !== p.title ? p.detail : "",
+    errors: Array.isArray(p.errors) ? p.errors : [],
+  };
+}
+
+function showError(err, context) {
+  const { heading, detail, errors } = problemParts(err);
+  const box = $("#error");
+  box.replaceChildren(
+    h("p", { class: "error-title" }, context ? `${context}: ${heading}` : heading),
+    detail && h("p", {}, detail),
+    errors.length > 0 && h("ul", {}, errors.map((e) => h("li", {}, e))),
+    h("button", { type: "button", class: "dismiss", onclick: () => { box.hidden = true; } }, "Dismiss"),
+  );
+  box.hidden = false;
+}
+
+function notify(text) {
+  const box = $("#notice");
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(notify.timer);
+  notify.timer = setTimeout(() => { box.hidden = true; }, 8000);
+}
+
+function setLive(text) {
+  $("#live").textContent = text;
+}
+
+// ---- sign-in ------------------------------------------------------------------------------------------------
+
+/** The token's claims, for display only (the server is what checks the token). */
+function claimsOf(token) {
+  try {
+    const bytes = Uint8Array.from(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return {};
+  }
+}
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    const doc = await api("GET", "/v0/schema/openapi");
+    state.routes = new Set(
+      Object.entries(doc.paths || {}).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`)),
+    );
+  } catch (err) {
+    if (err.status === 401 || err.status === 403) {
+      state.token = null;
+      throw err;
+    }
+    state.routes = null; // the document is unavailable: offer every action and handle 404/405
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  const claims = claimsOf(token);
+  const roles = [].concat(claims.ewms_role || []).join(", ");
+  $("#who").textContent = `Signed in as ${claims.sub || "unknown"}${roles ? ` (${roles})` : ""}`;
+  $("#session").hidden = false;
+  $("#signin-view").hidden = true;
+  $("#dashboard-view").hidden = false;
+  $("#error").hidden = true;
+  $("#main").focus();
+  pollNow();
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  clearTimeout(state.timer);
+  Object.assign(state, { token: null, routes: null, last: null, failures: 0 });
+  state.missing.clear();
+  state.expanded.clear();
+  state.directives.clear();
+  state.rows.clear();
+  $("#workflows").replaceChildren();
+  $("#session").hidden = true;
+  $("#dashboard-view").hidden = true;
+  $("#signin-view").hidden = false;
+  $("#token").value = "";
+  $("#token").focus();
+}
+
+// ---- polling ------------------------------------------------------------------------------------------------
+
+function schedule(ms) {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(tick, ms);
+}
+
+function pollNow() {
+  schedule(0);
+}
+
+/** One refresh, then the next one in POLL_MS (or later after failures); nothing while the tab is hidden. */
+async function tick() {
+  if (!state.token || document.hidden) return;
+  if (state.inflight) {
+    state.again = true; // refresh once more when the current one ends (an action changed something)
+    return;
+  }
+  state.inflight = true;
+  let delay = POLL_MS;
+  try {
+    await refresh();
+    state.failures = 0;
+    setLive(`Live · updated ${new Date().toLocaleTimeString()}`);
+  } catch (err) {
+    if (err.status === 401) {
+      signOut();
+      showError(err, "Signed out");
+      return;
+    }
+    state.failures += 1;
+    delay = err.retryAfter ? err.retryAfter * 1000 : Math.min(POLL_MS * 2 ** state.failures, MAX_BACKOFF_MS);
+    const { heading, detail } = problemParts(err);
+    setLive(`Could not refresh: ${heading}${detail ? ` — ${detail}` : ""}. Retrying in ${Math.round(delay / 1000)} s.`);
+  } finally {
+    state.inflight = false;
+  }
+  if (!state.token) return;
+  if (state.again) {
+    state.again = false;
+    delay = 0;
+  }
+  schedule(delay);
+}
+
+function filterQuery() {
+  switch ($("#state-filter").value) {
+    case "active": return { deactivated: null };
+    case "aborted": return { deactivated: "ABORTED" };
+    case "finished": return { deactivated: "FINISHED" };
+    case "all": return {};
+    default: return { $or: [{ deactivated: null }, { deactivated_ts: { $gte: Date.now() / 1000 - RECENT_SECONDS } }] };
+  }
+}
+
+async function refresh() {
+  const { items: workflows, more } = await queryAll("workflows", filterQuery(), null, WORKFLOW_CAP);
+  const ids = workflows.map((w) => w.workflow_id);
+  const counts = new Map(ids.map((id) => [id, {}]));
+  if (ids.length > 0) {
+    const { items } = await queryAll("taskforces", { workflow_id: { $in: ids } }, ["workflow_id", "phase"]);
+    for (const tf of items) {
+      const c = counts.get(tf.workflow_id);
+      if (c) c[tf.phase] = (c[tf.phase] || 0) + 1;
+    }
+  }
+  const open = ids.filter((id) => state.expanded.has(id));
+  const taskforces = new Map(open.map((id) => [id, []]));
+  if (open.length > 0) {
+    const missing = open.filter((id) => !state.directives.has(id));
+    if (missing.length > 0) {
+      const { items } = await queryAll("task-directives", { workflow_id: { $in: missing } });
+      for (const id of missing) state.directives.set(id, []);
+      for (const td of items) state.directives.get(td.workflow_id)?.push(td);
+    }
+    const { items } = await queryAll("taskforces", { workflow_id: { $in: open } }, TASKFORCE_FIELDS);
+    for (const tf of items) taskforces.get(tf.workflow_id)?.push(tf);
+  }
+  state.last = { workflows, counts, taskforces, more };
+  render();
+}
+
+// ---- the workflow list --------------------------------------------------------------------------------------
+
+function stateOf(w) {
+  return w.deactivated ? w.deactivated.toLowerCase() : "active";
+}
+
+function matches(w, text) {
+  if (!text) return true;
+  const labels = Object.entries(w.labels || {}).map(([k, v]) => `${k}=${v}`);
+  return [w.workflow_id, w.owner, ...labels].some((s) => s.toLowerCase().includes(text));
+}
+
+function render() {
+  if (!state.last) return;
+  const { workflows, counts, taskforces, more } = state.last;
+  const text = $("#text-filter").value.trim().toLowerCase();
+  const shown = workflows.filter((w) => matches(w, text)).sort((a, b) => b.timestamp - a.timestamp);
+  const body = $("#workflows");
+  const keep = new Set();
+  let position = 0;
+  for (const w of shown) {
+    const id = w.workflow_id;
+    keep.add(id);
+    const expanded = state.expanded.has(id);
+    const entry = state.rows.get(id) || {};
+    const rowSig = JSON.stringify([w, counts.get(id), expanded]);
+    if (rowSig !== entry.rowSig) {
+      const row = workflowRow(w, counts.get(id), expanded);
+      if (entry.row) swap(entry.row, row);
+      Object.assign(entry, { row, rowSig });
+    }
+    const detailData = expanded ? [w, state.directives.get(id), taskforces.get(id), supports(RETRY_ROUTE)] : null;
+    const detailSig = JSON.stringify(detailData);
+    if (detailSig !== entry.detailSig) {
+      const detail = detailRow(w, expanded, state.directives.get(id), taskforces.get(id));
+      if (entry.detail) swap(entry.detail, detail);
+      Object.assign(entry, { detail, detailSig });
+    }
+    state.rows.set(id, entry);
+    // move rows only when out of place (moving a node would drop its focus)
+    if (body.children[position] !== entry.row) body.insertBefore(entry.row, body.children[position] || null);
+    if (body.children[position + 1] !== entry.detail) body.insertBefore(entry.detail, body.children[position + 1] || null);
+    position += 2;
+  }
+  for (const [id, entry] of state.rows) {
+    if (!keep.has(id)) {
+      entry.row.remove();
+      entry.detail.remove();
+      state.rows.delete(id);
+    }
+  }
+  $("#count").textContent = `(${shown.length}${shown.length === workflows.length ? "" : ` of ${workflows.length}`})`;
+  $("#empty").hidden = shown.length > 0;
+  $("#truncated").hidden = !more;
+  $("#truncated").textContent = `Showing the first ${workflows.length} workflows only: narrow the selection to see others.`;
+}
+
+function workflowRow(w, counts, expanded) {
+  const id = w.workflow_id;
+  const labels = Object.entries(w.labels || {});
+  return h("tr", { class: "wf", "data-id": id },
+    h("th", { scope: "row", "data-label": "Workflow" },
+      h("button", {
+        type: "button", class: "expander", "aria-expanded": String(expanded), "aria-controls": `detail-${id}`,
+        "data-key": `expand:${id}`, onclick: () => toggle(id),
+      }, id),
+      labels.length > 0 && h("ul", { class: "labels", "aria-label": "Labels" },
+        labels.map(([k, v]) => h("li", {}, `${k}=${v}`)))),
+    h("td", { "data-label": "Created" }, timeEl(w.timestamp)),
+    h("td", { "data-label": "Owner" }, w.owner),
+    h("td", { "data-label": "Priority", class: "num" }, String(w.priority)),
+    h("td", { "data-label": "State" }, h("span", { class: `state state-${stateOf(w)}` }, stateOf(w))),
+    h("td", { "data-label": "Taskforces" }, phaseCounts(counts || {})),
+  );
+}
+
+function phaseCounts(counts) {
+  const phases = PHASES.filter((p) => counts[p]).concat(Object.keys(counts).filter((p) => !PHASES.includes(p)));
+  if (phases.length === 0) return h("span", { class: "muted" }, "none");
+  return h("ul", { class: "phases" }, phases.map((p) => h("li", { class: `phase phase-${p}` }, `${counts[p]} ${p}`)));
+}
+
+function toggle(id) {
+  if (state.expanded.has(id)) state.expanded.delete(id);
+  else state.expanded.add(id);
+  render(); // show the change at once ("Loading…" until the details arrive)
+  if (state.expanded.has(id)) pollNow();
+}
+
+// ---- workflow details ---------------------------------------------------------------------------------------
+
+function detailRow(w, expanded, directives, taskforces) {
+  const id = w.workflow_id;
+  const cell = h("td", { colspan: 6 });
+  if (expanded) {
+    cell.append(directives && taskforces ? workflowDetail(w, directives, taskforces) : h("p", { class: "muted" }, "Loading…"));
+  }
+  return h("tr", { class: "detail", id: `detail-${id}`, hidden: !expanded }, cell);
+}
+
+function workflowDetail(w, directives, taskforces) {
+  const id = w.workflow_id;
+  const active = !w.deactivated;
+  const locations = [...new Set(directives.flatMap((d) => d.cluster_locations))];
+  return h("div", { class: "wf-detail" },
+    active
+      ? h("div", { class: "actions" },
+        h("button", { type: "button", "data-key": `finish:${id}`, onclick: () => finishWorkflow(id) }, "Finish…"),
+        h("button", { type: "button", class: "danger", "data-key": `abort:${id}`, onclick: () => abortWorkflow(id) }, "Abort…"))
+      : h("p", { class: "muted" }, `${w.deactivated === "ABORTED" ? "Aborted" : "Finished"} `, timeEl(w.deactivated_ts)),
+    directives.length === 0 && h("p", { class: "muted" }, "No tasks."),
+    directives.map((d) => taskSection(d, taskforces.filter((tf) => tf.task_id === d.task_id), active, locations)),
+  );
+}
+
+function facts(pairs) {
+  return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== "" && v !== null && v !== undefined)
+    .map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
+}
+
+function taskSection(d, taskforces, active, locations) {
+  const queues = (list) => (list.length ? list.join(", ") : "none");
+  return h("section", { class: "task", "aria-label": `Task ${d.task_id}` },
+    h("div", { class: "task-head" },
+      h("h3", {}, "Task ", h("span", { class: "mono" }, d.task_id)),
+      active && h("button", {
+        type: "button", "data-key": `add:${d.task_id}`, onclick: () => addWorkers(d, locations),
+      }, "Add workers…")),
+    facts([
+      ["Image", h("code", {}, d.task_image)],
+      ["Arguments", d.task_args && h("code", {}, d.task_args)],
+      ["Locations", d.cluster_locations.join(", ")],
+      ["Input queues", queues(d.input_queues)],
+      ["Output queues", queues(d.output_queues)],
+    ]),
+    taskforces.length === 0
+      ? h("p", { class: "muted" }, "No taskforces.")
+      : h("div", { class: "taskforces" }, taskforces.sort((a, b) => a.timestamp - b.timestamp).map((tf) => taskforceCard(tf, active))),
+  );
+}
+
+function taskforceCard(tf, active) {
+  const uuid = tf.taskforce_uuid;
+  const log = tf.phase_change_log || [];
+  return h("article", { class: "tf", "aria-label": `Taskforce ${uuid}` },
+    h("header", {},
+      h("h4", { class: "mono" }, uuid),
+      h("span", { class: `phase phase-${tf.phase}` }, tf.phase)),
+    facts([
+      ["Location", tf.cluster_location],
+      ["Workers", tf.n_workers === null ? "—" : String(tf.n_workers)],
+      ["Cluster id", tf.cluster_id === null ? "—" : String(tf.cluster_id)],
+      ["Created", timeEl(tf.timestamp)],
+    ]),
+    statusBar(tf.compound_statuses || {}),
+    topErrors(tf.top_task_errors || {}),
+    h("details", { class: "log", "data-key": `log:${uuid}` },
+      h("summary", {}, `Phase changes (${log.length})`),
+      h("ol", {}, log.map((e) => h("li", { class: e.was_successful ? "" : "failed" },
+        timeEl(e.timestamp), " ",
+        h("strong", {}, e.target_phase),
+        e.was_successful ? "" : h("span", { class: "tag" }, "failed"),
+        ` by ${e.source_entity}`,
+        e.context && h("span", { class: "context" }, ` — ${e.context}`))))),
+    active && supports(RETRY_ROUTE) && h("div", { class: "actions" },
+      h("button", { type: "button", "data-key": `retry:${uuid}`, onclick: () => retryTaskforce(tf) }, "Retry…")),
+  );
+}
+
+/** Group `compound_statuses` ({condor status: {pilot status: n}}) into bar segments. */
+function statusSegments(compound) {
+  const segments = STATUS_KINDS.map((k) => ({ ...k, count: 0, parts: [] }));
+  for (const [condor, pilots] of Object.entries(compound)) {
+    const segment = segments.find((s) => s.test(condor));
+    const count = Object.values(pilots).reduce((a, b) => a + b, 0);
+    if (count === 0) continue;
+    segment.count += count;
+    // held: the reason; other: the status name; then the pilots' own statuses ("null": not reported yet)
+    const name = segment.kind === "held" ? condor.replace(/^HELD:?\s*/, "") || "no reason given"
+      : segment.kind === "other" ? condor : "";
+    const pilotText = Object.entries(pilots).filter(([, n]) => n > 0)
+      .map(([p, n]) => `${p === "null" ? "pilot not reporting" : p} ${n}`).join(", ");
+    segment.parts.push(name ? `${name}: ${count} (${pilotText})` : pilotText);
+  }
+  return segments.filter((s) => s.count > 0);
+}
+
+function statusBar(compound) {
+  const segments = statusSegments(compound);
+  if (segments.length === 0) return h("p", { class: "muted status-none" }, "No worker statuses reported yet.");
+  const summary = segments.map((s) => `${s.count} ${s.label.toLowerCase()}`).join(", ");
+  const bar = h("div", { class: "bar", role: "img", "aria-label": `Workers: ${summary}` },
+    segments.map((s) => {
+      const seg = h("span", { class: `seg seg-${s.kind}`, title: `${s.label}: ${s.count}` }, String(s.count));
+      seg.style.flexGrow = String(s.count); // widths proportional to the counts
+      return seg;
+    }));
+  const legend = h("ul", { class: "legend" }, segments.map((s) => h("li", { class: `key-${s.kind}` },
+    h("strong", {}, `${s.label} ${s.count}`),
+    s.parts.length > 0 && h("span", { class: "muted" }, ` — ${s.parts.join("; ")}`))));
+  return h("div", { class: "status" }, bar, legend);
+}
+
+function topErrors(errors) {
+  const top = Object.entries(errors).sort((a, b) => b[1] - a[1]).slice(0, 5);
+  if (top.length === 0) return null;
+  return h("div", { class: "errors" },
+    h("h5", {}, "Top task errors"),
+    h("ol", {}, top.map(([text, n]) => h("li", {}, h("span", { class: "count" }, `${n}×`), " ", h("code", {}, text)))));
+}
+
+// ---- actions ------------------------------------------------------------------------------------------------
+
+/** Show the confirmation dialog; resolves to the form's FormData on confirm, null on cancel. */
+function ask({ title, message, confirmLabel, danger = false, fields = [] }) {
+  const dialog = $("#confirm");
+  const form = $("#confirm-form");
+  const opener = document.activeElement?.dataset?.key;
+  $("#confirm-title").textContent = title;
+  $("#confirm-message").textContent = message;
+  $("#confirm-fields").replaceChildren(...fields);
+  $("#confirm-ok").textContent = confirmLabel;
+  $("#confirm-ok").classList.toggle("danger", danger);
+  return new Promise((resolve) => {
+    const done = (value) => {
+      form.removeEventListener("submit", onSubmit);
+      dialog.removeEventListener("close", onClose);
+      if (dialog.open) dialog.close();
+      // the opener may have been re-rendered while the dialog was open: focus its current copy
+      if (opener) document.querySelector(`[data-key="${CSS.escape(opener)}"]`)?.focus();
+      resolve(value);
+    };
+    const onSubmit = (event) => {
+      event.preventDefault();
+      done(new FormData(form));
+    };
+    const onClose = () => done(null);
+    form.addEventListener("submit", onSubmit);
+    dialog.addEventListener("close", onClose);
+    dialog.showModal();
+  });
+}
+
+/** Run a confirmed action, report its outcome, and refresh at once. */
+async function act(what, call, describe) {
+  try {
+    notify(describe(await call()));
+  } catch (err) {
+    showError(err, what);
+  }
+  pollNow();
+}
+
+async function abortWorkflow(id) {
+  const ok = await ask({
+    title: "Abort workflow?",
+    message: `Abort ${id}? Its workers are removed and its queues are deleted. This cannot be undone.`,
+    confirmLabel: "Abort workflow",
+    danger: true,
+  });
+  if (!ok) return;
+  await act(`Could not abort ${id}`, () => api("POST", `/v0/workflows/${encodeURIComponent(id)}/actions/abort`),
+    (r) => `Workflow ${id} aborted; ${r.n_taskforces} taskforce(s) sent to stop.`);
+}
+
+async function finishWorkflow(id) {
+  const ok = await ask({
+    title: "Finish workflow?",
+    message: `Mark ${id} as finished? Its workers are stopped and its queues are deleted.`,
+    confirmLabel: "Finish workflow",
+  });
+  if (!ok) return;
+  await act(`Could not finish ${id}`, () => api("POST", `/v0/workflows/${encodeURIComponent(id)}/actions/finished`),
+    (r) => `Workflow ${id} finished; ${r.n_taskforces} taskforce(s) sent to stop.`);
+}
+
+async function addWorkers(directive, locations) {
+  const listId = "known-locations";
+  const form = await ask({
+    title: "Add workers",
+    message: `Start a new taskforce for task ${directive.task_id}.`,
+    confirmLabel: "Add workers",
+    fields: [
+      h("label", { for: "aw-location" }, "Cluster location"),
+      h("input", { id: "aw-location", name: "location", required: true, list: listId, value: directive.cluster_locations[0] }),
+      h("datalist", { id: listId }, locations.map((l) => h("option", { value: l }))),
+      h("label", { for: "aw-n" }, "Number of workers"),
+      h("input", { id: "aw-n", name: "n", type: "number", min: 1, step: 1, required: true, value: 1, inputmode: "numeric" }),
+    ],
+  });
+  if (!form) return;
+  const body = { cluster_location: String(form.get("location")).trim(), n_workers: Number(form.get("n")) };
+  await act(`Could not add workers to ${directive.task_id}`,
+    () => api("POST", `/v0/task-directives/${encodeURIComponent(directive.task_id)}/actions/add-workers`, body),
+    (tf) => `Taskforce ${tf.taskforce_uuid} created at ${tf.cluster_location} with ${tf.n_workers} worker(s).`);
+}
+
+async function retryTaskforce(tf) {
+  const ok = await ask({
+    title: "Retry taskforce?",
+    message: `Start a fresh taskforce at ${tf.cluster_location} in place of ${tf.taskforce_uuid}? `
+      + "If the old one still has workers, they are removed.",
+    confirmLabel: "Retry taskforce",
+  });
+  if (!ok) return;
+  try {
+    const fresh = await api("POST", `/v0/taskforces/${encodeURIComponent(tf.taskforce_uuid)}/actions/retry`);
+    notify(`Taskforce ${tf.taskforce_uuid} retried as ${fresh.taskforce_uuid}.`);
+  } catch (err) {
+    if (routeMissing(err)) {
+      state.missing.add(RETRY_ROUTE);
+      showError({ problem: { title: "Not supported", detail: "This WMS cannot retry taskforces yet." } });
+    } else {
+      showError(err, `Could not retry ${tf.taskforce_uuid}`);
+    }
+  }
+  pollNow();
+}
+
+// ---- start --------------------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#signin").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = $("#token").value.trim().replace(/^Bearer\s+/i, "");
+    if (!token) return;
+    try {
+      await signIn(token);
+    } catch (err) {
+      showError(err, "Sign-in failed");
+      $("#token").focus();
+    }
+  });
+  $("#signout").addEventListener("click", () => {
+    signOut();
+    notify("Signed out.");
+  });
+  $("#confirm-cancel").addEventListener("click", () => $("#confirm").close());
+  $("#state-filter").addEventListener("change", pollNow);
+  $("#text-filter").addEventListener("input", render);
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      clearTimeout(state.timer);
+      setLive("Paused while this tab is hidden.");
+    } else {
+      pollNow();
+    }
+  });
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) {
+    signIn(saved).catch((err) => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showError(err, "Signed out");
+    });
+  }
+});
