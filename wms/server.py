@@ -28,6 +28,7 @@ HANDLERS: list[type[BaseHandler]] = [
     task_directives.AddWorkersHandler,
     taskforces.TaskforceUUIDHandler,
     taskforces.RetryHandler,
+    taskforces.TaskforceLogsHandler,
     misc.PublicMQProfilesHandler,
     tms.PendingStarterHandler,
     tms.CondorSubmitHandler,
@@ -37,6 +38,7 @@ HANDLERS: list[type[BaseHandler]] = [
     tms.CondorRmFailedHandler,
     tms.CondorCompleteHandler,
     tms.StatusesHandler,
+    tms.TaskforceLogsReportHandler,
 ]
 
 

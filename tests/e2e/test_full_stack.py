@@ -85,3 +85,8 @@ async def test_two_task_chain_over_200_events(stack: DevStack) -> None:
             assert time.monotonic() < deadline, "queues still on the broker"
             await asyncio.sleep(0.5)
     assert (Path(state.data_dir) / "tms" / "job-event-logs").is_dir()
+    # a second `up` on the same data dir brings the same workflows back
+    stack.down()
+    again = stack.up()
+    async with WMSClient(again.url, again.user_token) as client:
+        assert (await client.get_workflow(workflow_id))["deactivated"] == "FINISHED"

@@ -50,6 +50,8 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...] | None, set[int]]] = {
     ("post", "/v0/task-directives/{task_id}/actions/add-workers"): (USER_TMS, {404, 422}),
     ("get", "/v0/taskforces/{taskforce_uuid}"): (ANY, {404}),
     ("post", "/v0/taskforces/{taskforce_uuid}/actions/retry"): (USER, {404, 409, 422}),
+    ("get", "/v0/taskforces/{taskforce_uuid}/logs"): (ANY, {404}),
+    ("post", "/v0/tms/logs/taskforces/{taskforce_uuid}"): (TMS, {404}),
     ("get", "/v0/mqs/workflows/{workflow_id}/mq-profiles/public"): (USER, {404}),
     ("get", "/v0/tms/pending-starter/taskforces"): (TMS, set()),
     ("post", "/v0/tms/condor-submit/taskforces/{taskforce_uuid}"): (TMS, {404, 409}),

@@ -89,3 +89,23 @@ async def test_quotas(start_wms, make_token) -> None:  # type: ignore[no-untyped
         {"cluster_location": "test-alpha", "n_workers": 6},
         status=422,
     )
+
+
+async def test_task_logs_shipped_by_the_tms_are_served_per_job(api: Api, api_as) -> None:  # type: ignore[no-untyped-def]
+    created = await api.ok("POST", "/v0/workflows", workflow_request())
+    uuid = created["taskforces"][0]["taskforce_uuid"]
+    assert await api.ok("GET", f"/v0/taskforces/{uuid}/logs") == {"taskforce_uuid": uuid, "jobs": []}
+    tms = api_as(Role.TMS, "tms")
+    job = {"stdout_tail": "ok\n", "stderr_tail": "", "task_error": "", "exit_code": 0, "ended_ts": 1.0}
+    failed = {**job, "job_id": "7.10", "stderr_tail": "Traceback ...\nValueError: bad event", "exit_code": 1}
+    failed["task_error"] = "task failed (exit code 1): ValueError: bad event"
+    await tms.ok("POST", f"/v0/tms/logs/taskforces/{uuid}", {"jobs": [{**job, "job_id": "7.2"}, failed]})
+    await tms.ok("POST", f"/v0/tms/logs/taskforces/{uuid}", {"jobs": [failed]})  # repeated: replaced, not duplicated
+    logs = await api.ok("GET", f"/v0/taskforces/{uuid}/logs")
+    assert [j["job_id"] for j in logs["jobs"]] == ["7.2", "7.10"]
+    assert logs["jobs"][1]["task_error"].endswith("bad event") and logs["jobs"][1]["exit_code"] == 1
+    await api_as(Role.USER, "bob").problem("GET", f"/v0/taskforces/{uuid}/logs", status=403)
+    too_long = {**job, "job_id": "7.3", "stdout_tail": "x" * 70000}
+    await tms.problem("POST", f"/v0/tms/logs/taskforces/{uuid}", {"jobs": [too_long]}, status=400)
+    await tms.problem("POST", "/v0/tms/logs/taskforces/TF-1-00000000-00000000-00000000", {"jobs": [failed]}, status=404)
+    await api.problem("POST", f"/v0/tms/logs/taskforces/{uuid}", {"jobs": [failed]}, status=403)

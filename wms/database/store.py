@@ -29,7 +29,7 @@ def public(doc: Doc) -> Doc:
 
 
 class Store:
-    """Collections ``workflows``, ``task_directives``, ``taskforces`` with schema-checked writes."""
+    """Collections ``workflows``, ``task_directives``, ``taskforces`` (schema-checked writes) and ``task_logs``."""
 
     def __init__(self, client: AsyncMongoClient[Doc], db_name: str, spec: Spec) -> None:
         self.client = client
@@ -37,6 +37,7 @@ class Store:
         self.workflows: AsyncCollection[Doc] = self.db["workflows"]
         self.task_directives: AsyncCollection[Doc] = self.db["task_directives"]
         self.taskforces: AsyncCollection[Doc] = self.db["taskforces"]
+        self.task_logs: AsyncCollection[Doc] = self.db["task_logs"]
         self.spec = spec
 
     async def ensure_indexes(self) -> None:
@@ -54,6 +55,7 @@ class Store:
         await self.taskforces.create_index([("schedd", ASCENDING), ("phase", ASCENDING)])
         await self.taskforces.create_index([("priority", DESCENDING), ("timestamp", ASCENDING)])
         await self.taskforces.create_index([("schedd", ASCENDING), ("job_event_log_fpath", ASCENDING)])
+        await self.task_logs.create_index([("taskforce_uuid", ASCENDING), ("job_id", ASCENDING)], unique=True)
         LOGGER.info("indexes ensured on %s", self.db.name)
 
     def check(self, object_name: str, doc: Doc) -> None:

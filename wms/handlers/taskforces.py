@@ -81,3 +81,31 @@ class RetryHandler(BaseHandler):
         LOGGER.info("taskforce %s %s", taskforce_uuid, note)
         (self.wms.wakeups.launch if activated else self.wms.wakeups.mq_activator).set()
         self.send(self.wms.public(new))
+
+
+class TaskforceLogsHandler(BaseHandler):
+    """``GET /v0/taskforces/{taskforce_uuid}/logs``: output tails of the taskforce's finished or failed jobs."""
+
+    ROUTE = "/v0/taskforces/{taskforce_uuid}/logs"
+    ROLES = {"GET": ANYONE}
+
+    async def get(self, taskforce_uuid: str) -> None:
+        """The job logs, ordered by job id."""
+        doc = await self.wms.store.taskforces.find_one(
+            {"taskforce_uuid": taskforce_uuid}, {"_id": False, "owner": True}
+        )
+        if doc is None:
+            raise Problem(404, f"no taskforce found with uuid: {taskforce_uuid}")
+        self.check_owner(doc, "taskforce")
+        logs = await self.wms.store.task_logs.find({"taskforce_uuid": taskforce_uuid}, {"_id": False}).to_list(None)
+        jobs = sorted((self.wms.public(_without_uuid(log)) for log in logs), key=lambda j: _job_order(j["job_id"]))
+        self.send({"taskforce_uuid": taskforce_uuid, "jobs": jobs})
+
+
+def _without_uuid(log: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in log.items() if k != "taskforce_uuid"}
+
+
+def _job_order(job_id: str) -> tuple[int, int]:
+    cluster, _, proc = job_id.partition(".")
+    return int(cluster), int(proc)

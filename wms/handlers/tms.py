@@ -244,3 +244,27 @@ class StatusesHandler(BaseHandler):
             for u in updates
         ]
         self.send({"results": results}, status=200 if len(known) == len(updates) else 207)
+
+
+class TaskforceLogsReportHandler(BaseHandler):
+    """``POST /v0/tms/logs/taskforces/{taskforce_uuid}``: store the output tails of ended jobs (one per job id)."""
+
+    ROUTE = "/v0/tms/logs/taskforces/{taskforce_uuid}"
+    ROLES = {"POST": TMS}
+
+    async def post(self, taskforce_uuid: str) -> None:
+        """Upsert each job's log; a repeated report replaces the same documents."""
+        await _current(self, taskforce_uuid)
+        await self.wms.store.task_logs.bulk_write(
+            [
+                UpdateOne(
+                    {"taskforce_uuid": taskforce_uuid, "job_id": job["job_id"]},
+                    {"$set": {**job, "taskforce_uuid": taskforce_uuid}},
+                    upsert=True,
+                )
+                for job in self.body["jobs"]
+            ],
+            ordered=False,
+        )
+        LOGGER.info("taskforce %s: logs of %d jobs stored", taskforce_uuid, len(self.body["jobs"]))
+        self.send({"taskforce_uuid": taskforce_uuid})
