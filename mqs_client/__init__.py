@@ -48,6 +48,10 @@ class ManagedMQSClient(MQSClient, Protocol):
         """Background work (queue deletion, token refresh) until ``stop`` is set or the client is closed."""
         ...
 
+    async def forget(self, workflow_id: str) -> list[dict[str, Any]] | None:
+        """Delete the records of a retired workflow's queues; None while its queues still exist."""
+        ...
+
 
 def make_mqs_client(db: AsyncDatabase[dict[str, Any]], config: MQSConfig) -> ManagedMQSClient:
     """The remote client when ``MQS_ADDRESS`` is configured, else the embedded MQS on ``db``."""

@@ -156,6 +156,24 @@ class EmbeddedMQS:
                 self.config.mq_delete_grace_seconds,
             )
 
+    async def forget(self, workflow_id: str) -> list[dict[str, Any]] | None:
+        """Delete the records of a retired workflow's queues (retention); the deleted profiles, tokens removed.
+
+        None while its queues still exist on the broker (not deactivated, or still in their grace period).
+        """
+        group = await self._groups.find_one({"workflow_id": workflow_id}, {"_id": False})
+        if group is None:
+            return []
+        if not group.get("deleted_ts"):
+            return None
+        profiles = await self._profiles.find(
+            {"workflow_id": workflow_id}, {"_id": False, "auth_token": False}
+        ).to_list()
+        await self._profiles.delete_many({"workflow_id": workflow_id})
+        await self._groups.delete_one({"workflow_id": workflow_id})
+        LOGGER.info("forgot the %d queue profile(s) of workflow %s", len(profiles), workflow_id)
+        return profiles
+
     async def close(self) -> None:
         """Stop :meth:`run_housekeeping` (the database belongs to the caller; admin connections are per call)."""
         self._closed.set()

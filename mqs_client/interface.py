@@ -52,9 +52,7 @@ class TryAgainLater(Exception):
 class MQSClient(Protocol):
     """What the WMS needs from a Message Queue Service."""
 
-    async def reserve(
-        self, workflow_id: str, queue_aliases: Sequence[str], public: Sequence[str]
-    ) -> list[MQProfile]:
+    async def reserve(self, workflow_id: str, queue_aliases: Sequence[str], public: Sequence[str]) -> list[MQProfile]:
         """Reserve one queue per alias; idempotent per workflow (a repeat returns the same profiles)."""
         ...
 

@@ -132,6 +132,10 @@ class RemoteMQS:
         body = await self._call("GET", self._workflow(workflow_id, "mq-profiles/public"))
         return [MQProfile.from_dict(p) for p in body["mqprofiles"]]
 
+    async def forget(self, workflow_id: str) -> list[dict[str, Any]] | None:
+        """A remote MQS keeps its own records: nothing to delete here."""
+        return []
+
     async def deactivate(self, workflow_id: str) -> None:
         """``POST .../mq-group/deactivation``; an MQS without that route (404/405) leaves the queues in place."""
         response = await self._request("POST", self._workflow(workflow_id, "mq-group/deactivation"))

@@ -78,6 +78,9 @@ class WMSConfig:
     max_tasks_per_workflow: int = 100
     max_workers_per_taskforce: int = 10000
     max_active_workflows_per_user: int = 100
+    retention_days: float = 15.0
+    archive_retention_days: float = 30.0
+    retention_interval_seconds: float = 3600.0
     openapi_path: str = str(DEFAULT_OPENAPI_PATH)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -112,6 +115,9 @@ class WMSConfig:
             max_tasks_per_workflow=_int(env, "MAX_TASKS_PER_WORKFLOW", 100),
             max_workers_per_taskforce=_int(env, "MAX_WORKERS_PER_TASKFORCE", 10000),
             max_active_workflows_per_user=_int(env, "MAX_ACTIVE_WORKFLOWS_PER_USER", 100),
+            retention_days=_float(env, "RETENTION_DAYS", 15.0),
+            archive_retention_days=_float(env, "ARCHIVE_RETENTION_DAYS", 30.0),
+            retention_interval_seconds=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
             openapi_path=env.get("WMS_OPENAPI_PATH", str(DEFAULT_OPENAPI_PATH)),
             env=env,
         )

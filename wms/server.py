@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from wms.handlers import misc, queries, task_directives, taskforces, tms, ui, workflows
+from wms.handlers import admin, misc, queries, task_directives, taskforces, tms, ui, workflows
 from wms.handlers.base import BaseHandler, NotFoundHandler
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ HANDLERS: list[type[BaseHandler]] = [
     tms.CondorCompleteHandler,
     tms.StatusesHandler,
     tms.TaskforceLogsReportHandler,
+    admin.ArchiveListHandler,
+    admin.ArchivedWorkflowHandler,
+    admin.ArchivePurgeHandler,
 ]
 
 

@@ -17,6 +17,7 @@ from wms.config import WMSConfig
 from wms.daemons.launch_control import LaunchControl
 from wms.daemons.loop import Wakeup, run_forever
 from wms.daemons.mq_activator import MQActivator
+from wms.daemons.retention import Retention
 from wms.database.store import Store, public
 from wms.lifecycle import Lifecycle
 from wms.metrics import Metrics
@@ -32,6 +33,7 @@ class Wakeups:
 
     mq_activator: Wakeup = field(default_factory=Wakeup)
     launch: Wakeup = field(default_factory=Wakeup)
+    retention: Wakeup = field(default_factory=Wakeup)
 
 
 class WMS:
@@ -52,6 +54,7 @@ class WMS:
             openid_url=config.auth_openid_url,
             user_group_pattern=config.auth_user_group_pattern,
         )
+        self.retention = Retention(self.store, self.mqs, config)
         self.metrics = Metrics()
         self.wakeups = Wakeups()
         self.public = public
@@ -74,6 +77,15 @@ class WMS:
             asyncio.create_task(
                 run_forever("launch-control", launcher.one_pass, self.wakeups.launch, poll, self._stop)
             ),
+            asyncio.create_task(
+                run_forever(
+                    "retention",
+                    self.retention.one_pass,
+                    self.wakeups.retention,
+                    self.config.retention_interval_seconds,
+                    self._stop,
+                )
+            ),
         ]
         self._tasks.append(asyncio.create_task(self.mqs.run_housekeeping(self._stop)))
         self._http = tornado.httpserver.HTTPServer(make_app(self), max_body_size=MAX_TRANSPORT_BODY, xheaders=True)
@@ -92,6 +104,7 @@ class WMS:
         self._stop.set()
         self.wakeups.mq_activator.set()
         self.wakeups.launch.set()
+        self.wakeups.retention.set()
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 10)

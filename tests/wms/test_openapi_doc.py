@@ -31,6 +31,7 @@ USER = ("user", "admin")
 USER_TMS = ("user", "admin", "system-tms")
 TMS = ("system-tms", "admin")
 ANY = ("user", "admin", "system-tms")
+ADMIN = ("admin",)
 PUBLIC = None
 
 # (method, path) -> (roles or PUBLIC, extra error codes beyond 400/401/403/(413)/503)
@@ -52,6 +53,9 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...] | None, set[int]]] = {
     ("post", "/v0/taskforces/{taskforce_uuid}/actions/retry"): (USER, {404, 409, 422}),
     ("get", "/v0/taskforces/{taskforce_uuid}/logs"): (ANY, {404}),
     ("post", "/v0/tms/logs/taskforces/{taskforce_uuid}"): (TMS, {404}),
+    ("get", "/v0/admin/archive/workflows"): (ADMIN, set()),
+    ("get", "/v0/admin/archive/workflows/{workflow_id}"): (ADMIN, {404}),
+    ("post", "/v0/admin/archive/purge"): (ADMIN, set()),
     ("get", "/v0/mqs/workflows/{workflow_id}/mq-profiles/public"): (USER, {404}),
     ("get", "/v0/tms/pending-starter/taskforces"): (TMS, set()),
     ("post", "/v0/tms/condor-submit/taskforces/{taskforce_uuid}"): (TMS, {404, 409}),

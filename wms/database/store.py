@@ -38,6 +38,7 @@ class Store:
         self.task_directives: AsyncCollection[Doc] = self.db["task_directives"]
         self.taskforces: AsyncCollection[Doc] = self.db["taskforces"]
         self.task_logs: AsyncCollection[Doc] = self.db["task_logs"]
+        self.archive: AsyncCollection[Doc] = self.db["archived_workflows"]
         self.spec = spec
 
     async def ensure_indexes(self) -> None:
@@ -56,6 +57,8 @@ class Store:
         await self.taskforces.create_index([("priority", DESCENDING), ("timestamp", ASCENDING)])
         await self.taskforces.create_index([("schedd", ASCENDING), ("job_event_log_fpath", ASCENDING)])
         await self.task_logs.create_index([("taskforce_uuid", ASCENDING), ("job_id", ASCENDING)], unique=True)
+        await self.archive.create_index("workflow_id", unique=True)
+        await self.archive.create_index([("archived_ts", ASCENDING)])
         LOGGER.info("indexes ensured on %s", self.db.name)
 
     def check(self, object_name: str, doc: Doc) -> None:

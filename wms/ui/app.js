@@ -26,6 +26,7 @@ const STATUS_KINDS = [
   { kind: "other", label: "Other", test: () => true },
 ];
 const RETRY_ROUTE = "POST /v0/taskforces/{taskforce_uuid}/actions/retry";
+const LOGS_ROUTE = "GET /v0/taskforces/{taskforce_uuid}/logs";
 
 const state = {
   token: null,
@@ -276,12 +277,13 @@ async function tick() {
 }
 
 function filterQuery() {
+  const active = { deactivated: { $eq: null } }; // {$eq: null}: the embedded database ignores a bare null
   switch ($("#state-filter").value) {
-    case "active": return { deactivated: null };
+    case "active": return active;
     case "aborted": return { deactivated: "ABORTED" };
     case "finished": return { deactivated: "FINISHED" };
     case "all": return {};
-    default: return { $or: [{ deactivated: null }, { deactivated_ts: { $gte: Date.now() / 1000 - RECENT_SECONDS } }] };
+    default: return { $or: [active, { deactivated_ts: { $gte: Date.now() / 1000 - RECENT_SECONDS } }] };
   }
 }
 
@@ -343,7 +345,8 @@ function render() {
       if (entry.row) swap(entry.row, row);
       Object.assign(entry, { row, rowSig });
     }
-    const detailData = expanded ? [w, state.directives.get(id), taskforces.get(id), supports(RETRY_ROUTE)] : null;
+    const routes = [supports(RETRY_ROUTE), supports(LOGS_ROUTE)];
+    const detailData = expanded ? [w, state.directives.get(id), taskforces.get(id), routes] : null;
     const detailSig = JSON.stringify(detailData);
     if (detailSig !== entry.detailSig) {
       const detail = detailRow(w, expanded, state.directives.get(id), taskforces.get(id));
@@ -476,8 +479,13 @@ function taskforceCard(tf, active) {
         e.was_successful ? "" : h("span", { class: "tag" }, "failed"),
         ` by ${e.source_entity}`,
         e.context && h("span", { class: "context" }, ` — ${e.context}`))))),
-    active && supports(RETRY_ROUTE) && h("div", { class: "actions" },
-      h("button", { type: "button", "data-key": `retry:${uuid}`, onclick: () => retryTaskforce(tf) }, "Retry…")),
+    h("div", { class: "actions" },
+      supports(LOGS_ROUTE) && h("button", {
+        type: "button", "data-key": `logs:${uuid}`, onclick: () => showLogs(uuid),
+      }, "Job logs…"),
+      active && supports(RETRY_ROUTE) && h("button", {
+        type: "button", "data-key": `retry:${uuid}`, onclick: () => retryTaskforce(tf),
+      }, "Retry…")),
   );
 }
 
@@ -493,7 +501,7 @@ function statusSegments(compound) {
     const name = segment.kind === "held" ? condor.replace(/^HELD:?\s*/, "") || "no reason given"
       : segment.kind === "other" ? condor : "";
     const pilotText = Object.entries(pilots).filter(([, n]) => n > 0)
-      .map(([p, n]) => `${p === "null" ? "pilot not reporting" : p} ${n}`).join(", ");
+      .map(([p, n]) => `${p === "null" ? "no pilot status" : p} ${n}`).join(", ");
     segment.parts.push(name ? `${name}: ${count} (${pilotText})` : pilotText);
   }
   return segments.filter((s) => s.count > 0);
@@ -523,13 +531,21 @@ function topErrors(errors) {
     h("ol", {}, top.map(([text, n]) => h("li", {}, h("span", { class: "count" }, `${n}×`), " ", h("code", {}, text)))));
 }
 
-// ---- actions ------------------------------------------------------------------------------------------------
+// ---- dialogs and actions ------------------------------------------------------------------------------------
+
+/** Open a modal dialog; on close, focus its opener again (the opener may have been re-rendered meanwhile). */
+function openModal(dialog) {
+  const opener = document.activeElement?.dataset?.key;
+  dialog.addEventListener("close", () => {
+    if (opener) document.querySelector(`[data-key="${CSS.escape(opener)}"]`)?.focus();
+  }, { once: true });
+  dialog.showModal();
+}
 
 /** Show the confirmation dialog; resolves to the form's FormData on confirm, null on cancel. */
 function ask({ title, message, confirmLabel, danger = false, fields = [] }) {
   const dialog = $("#confirm");
   const form = $("#confirm-form");
-  const opener = document.activeElement?.dataset?.key;
   $("#confirm-title").textContent = title;
   $("#confirm-message").textContent = message;
   $("#confirm-fields").replaceChildren(...fields);
@@ -540,8 +556,6 @@ function ask({ title, message, confirmLabel, danger = false, fields = [] }) {
       form.removeEventListener("submit", onSubmit);
       dialog.removeEventListener("close", onClose);
       if (dialog.open) dialog.close();
-      // the opener may have been re-rendered while the dialog was open: focus its current copy
-      if (opener) document.querySelector(`[data-key="${CSS.escape(opener)}"]`)?.focus();
       resolve(value);
     };
     const onSubmit = (event) => {
@@ -551,7 +565,7 @@ function ask({ title, message, confirmLabel, danger = false, fields = [] }) {
     const onClose = () => done(null);
     form.addEventListener("submit", onSubmit);
     dialog.addEventListener("close", onClose);
-    dialog.showModal();
+    openModal(dialog);
   });
 }
 
@@ -631,6 +645,37 @@ async function retryTaskforce(tf) {
   pollNow();
 }
 
+/** Fetch a taskforce's job logs (on demand: they can be large) and show them in the log viewer. */
+async function showLogs(uuid) {
+  let data;
+  try {
+    data = await api("GET", `/v0/taskforces/${encodeURIComponent(uuid)}/logs`);
+  } catch (err) {
+    if (routeMissing(err)) {
+      state.missing.add(LOGS_ROUTE);
+      render();
+      showError({ problem: { title: "Not supported", detail: "This WMS does not serve job logs yet." } });
+    } else {
+      showError(err, `Could not load the job logs of ${uuid}`);
+    }
+    return;
+  }
+  $("#logs-title").textContent = `Job logs of ${uuid}`;
+  $("#logs-body").replaceChildren(data.jobs.length === 0
+    ? h("p", { class: "muted" }, "No ended job has reported its output yet.")
+    : h("div", {}, data.jobs.map(jobLog)));
+  openModal($("#logs"));
+}
+
+function jobLog(job) {
+  const outputs = [["Task error", job.task_error], ["Output (tail)", job.stdout_tail], ["Error output (tail)", job.stderr_tail]];
+  return h("section", { class: "job", "aria-label": `Job ${job.job_id}` },
+    h("h3", {}, `Job ${job.job_id}`),
+    facts([["Exit code", job.exit_code === null ? "—" : String(job.exit_code)], ["Ended", timeEl(job.ended_ts)]]),
+    outputs.filter(([, text]) => text).map(([title, text], i) => h("details", { open: i === 0 },
+      h("summary", {}, title), h("pre", { tabindex: 0 }, text))));
+}
+
 // ---- start --------------------------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -650,6 +695,7 @@ document.addEventListener("DOMContentLoaded", () => {
     notify("Signed out.");
   });
   $("#confirm-cancel").addEventListener("click", () => $("#confirm").close());
+  $("#logs-close").addEventListener("click", () => $("#logs").close());
   $("#state-filter").addEventListener("change", pollNow);
   $("#text-filter").addEventListener("input", render);
   document.addEventListener("visibilitychange", () => {
