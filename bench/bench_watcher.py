@@ -110,6 +110,7 @@ class StubWMS:
         ]
         self.reports = 0
         self.completes = 0
+        self.job_logs = 0
 
     async def query_taskforces(self, query: dict[str, Any], projection: list[str]) -> list[dict[str, Any]]:
         return self.rows
@@ -120,6 +121,9 @@ class StubWMS:
 
     async def confirm_condor_complete(self, uuid: str, ts: int) -> None:
         self.completes += 1
+
+    async def send_job_logs(self, uuid: str, jobs: Any) -> None:
+        self.job_logs += len(jobs)
 
 
 def rates(n: int, wall: float, cpu: float) -> dict[str, Any]:

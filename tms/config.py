@@ -18,6 +18,7 @@ CONTAINER_REQUIREMENTS = (
     " && HAS_CVMFS_icecube_opensciencegrid_org && HasUserNamespaces =?= true"
 )
 PILOT_ENV_PREFIXES = ("EWMS_PILOT_", "_EWMS_PILOT_")
+MAX_LOG_TAIL_BYTES = 65536  # the WMS keeps at most this many characters per output tail
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,7 @@ class TMSConfig:
     condor_requirements: str = CONTAINER_REQUIREMENTS
     extra_pilot_env: Mapping[str, str] = field(default_factory=dict)
     n_top_task_errors: int = 10
+    log_tail_bytes: int = 16384  # of each ended job's stdout and stderr shipped to the WMS
     # local backend
     local_max_concurrent_jobs: int = 2
     local_pilot_command: tuple[str, ...] = ()
@@ -79,6 +81,8 @@ class TMSConfig:
             raise ConfigError("set EWMS_TOKEN, or all of EWMS_TOKEN_URL, EWMS_CLIENT_ID and EWMS_CLIENT_SECRET")
         if self.jel_expiry_long < self.jel_expiry_short:
             raise ConfigError("JOB_EVENT_LOG_MODIFICATION_EXPIRY_LONG must be >= ..._SHORT")
+        if not 0 <= self.log_tail_bytes <= MAX_LOG_TAIL_BYTES:
+            raise ConfigError(f"TMS_LOG_TAIL_BYTES must be between 0 and {MAX_LOG_TAIL_BYTES}")
         if self.local_max_concurrent_jobs < 1:
             raise ConfigError("TMS_LOCAL_MAX_CONCURRENT_JOBS must be >= 1")
         for name in ("poll_interval", "watcher_interval", "error_wait", "file_manager_interval"):
@@ -133,6 +137,7 @@ class TMSConfig:
             condor_requirements=requirements.strip(),
             extra_pilot_env=parse_extra_pilot_env(get("TMS_ENV_VARS_AND_VALS_ADD_TO_PILOT")),
             n_top_task_errors=number("TMS_N_TOP_TASK_ERRORS", "n_top_task_errors", int),
+            log_tail_bytes=number("TMS_LOG_TAIL_BYTES", "log_tail_bytes", int),
             local_max_concurrent_jobs=number(
                 "TMS_LOCAL_MAX_CONCURRENT_JOBS", "local_max_concurrent_jobs", int, os.cpu_count() or 2
             ),

@@ -1,9 +1,16 @@
-"""The starter: submits pilot jobs for this schedd's pending-starter taskforces and confirms them to the WMS."""
+"""The starter: submits pilot jobs for this schedd's pending-starter taskforces and confirms them to the WMS.
+
+A taskforce is submitted at most once, also across a crash between submitting and confirming: before submitting,
+the starter asks the backend for a cluster already submitted for the taskforce and, if there is one, confirms
+that cluster instead. ``TMS_TEST_CRASH_AFTER_SUBMIT=1`` is a fault-injection knob for tests only: the process
+exits at once (``os._exit(137)``, as if killed) right after a submission, before confirming it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +26,7 @@ from tms.wms_client import WMSClient, WMSError
 LOGGER = logging.getLogger(__name__)
 
 PENDING_STARTER = "pending-starter"
+CRASH_AFTER_SUBMIT = "TMS_TEST_CRASH_AFTER_SUBMIT"
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,9 @@ class Starter:
         self.stop = stop
         # submitted but not yet confirmed (the WMS was unreachable): confirm again rather than submit twice
         self._unconfirmed: dict[str, Submission] = {}
+        self._crash_after_submit = os.environ.get(CRASH_AFTER_SUBMIT) == "1"
+        if self._crash_after_submit:
+            LOGGER.warning("fault injection: %s=1, this TMS exits right after its first submission", CRASH_AFTER_SUBMIT)
 
     async def step(self) -> bool:
         """Start the next pending taskforce, if any; True when there was one."""
@@ -64,30 +75,44 @@ class Starter:
                 )
                 return
             try:
-                submission = await self._submit(pending)
+                submission = await self._find_or_submit(pending)
             except (BackendError, TaskforceSpecError, OSError) as exc:
                 await self._report_failure(uuid, f"{type(exc).__name__}: {exc}")
                 return
             self._unconfirmed[uuid] = submission
         await self._confirm(uuid, submission)
 
-    async def _submit(self, pending: dict[str, Any]) -> Submission:
-        log_path = self.backend.job_event_log_path()
-        spec, n_workers = build_job_spec(self.config, pending, log_path)
-        result = await self.backend.submit(spec, n_workers)
-        (spec.taskforce_dir / f"cluster-{result.cluster_id}").mkdir(parents=True, exist_ok=True)
+    async def _find_or_submit(self, pending: dict[str, Any]) -> Submission:
+        """The cluster an earlier run submitted for the taskforce, else a new submission."""
+        uuid = str(pending["taskforce"]["taskforce_uuid"])
+        found = await self.backend.find_cluster(uuid)
+        if found is not None:
+            spec, _ = build_job_spec(self.config, pending, found.job_event_log)
+            submission = Submission(spec, found.cluster_id, found.n_jobs)
+            metrics.SUBMISSIONS.labels("recovered").inc()
+            verb = "found unconfirmed"
+        else:
+            spec, n_workers = build_job_spec(self.config, pending, self.backend.job_event_log_path())
+            result = await self.backend.submit(spec, n_workers)
+            if self._crash_after_submit:
+                LOGGER.critical("fault injection: exiting after submitting cluster %d", result.cluster_id)
+                os._exit(137)
+            submission = Submission(spec, result.cluster_id, result.n_jobs)
+            metrics.SUBMITTED_JOBS.inc(result.n_jobs)
+            verb = "submitted"
+        (spec.taskforce_dir / f"cluster-{submission.cluster_id}").mkdir(parents=True, exist_ok=True)
         if self.watcher is not None:
-            ref = TaskforceRef(spec.taskforce_uuid, result.n_jobs, "condor-submit")
-            self.watcher.register_cluster(log_path, result.cluster_id, ref)
-        metrics.SUBMITTED_JOBS.inc(result.n_jobs)
+            ref = TaskforceRef(uuid, submission.n_jobs, "condor-submit")
+            self.watcher.register_cluster(spec.job_event_log, submission.cluster_id, ref)
         LOGGER.info(
-            "starter: submitted %d pilot jobs for %s as cluster %d (log %s)",
-            result.n_jobs,
-            spec.taskforce_uuid,
-            result.cluster_id,
-            log_path,
+            "starter: %s cluster %d (%d pilot jobs) for %s (log %s)",
+            verb,
+            submission.cluster_id,
+            submission.n_jobs,
+            uuid,
+            spec.job_event_log,
         )
-        return Submission(spec, result.cluster_id, result.n_jobs)
+        return submission
 
     async def _confirm(self, uuid: str, submission: Submission) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -201,6 +201,10 @@ class WMSClient:
             body["top_task_errors_by_taskforce"] = top_task_errors
         _, resp = await self.request("POST", "/tms/statuses/taskforces", body)
         return list(resp.get("results", [])) if isinstance(resp, dict) else []
+
+    async def send_job_logs(self, uuid: str, jobs: Sequence[Mapping[str, Any]]) -> None:
+        """Store the output tails of ended jobs of one taskforce (1..200 ``JobLog`` records; replaced per job id)."""
+        await self.request("POST", f"/tms/logs/taskforces/{uuid}", {"jobs": list(jobs)})
 
     async def query_taskforces(self, query: Mapping[str, Any], projection: list[str]) -> list[dict[str, Any]]:
         """All taskforces matching ``query`` (every page)."""

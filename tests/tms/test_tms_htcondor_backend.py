@@ -6,7 +6,7 @@ import htcondor2
 import pytest
 from tms_fakes import RecordingSchedd, make_pending, make_taskforce
 
-from tms.backends.base import BackendError
+from tms.backends.base import BackendError, FoundCluster
 from tms.backends.htcondor import HTCondorBackend
 from tms.submit_description import build_job_spec
 
@@ -32,6 +32,22 @@ async def test_remove_is_condor_rm_of_the_cluster(make_config) -> None:
     assert schedd.actions == [(htcondor2.JobAction.Remove, "ClusterId == 77", "Requested by EWMS")]
 
 
+async def test_find_cluster_queries_the_taskforce_attribute(make_config) -> None:
+    config = make_config(backend="htcondor")
+    schedd = RecordingSchedd(first_cluster=70)
+    backend = HTCondorBackend(config.job_event_log_dir, schedd)
+    log = backend.job_event_log_path()
+    for uuid, n in (("TF-other", 1), ("TF-mine", 3)):
+        spec, _ = build_job_spec(config, make_pending(make_taskforce(uuid, n_workers=n)), log)
+        await backend.submit(spec, n)
+    assert await backend.find_cluster("TF-mine") == FoundCluster(cluster_id=71, n_jobs=3, job_event_log=log)
+    assert await backend.find_cluster("TF-none") is None
+    assert schedd.queries[0] == ('EWMSTaskforceUUID == "TF-mine"', ["ClusterId", "ProcId", "UserLog"])
+    # a job that already left the queue does not hide how many were submitted
+    del schedd.job_ads[1]
+    assert (await backend.find_cluster("TF-mine")).n_jobs == 3  # type: ignore[union-attr]
+
+
 async def test_schedd_errors_become_backend_errors(make_config) -> None:
     config = make_config()
     schedd = RecordingSchedd(fail_with=htcondor2.HTCondorException("SCHEDD refused: too many jobs"))
@@ -41,6 +57,8 @@ async def test_schedd_errors_become_backend_errors(make_config) -> None:
         await backend.submit(spec, n)
     with pytest.raises(BackendError, match="condor_rm of cluster 5"):
         await backend.remove(5, "x")
+    with pytest.raises(BackendError, match="condor_q of taskforce TF-E"):
+        await backend.find_cluster("TF-E")
 
 
 async def test_no_schedd_here_is_a_backend_error(make_config) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import htcondor2
 from tms_fakes import FAKE_PILOT, make_pending, make_taskforce
 
-from tms.backends.base import JobSpec
+from tms.backends import local
+from tms.backends.base import FoundCluster, JobSpec
 from tms.backends.local import LocalBackend
 from tms.submit_description import build_job_spec
 from tms.watcher.aggregate import compound_statuses, top_task_errors
@@ -166,7 +167,21 @@ async def test_close_aborts_every_job_and_ids_survive_restarts(make_config) -> N
     again = make_backend(config)
     second = await again.submit(job_spec(config, again, "TF-d", "ok"), 1)
     assert second.cluster_id == first.cluster_id + 1
+    # the restarted backend still knows which taskforce each cluster was for
+    assert await again.find_cluster("TF-c") == FoundCluster(first.cluster_id, 2, log)
+    assert await again.find_cluster("TF-unknown") is None
     await again.close()
+
+
+async def test_cluster_records_expire(make_config, monkeypatch) -> None:
+    config = make_config()
+    backend = make_backend(config)
+    submitted = await backend.submit(job_spec(config, backend, "TF-x", "ok"), 1)
+    assert (await backend.find_cluster("TF-x")).cluster_id == submitted.cluster_id  # type: ignore[union-attr]
+    monkeypatch.setattr(local, "CLUSTER_RECORD_SECONDS", -1.0)
+    await backend.close()  # saves the state, dropping records older than the retention
+    assert await backend.find_cluster("TF-x") is None
+    assert await make_backend(config).find_cluster("TF-x") is None
 
 
 ORPHAN_SCRIPT = """
@@ -205,11 +220,13 @@ async def test_jobs_of_a_crashed_backend_are_cleaned_up(make_config, tmp_path: P
     jobs = (config.state_dir / "local-backend-jobs.json").read_text()
     crashed.send_signal(signal.SIGKILL)
     await crashed.wait()
-    pgid = json.loads(jobs)[0]["pgid"]
+    pgid = json.loads(jobs)["jobs"][0]["pgid"]
     assert alive(pgid)  # the pilot outlived its backend
     restarted = make_backend(config)
     assert not alive(pgid) or await _dies(pgid)
     assert list(summary(log, cluster_id)[0]) == ["REMOVED"]
+    # its cluster is still known, so the starter confirms it rather than submitting the taskforce again
+    assert await restarted.find_cluster("TF-o") == FoundCluster(cluster_id, 1, log)
     await restarted.close()
 
 

@@ -10,7 +10,7 @@ import htcondor2
 import pytest
 from tms_fakes import FakeWMS, RecordingSchedd, make_taskforce
 
-from tms.backends.base import Backend, BackendError, JobSpec, Submitted
+from tms.backends.base import Backend, BackendError, FoundCluster, JobSpec, Submitted
 from tms.backends.htcondor import HTCondorBackend
 from tms.starter import Starter
 from tms.stopper import Stopper
@@ -28,6 +28,7 @@ class ScriptedBackend(Backend):
         self.fail = fail
         self.submitted: list[tuple[JobSpec, int]] = []
         self.removed: list[tuple[int, str]] = []
+        self.existing: dict[str, FoundCluster] = {}  # what find_cluster answers
 
     async def submit(self, spec: JobSpec, count: int) -> Submitted:
         if self.fail:
@@ -36,6 +37,9 @@ class ScriptedBackend(Backend):
             self.on_submit()
         self.submitted.append((spec, count))
         return Submitted(cluster_id=300 + len(self.submitted), n_jobs=count)
+
+    async def find_cluster(self, taskforce_uuid: str) -> FoundCluster | None:
+        return self.existing.get(taskforce_uuid)
 
     async def remove(self, cluster_id: int, reason: str) -> int:
         if self.fail:
@@ -94,6 +98,38 @@ async def test_unconfirmed_submission_is_confirmed_not_resubmitted(fake_wms: Fak
     assert await starter.step()  # offered again: confirmed with the same cluster, no second submission
     assert len(backend.submitted) == 1
     assert (fake_wms.taskforces["TF-u"]["phase"], fake_wms.taskforces["TF-u"]["cluster_id"]) == ("condor-submit", 301)
+    await wms.close()
+
+
+async def test_cluster_submitted_before_a_crash_is_confirmed_not_resubmitted(fake_wms: FakeWMS, make_config) -> None:
+    config = make_config(fake_wms.url)
+    fake_wms.add(make_taskforce("TF-c", n_workers=3))
+    wms = WMSClient.from_config(config)
+    backend = ScriptedBackend(config)
+    yesterday = config.job_event_log_dir / "2000-01-01.tms.jel"
+    backend.existing["TF-c"] = FoundCluster(cluster_id=41, n_jobs=3, job_event_log=yesterday)
+    assert await Starter(config, wms, backend, None, asyncio.Event()).step()
+    assert backend.submitted == []
+    tf = fake_wms.taskforces["TF-c"]
+    assert (tf["phase"], tf["cluster_id"], tf["n_workers"]) == ("condor-submit", 41, 3)
+    assert tf["job_event_log_fpath"] == str(yesterday) and tf["submit_dict"]["log"] == str(yesterday)
+    await wms.close()
+
+
+async def test_htcondor_submission_survives_a_lost_confirmation_and_a_restart(fake_wms: FakeWMS, make_config) -> None:
+    """The TMS dies after submitting while the WMS is unreachable; the next TMS finds the jobs on the schedd."""
+    config = make_config(fake_wms.url, backend="htcondor", http_retries=0)
+    fake_wms.add(make_taskforce("TF-r", n_workers=2))
+    schedd = RecordingSchedd(first_cluster=900)
+    wms = WMSClient.from_config(config)
+    fake_wms.fail_paths.append(("/condor-submit/", 503))
+    with pytest.raises(WMSUnavailable):
+        await Starter(config, wms, HTCondorBackend(config.job_event_log_dir, schedd), None, asyncio.Event()).step()
+    restarted = Starter(config, wms, HTCondorBackend(config.job_event_log_dir, schedd), None, asyncio.Event())
+    assert await restarted.step()
+    assert len(schedd.submits) == 1
+    tf = fake_wms.taskforces["TF-r"]
+    assert (tf["phase"], tf["cluster_id"], tf["n_workers"]) == ("condor-submit", 900, 2)
     await wms.close()
 
 

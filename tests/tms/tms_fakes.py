@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -296,13 +297,29 @@ class RecordingSchedd:
         self.fail_with = fail_with
         self.submits: list[tuple[Any, int]] = []
         self.actions: list[tuple[Any, str, str | None]] = []
+        self.queries: list[tuple[str, list[str]]] = []
+        self.job_ads: list[dict[str, Any]] = []  # the queue, as the ads a query projects
 
     def submit(self, description: Any, count: int = 0) -> Any:
         if self.fail_with is not None:
             raise self.fail_with
         self.submits.append((description, count))
         cluster, self.next_cluster = self.next_cluster, self.next_cluster + 1
+        uuid = description["MY.EWMSTaskforceUUID"].strip('"')
+        for proc in range(count):
+            ad = {"ClusterId": cluster, "ProcId": proc, "UserLog": description["log"], "EWMSTaskforceUUID": uuid}
+            self.job_ads.append(ad)
         return _Result(cluster, count)
+
+    def query(self, constraint: str = "True", projection: list[str] | None = None) -> list[dict[str, Any]]:
+        """Answers only ``EWMSTaskforceUUID == "<uuid>"``, the one constraint the backend sends."""
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.queries.append((constraint, list(projection or [])))
+        match = re.fullmatch(r'EWMSTaskforceUUID == "([^"]*)"', constraint)
+        assert match, constraint
+        found = [ad for ad in self.job_ads if ad["EWMSTaskforceUUID"] == match.group(1)]
+        return [{k: ad[k] for k in projection} if projection else ad for ad in found]
 
     def act(self, action: Any, job_spec: str, reason: str | None = None) -> dict[str, int]:
         if self.fail_with is not None:

@@ -1,4 +1,4 @@
-"""The narrow interface every scheduler backend offers: submit, remove, and where job event logs go."""
+"""The narrow interface every scheduler backend offers: submit, find, remove, and where job event logs go."""
 
 from __future__ import annotations
 
@@ -42,6 +42,15 @@ class Submitted:
     n_jobs: int
 
 
+@dataclass(frozen=True)
+class FoundCluster:
+    """A cluster submitted earlier for a taskforce (e.g. by a TMS that crashed before confirming it)."""
+
+    cluster_id: int
+    n_jobs: int
+    job_event_log: Path
+
+
 class Backend(abc.ABC):
     """A scheduler the TMS submits pilot jobs to."""
 
@@ -58,6 +67,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def submit(self, spec: JobSpec, count: int) -> Submitted:
         """Queue ``count`` jobs in one new cluster; raises BackendError."""
+
+    @abc.abstractmethod
+    async def find_cluster(self, taskforce_uuid: str) -> FoundCluster | None:
+        """The cluster already submitted for this taskforce (its jobs carry ``EWMSTaskforceUUID``), if any;
+        raises BackendError when the scheduler cannot tell."""
 
     @abc.abstractmethod
     async def remove(self, cluster_id: int, reason: str) -> int:

@@ -7,17 +7,20 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+import classad2
 import htcondor2
 
-from tms.backends.base import Backend, BackendError, JobSpec, Submitted
+from tms.backends.base import Backend, BackendError, FoundCluster, JobSpec, Submitted
 
 LOGGER = logging.getLogger(__name__)
 
 
 class ScheddLike(Protocol):
-    """The two ``htcondor2.Schedd`` methods this backend calls."""
+    """The three ``htcondor2.Schedd`` methods this backend calls."""
 
     def submit(self, description: htcondor2.Submit, count: int = 0) -> Any: ...
+
+    def query(self, constraint: str = "True", projection: list[str] = ...) -> Any: ...
 
     def act(self, action: htcondor2.JobAction, job_spec: str, reason: str | None = None) -> Any: ...
 
@@ -52,6 +55,28 @@ class HTCondorBackend(Backend):
             "submitted %d jobs as cluster %d for %s", submitted.n_jobs, submitted.cluster_id, spec.taskforce_uuid
         )
         return submitted
+
+    async def find_cluster(self, taskforce_uuid: str) -> FoundCluster | None:
+        """``schedd.query('EWMSTaskforceUUID == "<uuid>"', ["ClusterId", "ProcId", "UserLog"])``: the first cluster
+        with jobs of the taskforce still in the queue (jobs that already left it are not found)."""
+        schedd = self._get_schedd()
+        constraint = f"EWMSTaskforceUUID == {classad2.quote(taskforce_uuid)}"
+        try:
+            ads = await asyncio.to_thread(
+                schedd.query, constraint=constraint, projection=["ClusterId", "ProcId", "UserLog"]
+            )
+        except (htcondor2.HTCondorException, RuntimeError, ValueError) as exc:
+            raise BackendError(f"condor_q of taskforce {taskforce_uuid} failed: {type(exc).__name__}: {exc}") from exc
+        if not ads:
+            return None
+        cluster_id = min(int(ad["ClusterId"]) for ad in ads)
+        jobs = [ad for ad in ads if int(ad["ClusterId"]) == cluster_id]
+        log = next((str(ad["UserLog"]) for ad in jobs if ad.get("UserLog")), None)
+        return FoundCluster(
+            cluster_id=cluster_id,
+            n_jobs=max(int(ad["ProcId"]) for ad in jobs) + 1,  # procs are numbered from 0; some may have left
+            job_event_log=Path(log) if log else self.job_event_log_path(),
+        )
 
     async def remove(self, cluster_id: int, reason: str) -> int:
         """``schedd.act(JobAction.Remove, "ClusterId == N", reason)`` (condor_rm)."""

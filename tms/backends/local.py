@@ -4,8 +4,13 @@ The backend writes the events a schedd would (submit, execute, terminated, abort
 exceeds its ``allowed_execute_duration`` or ``request_memory``); the pilot itself adds its status chirps as generic
 events. So the watcher reads these logs exactly as it reads HTCondor's. Each job runs in its own process group so
 that removing or holding it also stops the tasks it started. Cluster ids come from a counter file in the state
-dir, so they stay unique across restarts; jobs left behind by a crashed TMS are killed and recorded as aborted
-when the backend starts again.
+dir, so they stay unique across restarts.
+
+Crash recovery: the state file lists the unfinished jobs and the clusters submitted in the last
+``CLUSTER_RECORD_SECONDS`` with their taskforce. Jobs left behind by a crashed TMS are killed and recorded as
+aborted when the backend starts again (their pilots' environment and queue tokens are not kept); the cluster
+records stay, so :meth:`LocalBackend.find_cluster` still names the cluster of a taskforce whose submission the
+crashed TMS never confirmed, and the starter confirms that cluster instead of submitting a second one.
 """
 
 from __future__ import annotations
@@ -19,17 +24,18 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pilot.joblog import TERMINATED, JobEventLogWriter, format_event
-from tms.backends.base import Backend, BackendError, JobSpec, Submitted
+from tms.backends.base import Backend, BackendError, FoundCluster, JobSpec, Submitted
 from tms.files import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
 
 HOLD_CODE_JOB_OUT_OF_RESOURCES = 34  # CONDOR_HOLD_CODE::JobOutOfResources (memory over the limit)
 HOLD_CODE_JOB_EXECUTE_EXCEEDED = 47  # CONDOR_HOLD_CODE::JobExecuteExceeded (allowed_execute_duration)
+CLUSTER_RECORD_SECONDS = 7 * 86400  # how long find_cluster remembers a submitted cluster
 PASSED_ENV = (
     "PATH",
     "HOME",
@@ -97,6 +103,16 @@ class LocalJob:
         return _positive_number(self.spec.submit_dict.get("request_memory"))
 
 
+@dataclass(frozen=True)
+class ClusterRecord:
+    """Which taskforce a cluster was submitted for (persisted in the state file)."""
+
+    taskforce_uuid: str
+    n_jobs: int
+    log: str
+    submitted: float
+
+
 class ClusterIdCounter:
     """Cluster ids unique per state dir, persisted so that a restart never reuses one."""
 
@@ -136,11 +152,12 @@ class LocalBackend(Backend):
         self.monitor_interval = monitor_interval
         self.kill_grace = kill_grace
         self._jobs: dict[tuple[int, int], LocalJob] = {}
+        self._clusters: dict[int, ClusterRecord] = {}
         self._queue: list[LocalJob] = []
         self._logs: dict[Path, JobEventLog] = {}
         self._monitor: asyncio.Task[None] | None = None
         self._closed = False
-        self._recover_orphans()
+        self._load_state()
 
     # -- interface -------------------------------------------------------------------------------------------------
 
@@ -151,6 +168,7 @@ class LocalBackend(Backend):
         if count < 1:
             raise BackendError(f"cannot submit {count} jobs")
         cluster = self._counter.next()
+        self._clusters[cluster] = ClusterRecord(spec.taskforce_uuid, count, str(spec.job_event_log), time.time())
         log = self._log(spec.job_event_log)
         for proc in range(count):
             job = LocalJob(cluster, proc, spec)
@@ -163,6 +181,14 @@ class LocalBackend(Backend):
         if self._monitor is None:
             self._monitor = asyncio.create_task(self._monitor_loop(), name="local-backend-monitor")
         return Submitted(cluster_id=cluster, n_jobs=count)
+
+    async def find_cluster(self, taskforce_uuid: str) -> FoundCluster | None:
+        """The first cluster recorded for the taskforce, whether its jobs still run or not (also across restarts)."""
+        mine = sorted(cluster for cluster, rec in self._clusters.items() if rec.taskforce_uuid == taskforce_uuid)
+        if not mine:
+            return None
+        record = self._clusters[mine[0]]
+        return FoundCluster(cluster_id=mine[0], n_jobs=record.n_jobs, job_event_log=Path(record.log))
 
     async def remove(self, cluster_id: int, reason: str) -> int:
         """Remove the cluster's jobs: queued and held ones at once, running ones by killing their process group."""
@@ -364,7 +390,9 @@ class LocalBackend(Backend):
         return self._logs[path]
 
     def _save_jobs(self) -> None:
-        """Persist unfinished jobs, so a restarted backend can clean up after a crash."""
+        """Persist unfinished jobs (a restarted backend cleans them up) and the recent cluster records."""
+        horizon = time.time() - CLUSTER_RECORD_SECONDS
+        self._clusters = {cluster: rec for cluster, rec in self._clusters.items() if rec.submitted >= horizon}
         rows = [
             {
                 "cluster": job.cluster,
@@ -374,23 +402,31 @@ class LocalBackend(Backend):
             }
             for job in self._jobs.values()
         ]
-        atomic_write_text(self._jobs_file, json.dumps(rows))
+        clusters = [{"cluster": cluster, **asdict(rec)} for cluster, rec in self._clusters.items()]
+        atomic_write_text(self._jobs_file, json.dumps({"jobs": rows, "clusters": clusters}))
 
-    def _recover_orphans(self) -> None:
+    def _load_state(self) -> None:
+        """Read the cluster records of previous runs; kill the jobs they left behind and record them as aborted."""
         try:
-            rows = json.loads(self._jobs_file.read_text())
+            state = json.loads(self._jobs_file.read_text())
         except FileNotFoundError:
             return
         except ValueError:
             LOGGER.error("local: unreadable %s; cannot clean up jobs of a previous run", self._jobs_file)
             return
+        if isinstance(state, list):  # a state file written before cluster records were kept
+            state = {"jobs": state}
+        for record in state.get("clusters", []):
+            cluster = int(record.pop("cluster"))
+            self._clusters[cluster] = ClusterRecord(**record)
+        rows = state.get("jobs", [])
         for row in rows:
             if row.get("pgid"):
                 _kill_group(int(row["pgid"]), signal.SIGKILL)
             JobEventLog(row["log"]).aborted(row["cluster"], row["proc"], "orphaned by a restart of the local backend")
         if rows:
             LOGGER.warning("local: recorded %d jobs of a previous run as aborted", len(rows))
-        atomic_write_text(self._jobs_file, "[]")
+        self._save_jobs()
 
 
 def rss_by_process_group() -> dict[int, int]:

@@ -15,6 +15,7 @@ JOB_RECONNECT_FAILED, CLUSTER_REMOVE = 24, 36
 
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, SUSPENDED = "IDLE", "RUNNING", "REMOVED", "COMPLETED", "HELD", "SUSPENDED"
 FINISHED = frozenset({REMOVED, COMPLETED})
+ENDED = frozenset({REMOVED, COMPLETED, HELD})  # a job in one of these no longer runs: its output tails are shipped
 
 # event type -> condor status (as condor_watch_q, except that an unsuspended job is running again)
 STATUS_AFTER_EVENT = {
@@ -165,7 +166,7 @@ def chirp_update(info: str) -> tuple[str, str | int, bool] | None:
 class ClusterState:
     """The jobs of one cluster (one taskforce) as read from a log."""
 
-    __slots__ = ("cluster_id", "dirty", "finished_stamp", "jobs", "removed")
+    __slots__ = ("cluster_id", "dirty", "ended", "finished_stamp", "jobs", "removed")
 
     def __init__(self, cluster_id: int) -> None:
         self.cluster_id = cluster_id
@@ -173,6 +174,7 @@ class ClusterState:
         self.removed = False  # a CLUSTER_REMOVE event was seen
         self.dirty = False  # something reported changed since the last snapshot
         self.finished_stamp = ""  # "YYYY-MM-DD HH:MM:SS" (local) of the latest event that ended a job or the cluster
+        self.ended: dict[int, str] = {}  # proc -> stamp of its latest terminated/aborted/held event, until collected
 
     def job(self, proc: int) -> JobState:
         """The job's state (created on its first event)."""
@@ -199,12 +201,14 @@ class ClusterState:
         before = job.condor_key
         if event_type == JOB_HELD:
             job.hold(int(event.get("HoldReasonCode", 0) or 0), str(event.get("HoldReason", "")))
+            self.ended[proc] = stamp
         else:
             job.set_status(status)
             if event_type == JOB_TERMINATED:
                 job.return_value = event.get("ReturnValue")
         if status in FINISHED:
             self.finished_stamp = max(self.finished_stamp, stamp)
+            self.ended[proc] = stamp
         if job.condor_key != before or event_type == SUBMIT:
             self.dirty = True
 

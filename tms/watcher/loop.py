@@ -1,9 +1,10 @@
 """The watcher: follows every job event log in the log dir and streams per-taskforce statuses to the WMS.
 
 Each pass (every ``watcher_interval`` seconds, at once while a backlog remains): find logs, read what is new,
-look up clusters not mapped yet, send one bulk status report with only the changes, then report clusters that left
-the queue (``condor-complete``). A log read from the top (first sight, restart) reports only once it caught up, so
-the WMS never sees the intermediate states of old events; a flooded log in steady state reports on every pass.
+look up clusters not mapped yet, send one bulk status report with only the changes, ship the output tails of jobs
+that ended (:mod:`tms.watcher.job_logs`), then report clusters that left the queue (``condor-complete``). A log
+read from the top (first sight, restart) reports only once it caught up, so the WMS never sees the intermediate
+states of old events; a flooded log in steady state reports on every pass.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from tms.config import TMSConfig
 from tms.daemon import poll_loop
 from tms.watcher.aggregate import CompoundStatuses, StatusTracker, TopTaskErrors, compound_statuses, top_task_errors
 from tms.watcher.cluster_map import ClusterMap, TaskforceRef
-from tms.watcher.job_state import GENERIC, ClusterState, JobState
+from tms.watcher.job_logs import JobLogShipper
+from tms.watcher.job_state import ENDED, GENERIC, ClusterState, JobState
 from tms.watcher.log_reader import LogGone, LogReader
 from tms.wms_client import WMSClient, WMSError, WMSUnavailable
 
@@ -131,6 +133,7 @@ class Watcher:
         self.wms = wms
         self.logs: dict[Path, WatchedLog] = {}
         self.tracker = StatusTracker()
+        self.job_logs = JobLogShipper(config, wms)
         self.completed: set[tuple[Path, int]] = set()
         self._maybe_complete: set[tuple[Path, int]] = set()
         self._reported: set[str] = set()
@@ -165,7 +168,9 @@ class Watcher:
         for watched in list(self.logs.values()):
             if watched.map.has_unknown and watched.map.due():
                 watched.drop_foreign(await watched.map.refresh())
+        self._collect_ended()
         if await self._report_statuses():
+            await self._ship_job_logs()
             await self._report_completions()
         return backlog
 
@@ -202,6 +207,7 @@ class Watcher:
                 except LogGone:
                     LOGGER.info("watcher: %s is gone (archived or deleted); no longer following it", watched.path)
                     watched.reader.close()
+                    self.job_logs.forget(watched.clusters)
                     del self.logs[watched.path]
                     continue
                 if not watched.reader.exhausted:
@@ -273,6 +279,30 @@ class Watcher:
             metrics.STATUS_REPORTS.labels("sent").inc()
         self._clear_dirty()
         return True
+
+    def _collect_ended(self) -> None:
+        """Hand the jobs that ended (and still are ended) in mapped clusters of caught-up logs to the log shipper."""
+        for watched in self.logs.values():
+            if not watched.caught_up_once:
+                continue
+            for cluster_id, state in watched.clusters.items():
+                if not state.ended:
+                    continue
+                ref = watched.map.known.get(cluster_id)
+                if ref is None:
+                    continue
+                for proc, stamp in state.ended.items():
+                    job = state.jobs[proc]
+                    if job.condor_status in ENDED:
+                        self.job_logs.job_ended(ref.uuid, cluster_id, proc, job, stamp)
+                state.ended.clear()
+
+    async def _ship_job_logs(self) -> None:
+        """Ship ended jobs' output tails; a failure here never holds up the status and completion reports."""
+        try:
+            await self.job_logs.ship()
+        except Exception:
+            LOGGER.exception("watcher: shipping job logs failed (retrying next pass)")
 
     async def _report_completions(self) -> None:
         """Report ``condor-complete`` for changed clusters that left the queue (retried while the WMS is away)."""
