@@ -13,6 +13,10 @@ from factories import workflow_request
 from wms.auth import Role
 
 LIVE_TIMEOUT_MS = 15_000  # the page polls every 2 s
+SET_HIDDEN = """hidden => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
 
 
 def call(url: str, token: str, method: str, path: str, body: Any = None, status: int = 200) -> Any:
@@ -68,7 +72,7 @@ def test_dashboard_end_to_end(browser, wms_process, make_token, tmp_path: Path) 
     submit = {"cluster_id": 4242, "n_workers": 3, "submit_dict": {}, "job_event_log_fpath": "/l.jel"}
     call(url, tms, "POST", f"/v0/tms/condor-submit/taskforces/{uuid}", submit)
     card.locator(".phase", has_text="condor-submit").wait_for(timeout=LIVE_TIMEOUT_MS)
-    assert card.get_by_text("4242").is_visible()
+    assert card.get_by_text("4242", exact=True).is_visible()
     report = {
         "compound_statuses_by_taskforce": {
             uuid: {"RUNNING": {"Tasking": 2}, "HELD: memory 1.5 GB": {"null": 1}, "COMPLETED": {"Done": 1}}
@@ -85,6 +89,38 @@ def test_dashboard_end_to_end(browser, wms_process, make_token, tmp_path: Path) 
     assert card.locator("details.log li").count() == 4  # created, pre-launch, pending-starter, condor-submit
     assert row.get_by_text("1 condor-submit").is_visible()
     assert page.evaluate("window.sameDocument") is True
+
+    # job logs, fetched when asked for, in a viewer dialog
+    job = {
+        "job_id": "4242.0",
+        "stdout_tail": "event 7 processed\n",
+        "stderr_tail": "Traceback: boom\n",
+        "task_error": "task failed (exit code 1): boom",
+        "exit_code": 1,
+        "ended_ts": time.time(),
+    }
+    call(url, tms, "POST", f"/v0/tms/logs/taskforces/{uuid}", {"jobs": [job]})
+    card.get_by_role("button", name="Job logs…").click()
+    viewer = page.get_by_role("dialog", name=f"Job logs of {uuid}")
+    viewer.get_by_text("Job 4242.0").wait_for()
+    viewer.get_by_text("Standard output (tail)").click()
+    assert viewer.get_by_text("event 7 processed").is_visible()
+    viewer.get_by_role("button", name="Close").click()
+    assert not viewer.is_visible()
+    assert page.evaluate("document.activeElement.textContent") == "Job logs…"  # focus is back on the opener
+
+    # a hidden tab stops polling; showing it again resumes at once
+    queries: list[str] = []
+    page.on("request", lambda request: queries.append(request.url) if "/v0/query/" in request.url else None)
+    page.evaluate(SET_HIDDEN, True)
+    page.get_by_text("Paused while this tab is hidden.").wait_for()
+    page.wait_for_timeout(500)  # a refresh under way may still finish
+    before = len(queries)
+    page.wait_for_timeout(2500)
+    assert len(queries) == before
+    page.evaluate(SET_HIDDEN, False)
+    page.get_by_text("Live · updated").wait_for(timeout=LIVE_TIMEOUT_MS)
+    assert len(queries) > before
 
     page.screenshot(path=str(tmp_path / "dashboard-1280x800.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
@@ -134,7 +170,8 @@ def test_errors_are_readable(browser, wms_process, make_token) -> None:  # type:
     sign_in(page, url, "not-a-token")
     error = page.get_by_role("alert")
     error.get_by_text("Sign-in failed: Unauthorized (401)").wait_for()
-    assert "invalid token" in error.inner_text()
+    lines = [line for line in error.inner_text().splitlines() if line]
+    assert lines == ["Sign-in failed: Unauthorized (401)", "invalid token: Not enough segments", "Dismiss"], lines
     assert page.get_by_label("Bearer token").is_visible()
 
     # a problem from an action: finishing a workflow an admin aborted meanwhile is a conflict (409)

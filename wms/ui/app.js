@@ -7,6 +7,7 @@ const MAX_BACKOFF_MS = 30000;
 const WORKFLOW_CAP = 1000; // most workflows the list loads
 const RECENT_SECONDS = 7 * 24 * 3600;
 const TOKEN_KEY = "ewms.dashboard.token";
+const PAUSED = "Paused while this tab is hidden.";
 const PHASES = [
   "pre-mq-activation", "pre-launch", "pending-starter", "condor-submit",
   "pending-stopper", "condor-rm", "condor-complete",
@@ -156,12 +157,12 @@ function problemParts(err) {
 function showError(err, context) {
   const { heading, detail, errors } = problemParts(err);
   const box = $("#error");
-  box.replaceChildren(
+  box.replaceChildren(h("div", {},
     h("p", { class: "error-title" }, context ? `${context}: ${heading}` : heading),
     detail && h("p", {}, detail),
     errors.length > 0 && h("ul", {}, errors.map((e) => h("li", {}, e))),
     h("button", { type: "button", class: "dismiss", onclick: () => { box.hidden = true; } }, "Dismiss"),
-  );
+  ));
   box.hidden = false;
 }
 
@@ -182,7 +183,8 @@ function setLive(text) {
 /** The token's claims, for display only (the server is what checks the token). */
 function claimsOf(token) {
   try {
-    const bytes = Uint8Array.from(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+    const base64 = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch {
     return {};
@@ -193,9 +195,8 @@ async function signIn(token) {
   state.token = token;
   try {
     const doc = await api("GET", "/v0/schema/openapi");
-    state.routes = new Set(
-      Object.entries(doc.paths || {}).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`)),
-    );
+    const paths = Object.entries(doc.paths || {});
+    state.routes = new Set(paths.flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`)));
   } catch (err) {
     if (err.status === 401 || err.status === 403) {
       state.token = null;
@@ -254,7 +255,7 @@ async function tick() {
   try {
     await refresh();
     state.failures = 0;
-    setLive(`Live · updated ${new Date().toLocaleTimeString()}`);
+    setLive(document.hidden ? PAUSED : `Live · updated ${new Date().toLocaleTimeString()}`);
   } catch (err) {
     if (err.status === 401) {
       signOut();
@@ -288,6 +289,7 @@ function filterQuery() {
 }
 
 async function refresh() {
+  const token = state.token;
   const { items: workflows, more } = await queryAll("workflows", filterQuery(), null, WORKFLOW_CAP);
   const ids = workflows.map((w) => w.workflow_id);
   const counts = new Map(ids.map((id) => [id, {}]));
@@ -310,6 +312,7 @@ async function refresh() {
     const { items } = await queryAll("taskforces", { workflow_id: { $in: open } }, TASKFORCE_FIELDS);
     for (const tf of items) taskforces.get(tf.workflow_id)?.push(tf);
   }
+  if (state.token !== token) return; // signed out (or in as someone else) meanwhile
   state.last = { workflows, counts, taskforces, more };
   render();
 }
@@ -355,9 +358,10 @@ function render() {
     }
     state.rows.set(id, entry);
     // move rows only when out of place (moving a node would drop its focus)
-    if (body.children[position] !== entry.row) body.insertBefore(entry.row, body.children[position] || null);
-    if (body.children[position + 1] !== entry.detail) body.insertBefore(entry.detail, body.children[position + 1] || null);
-    position += 2;
+    for (const el of [entry.row, entry.detail]) {
+      if (body.children[position] !== el) body.insertBefore(el, body.children[position] || null);
+      position += 1;
+    }
   }
   for (const [id, entry] of state.rows) {
     if (!keep.has(id)) {
@@ -369,7 +373,7 @@ function render() {
   $("#count").textContent = `(${shown.length}${shown.length === workflows.length ? "" : ` of ${workflows.length}`})`;
   $("#empty").hidden = shown.length > 0;
   $("#truncated").hidden = !more;
-  $("#truncated").textContent = `Showing the first ${workflows.length} workflows only: narrow the selection to see others.`;
+  $("#truncated").textContent = `Showing the first ${workflows.length} workflows only: narrow the selection.`;
 }
 
 function workflowRow(w, counts, expanded) {
@@ -409,9 +413,8 @@ function toggle(id) {
 function detailRow(w, expanded, directives, taskforces) {
   const id = w.workflow_id;
   const cell = h("td", { colspan: 6 });
-  if (expanded) {
-    cell.append(directives && taskforces ? workflowDetail(w, directives, taskforces) : h("p", { class: "muted" }, "Loading…"));
-  }
+  if (expanded && directives && taskforces) cell.append(workflowDetail(w, directives, taskforces));
+  else if (expanded) cell.append(h("p", { class: "muted" }, "Loading…"));
   return h("tr", { class: "detail", id: `detail-${id}`, hidden: !expanded }, cell);
 }
 
@@ -419,20 +422,24 @@ function workflowDetail(w, directives, taskforces) {
   const id = w.workflow_id;
   const active = !w.deactivated;
   const locations = [...new Set(directives.flatMap((d) => d.cluster_locations))];
+  const ended = w.deactivated === "ABORTED" ? "Aborted" : "Finished";
   return h("div", { class: "wf-detail" },
     active
       ? h("div", { class: "actions" },
         h("button", { type: "button", "data-key": `finish:${id}`, onclick: () => finishWorkflow(id) }, "Finish…"),
-        h("button", { type: "button", class: "danger", "data-key": `abort:${id}`, onclick: () => abortWorkflow(id) }, "Abort…"))
-      : h("p", { class: "muted" }, `${w.deactivated === "ABORTED" ? "Aborted" : "Finished"} `, timeEl(w.deactivated_ts)),
+        h("button", {
+          type: "button", class: "danger", "data-key": `abort:${id}`, onclick: () => abortWorkflow(id),
+        }, "Abort…"))
+      : h("p", { class: "muted" }, `${ended} `, timeEl(w.deactivated_ts)),
     directives.length === 0 && h("p", { class: "muted" }, "No tasks."),
     directives.map((d) => taskSection(d, taskforces.filter((tf) => tf.task_id === d.task_id), active, locations)),
   );
 }
 
-function facts(pairs) {
-  return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== "" && v !== null && v !== undefined)
-    .map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
+/** A <dl> of [name, value, wide?] (empty values left out; wide ones get a row of their own on phones). */
+function facts(items) {
+  return h("dl", { class: "facts" }, items.filter(([, v]) => v !== "" && v !== null && v !== undefined)
+    .map(([k, v, wide]) => h("div", { class: wide ? "wide" : null }, h("dt", {}, k), h("dd", {}, v))));
 }
 
 function taskSection(d, taskforces, active, locations) {
@@ -444,15 +451,16 @@ function taskSection(d, taskforces, active, locations) {
         type: "button", "data-key": `add:${d.task_id}`, onclick: () => addWorkers(d, locations),
       }, "Add workers…")),
     facts([
-      ["Image", h("code", {}, d.task_image)],
-      ["Arguments", d.task_args && h("code", {}, d.task_args)],
+      ["Image", h("code", {}, d.task_image), true],
+      ["Arguments", d.task_args && h("code", {}, d.task_args), true],
       ["Locations", d.cluster_locations.join(", ")],
       ["Input queues", queues(d.input_queues)],
       ["Output queues", queues(d.output_queues)],
     ]),
     taskforces.length === 0
       ? h("p", { class: "muted" }, "No taskforces.")
-      : h("div", { class: "taskforces" }, taskforces.sort((a, b) => a.timestamp - b.timestamp).map((tf) => taskforceCard(tf, active))),
+      : h("div", { class: "taskforces" },
+        taskforces.sort((a, b) => a.timestamp - b.timestamp).map((tf) => taskforceCard(tf, active))),
   );
 }
 
@@ -473,7 +481,7 @@ function taskforceCard(tf, active) {
     topErrors(tf.top_task_errors || {}),
     h("details", { class: "log", "data-key": `log:${uuid}` },
       h("summary", {}, `Phase changes (${log.length})`),
-      h("ol", {}, log.map((e) => h("li", { class: e.was_successful ? "" : "failed" },
+      h("ol", {}, log.map((e) => h("li", { class: e.was_successful ? null : "failed" },
         timeEl(e.timestamp), " ",
         h("strong", {}, e.target_phase),
         e.was_successful ? "" : h("span", { class: "tag" }, "failed"),
@@ -610,10 +618,12 @@ async function addWorkers(directive, locations) {
     confirmLabel: "Add workers",
     fields: [
       h("label", { for: "aw-location" }, "Cluster location"),
-      h("input", { id: "aw-location", name: "location", required: true, list: listId, value: directive.cluster_locations[0] }),
+      h("input", {
+        id: "aw-location", name: "location", required: true, list: listId, value: directive.cluster_locations[0],
+      }),
       h("datalist", { id: listId }, locations.map((l) => h("option", { value: l }))),
       h("label", { for: "aw-n" }, "Number of workers"),
-      h("input", { id: "aw-n", name: "n", type: "number", min: 1, step: 1, required: true, value: 1, inputmode: "numeric" }),
+      h("input", { id: "aw-n", name: "n", type: "number", min: 1, step: 1, required: true, value: 1 }),
     ],
   });
   if (!form) return;
@@ -627,7 +637,8 @@ async function retryTaskforce(tf) {
   const ok = await ask({
     title: "Retry taskforce?",
     message: `Start a fresh taskforce at ${tf.cluster_location} in place of ${tf.taskforce_uuid}? `
-      + "If the old one still has workers, they are removed.",
+      + "Only a failed taskforce (held jobs, task errors, failed submission, or ended) can be retried; "
+      + "if it still has workers, they are removed.",
     confirmLabel: "Retry taskforce",
   });
   if (!ok) return;
@@ -668,7 +679,11 @@ async function showLogs(uuid) {
 }
 
 function jobLog(job) {
-  const outputs = [["Task error", job.task_error], ["Output (tail)", job.stdout_tail], ["Error output (tail)", job.stderr_tail]];
+  const outputs = [
+    ["Task error", job.task_error],
+    ["Standard output (tail)", job.stdout_tail],
+    ["Standard error (tail)", job.stderr_tail],
+  ];
   return h("section", { class: "job", "aria-label": `Job ${job.job_id}` },
     h("h3", {}, `Job ${job.job_id}`),
     facts([["Exit code", job.exit_code === null ? "—" : String(job.exit_code)], ["Ended", timeEl(job.ended_ts)]]),
@@ -701,7 +716,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) {
       clearTimeout(state.timer);
-      setLive("Paused while this tab is hidden.");
+      setLive(PAUSED);
     } else {
       pollNow();
     }

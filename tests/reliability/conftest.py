@@ -1,0 +1,92 @@
+"""Fixtures of the fault-injection tests: a broker node of their own (they stop and restart it), TMS processes,
+and the figures each scenario reports (collected by ``bench/reliability.py`` through ``EWMS_RELIABILITY_FIGURES``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mqs_client import broker_node
+
+FIGURES_ENV = "EWMS_RELIABILITY_FIGURES"
+
+
+@pytest.fixture(scope="session")
+def broker_nodes(broker_signing_key: str) -> Iterator[list[broker_node.BrokerNode]]:
+    """A private RabbitMQ node for this directory; a test that restarts it appends the new node (same ports/data).
+
+    The data dir is outside pytest's temp root, which another pytest session may lock down (mode 0700) meanwhile.
+    """
+    data_dir = tempfile.mkdtemp(prefix="ewms-rel-rmq-")
+    nodes = [broker_node.start(data_dir, broker_signing_key)]
+    yield nodes
+    broker_node.stop(nodes[-1])
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def broker(broker_nodes: list[broker_node.BrokerNode]) -> broker_node.BrokerNode:
+    """Overrides the shared session broker here: these tests stop and restart their broker."""
+    return broker_nodes[0]
+
+
+@pytest.fixture
+def spawn_tms(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Factory: ``spawn_tms(wms_url, token, **env)`` -> a ``python -m tms`` process (local backend, fast loops).
+
+    Its state lives in ``tmp_path / "tms"`` (shared by every TMS of the test, so a restart finds the state of the
+    previous one); its output goes to ``tmp_path / "tms-<n>.log"``. Stopped with SIGTERM at teardown.
+    """
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(wms_url: str, token: str, **overrides: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "EWMS_ADDRESS": wms_url,
+            "EWMS_TOKEN": token,
+            "TMS_SCHEDD": "local-ap.test",  # the schedd of location "local" in the test WMS
+            "TMS_BACKEND": "local",
+            "TMS_STATE_DIR": str(tmp_path / "tms"),
+            "TMS_POLL_INTERVAL": "0.2",
+            "TMS_WATCHER_INTERVAL": "0.25",
+            "TMS_ERROR_WAIT": "1",
+            "TMS_LOCAL_KILL_GRACE": "2",
+            "TMS_LOCAL_MAX_CONCURRENT_JOBS": "4",
+            **overrides,
+        }
+        with open(tmp_path / f"tms-{len(procs)}.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "tms"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """What a scenario measured (faults injected, items lost, duplicates, ...), appended as one JSON line to the
+    file named by ``EWMS_RELIABILITY_FIGURES`` when that is set."""
+    measured: dict[str, Any] = {}
+    yield measured
+    target = os.environ.get(FIGURES_ENV)
+    if target and measured:
+        with open(target, "a") as f:
+            f.write(json.dumps({"test": request.node.name, **measured}) + "\n")
