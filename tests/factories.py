@@ -44,3 +44,27 @@ def chained_request() -> dict[str, Any]:
     second["input_queue_aliases"] = ["mid"]
     second["cluster_locations"] = ["test-beta"]
     return {"public_queue_aliases": ["in", "out"], "tasks": [first, second]}
+
+
+# the example request of the seed README, exactly as written there
+SEED_README_REQUEST = {
+    "public_queue_aliases": ["input-queue", "output-queue"],
+    "tasks": [
+        {
+            "cluster_locations": ["sub-2"],
+            "input_queue_aliases": ["input-queue"],
+            "output_queue_aliases": ["output-queue"],
+            "task_image": "/cvmfs/icecube.opensciencegrid.org/containers/path/to/my-apptainer-container:1.2.3",
+            "task_args": "cp {{INFILE}} {{OUTFILE}}",
+            "n_workers": 1000,
+            "worker_config": {
+                "do_transfer_worker_stdouterr": True,
+                "max_worker_runtime": 600,
+                "n_cores": 1,
+                "priority": 99,
+                "worker_disk": "512M",
+                "worker_memory": "512M",
+            },
+        }
+    ],
+}

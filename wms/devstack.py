@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -75,23 +74,8 @@ def _stop_process(pid: int, what: str, timeout: float = 15.0) -> None:
     """SIGTERM a child's process group, SIGKILL it if it is still there after ``timeout``."""
     if not pid or not _alive(pid):
         return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 3.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    LOGGER.info("%s (pid %d) stopped", what, pid)
-                    return
-            except ChildProcessError:
-                if not _alive(pid):
-                    LOGGER.info("%s (pid %d) stopped", what, pid)
-                    return
-            time.sleep(0.1)
-    LOGGER.warning("%s (pid %d) did not stop in time", what, pid)
+    embedded.stop_pid(pid, timeout)
+    LOGGER.info("%s (pid %d) stopped", what, pid)
 
 
 class DevStack:

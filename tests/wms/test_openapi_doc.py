@@ -15,6 +15,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from factories import SEED_README_REQUEST
 from openapi_core import Config, OpenAPI
 from openapi_core.deserializing.media_types.util import json_loads
 from openapi_core.testing import MockRequest, MockResponse
@@ -67,27 +68,7 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...] | None, set[int]]] = {
     ("post", "/v0/tms/statuses/taskforces"): (TMS, set()),
 }
 
-SEED_REQUEST: dict[str, Any] = {
-    "public_queue_aliases": ["input-queue", "output-queue"],
-    "tasks": [
-        {
-            "cluster_locations": ["sub-2"],
-            "input_queue_aliases": ["input-queue"],
-            "output_queue_aliases": ["output-queue"],
-            "task_image": "/cvmfs/icecube.opensciencegrid.org/containers/path/to/my-apptainer-container:1.2.3",
-            "task_args": "cp {{INFILE}} {{OUTFILE}}",
-            "n_workers": 1000,
-            "worker_config": {
-                "do_transfer_worker_stdouterr": True,
-                "max_worker_runtime": 600,
-                "n_cores": 1,
-                "priority": 99,
-                "worker_disk": "512M",
-                "worker_memory": "512M",
-            },
-        }
-    ],
-}
+SEED_REQUEST: dict[str, Any] = SEED_README_REQUEST
 
 TASKFORCE: dict[str, Any] = {
     "taskforce_uuid": "TF-6741a2b3-0123abcd-4567ef01-89abcdef",

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from apiclient import Api
-from factories import workflow_request
+from factories import SEED_README_REQUEST, workflow_request
 
 from wms.auth import Role
 
@@ -217,29 +217,6 @@ async def test_add_workers(api: Api, api_as) -> None:  # type: ignore[no-untyped
         {"cluster_location": "test-beta", "n_workers": 1},
         status=404,
     )
-
-
-SEED_README_REQUEST = {
-    "public_queue_aliases": ["input-queue", "output-queue"],
-    "tasks": [
-        {
-            "cluster_locations": ["sub-2"],
-            "input_queue_aliases": ["input-queue"],
-            "output_queue_aliases": ["output-queue"],
-            "task_image": "/cvmfs/icecube.opensciencegrid.org/containers/path/to/my-apptainer-container:1.2.3",
-            "task_args": "cp {{INFILE}} {{OUTFILE}}",
-            "n_workers": 1000,
-            "worker_config": {
-                "do_transfer_worker_stdouterr": True,
-                "max_worker_runtime": 600,
-                "n_cores": 1,
-                "priority": 99,
-                "worker_disk": "512M",
-                "worker_memory": "512M",
-            },
-        }
-    ],
-}
 
 
 async def test_the_seed_readme_request_is_accepted_as_written(start_wms, make_token) -> None:  # type: ignore[no-untyped-def]
