@@ -1,0 +1,1 @@
+"""Benchmarks of the WMS, TMS watcher and pilot; run them with ``bench/run`` (see bench/runner.py)."""

@@ -1,0 +1,128 @@
+"""Benchmark rest-query: ``POST /v0/query/taskforces`` by phase and schedd over 100,000 stored taskforces.
+
+Queries as the TMS does (a ``system-tms`` token: no owner clause), through :class:`bench.common.LeanHTTP`. Figures: the first page (default page size, one
+client, repeated) as pages/s and p50/p99, and a full paginated scan (page size 1000, following ``next_after`` to the
+end) as taskforces/s.
+Floor: the same ``find`` the handler issues (filter, ``_id`` cursor, sort, limit + 1) through
+``pymongo.AsyncMongoClient`` from the bench process against the same database.
+Target: each rate >= 0.5 x floor.
+
+    .venv/bin/python -m bench.bench_rest_query [--taskforces 100000] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from bson import ObjectId
+
+from bench.common import CLUSTERS, LeanHTTP, check, emit, log, run, run_load, server_cpu_ms, wms_process
+from wms.auth import Role
+
+QUERY = {"phase": "condor-submit", "schedd": CLUSTERS["alpha"]}
+FIRST_PAGE = 100  # QUERY_PAGE_SIZE_DEFAULT
+SCAN_PAGE = 1000  # QUERY_PAGE_SIZE_MAX
+MAX_SCANS, SCAN_BUDGET_S = 3, 60.0  # repeat the scans (best is kept) while they are quick
+
+
+def handler_filter(after: str | None) -> dict[str, Any]:
+    """The filter the WMS builds for the TMS: the query, and the page cursor after the first page."""
+    if not after:
+        return QUERY
+    return {"$and": [QUERY, {"_id": {"$gt": ObjectId(after)}}]}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--taskforces", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed window of the first-page runs")
+    args = parser.parse_args()
+
+    async with wms_process(seed=args.taskforces) as wms:
+        mongo = wms.client()
+        db = mongo[wms.db_name]
+        matching = await db.taskforces.count_documents(QUERY)
+        log(f"{matching} of {args.taskforces} taskforces match {QUERY}")
+        watch = {"wms": wms.pid, "nx-27017": wms.mongo.pid}
+
+        async def driver_page(limit: int, after: str | None) -> tuple[int, str | None]:
+            cursor = db.taskforces.find(handler_filter(after)).sort("_id", 1).limit(limit + 1)
+            docs = await cursor.to_list(None)
+            more = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
+            return len(docs[:limit]), more
+
+        async with LeanHTTP(wms.url, wms.token(Role.TMS, "bench-tms"), 1) as http:
+
+            async def rest_page(limit: int, after: str | None) -> tuple[int, str | None]:
+                body: dict[str, Any] = {"query": QUERY, "limit": limit}
+                if after:
+                    body["after"] = after
+                resp = await http.post("/v0/query/taskforces", body)
+                check(resp)
+                page = resp.json()
+                return len(page["taskforces"]), page["next_after"]
+
+            async def scan(page: Any) -> tuple[int, float]:
+                started, total, after = time.perf_counter(), 0, None
+                while True:
+                    n, after = await page(SCAN_PAGE, after)
+                    total += n
+                    if after is None:
+                        return total, time.perf_counter() - started
+
+            first: dict[str, dict[str, Any]] = {}
+            for name, page in (("floor", driver_page), ("rest", rest_page)):
+                first[name] = (
+                    await run_load(lambda _n, p=page: p(FIRST_PAGE, None), 1, args.seconds, warmup=5, watch=watch)
+                ).summary()
+            scans: dict[str, list[tuple[int, float]]] = {"floor": [], "rest": []}
+            started = time.perf_counter()
+            while not scans["rest"] or (
+                len(scans["rest"]) < MAX_SCANS and time.perf_counter() - started < SCAN_BUDGET_S
+            ):  # alternate, so that both see the same machine state
+                scans["floor"].append(await scan(driver_page))
+                scans["rest"].append(await scan(rest_page))
+        await mongo.close()
+
+    best = {k: min(v, key=lambda r: r[1]) for k, v in scans.items()}
+    if best["rest"][0] != best["floor"][0]:
+        raise RuntimeError(f"the scans disagree: {best}")
+    figures = {
+        "first page pages/s": first["rest"]["rate"],
+        "first page p50 ms": first["rest"]["p50_ms"],
+        "first page p99 ms": first["rest"]["p99_ms"],
+        "full scan taskforces/s": round(best["rest"][0] / best["rest"][1], 1),
+        "full scan seconds": round(best["rest"][1], 3),
+    }
+    floor = {
+        "first page pages/s": first["floor"]["rate"],
+        "first page p50 ms": first["floor"]["p50_ms"],
+        "first page p99 ms": first["floor"]["p99_ms"],
+        "full scan taskforces/s": round(best["floor"][0] / best["floor"][1], 1),
+        "full scan seconds": round(best["floor"][1], 3),
+        "first page CPU ms (server side)": server_cpu_ms(first["floor"], True),
+    }
+    figures["first page CPU ms (server side)"] = server_cpu_ms(first["rest"], False)
+    ratios = {k: round(figures[k] / floor[k], 3) for k in ("first page pages/s", "full scan taskforces/s")}
+    emit(
+        "rest-query",
+        figures,
+        floor,
+        "rate >= 0.5 x floor (first page and full scan)",
+        all(r >= 0.5 for r in ratios.values()),
+        f"query {QUERY} over {args.taskforces} taskforces matches {matching} (the scan reads {best['rest'][0]}); "
+        f"first page = {FIRST_PAGE} items, scan pages of {SCAN_PAGE}; best of {len(scans['rest'])} scan(s) each; "
+        "as the TMS (no owner clause).",
+        ratio=ratios,
+        details={
+            "seed_seconds": round(wms.seeded.seconds, 1),
+            "first_page": first,
+            "scans": {k: [[n, round(s, 3)] for n, s in v] for k, v in scans.items()},
+        },
+    )
+
+
+if __name__ == "__main__":
+    run(main)
