@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-from pathlib import Path
 
 from bench.common import (
     CLUSTERS,
@@ -25,6 +24,7 @@ from bench.common import (
     check,
     emit,
     log,
+    peak_rss_mb,
     rss_mb,
     run,
     run_load,
@@ -35,14 +35,6 @@ from wms.auth import Role
 
 CLIENTS = 16
 NO_QUOTA = "1000000"  # active workflows per user: a fast machine may submit more than 100 per user here
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def main() -> None:

@@ -1,8 +1,8 @@
 """Benchmark rest-query: ``POST /v0/query/taskforces`` by phase and schedd over 100,000 stored taskforces.
 
-Queries as the TMS does (a ``system-tms`` token: no owner clause), through :class:`bench.common.LeanHTTP`. Figures: the first page (default page size, one
-client, repeated) as pages/s and p50/p99, and a full paginated scan (page size 1000, following ``next_after`` to the
-end) as taskforces/s.
+Queries as the TMS does (a ``system-tms`` token: no owner clause), through :class:`bench.common.LeanHTTP`.
+Figures: the first page (default page size, one client, repeated) as pages/s and p50/p99, and a full paginated scan
+(page size 1000, following ``next_after`` to the end) as taskforces/s.
 Floor: the same ``find`` the handler issues (filter, ``_id`` cursor, sort, limit + 1) through
 ``pymongo.AsyncMongoClient`` from the bench process against the same database.
 Target: each rate >= 0.5 x floor.

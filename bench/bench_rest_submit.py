@@ -1,7 +1,8 @@
 """Benchmark rest-submit: ``POST /v0/workflows`` (2 tasks x 2 locations) from 16 concurrent clients.
 
-Figures: workflows/s, p50 and p99 (load: :class:`bench.common.LeanHTTP`, each client its own user). Each request writes 1 queue reservation, 3 queue profiles, 2 task directives,
-4 taskforces and 1 workflow; the WMS then activates the 3 queues on the broker in the background, as in production.
+Figures: workflows/s, p50 and p99 (load: :class:`bench.common.LeanHTTP`, each client its own user). Each request
+writes 1 queue reservation, 3 queue profiles, 2 task directives, 4 taskforces and 1 workflow; the WMS then activates
+the 3 queues on the broker in the background, as in production.
 Floor: inserting the same documents (built by the WMS's own translation code, ahead of the timed window) through
 ``pymongo.AsyncMongoClient`` into a database with the same indexes on the same server, one ``insert_many`` per
 collection, from 16 concurrent tasks.

@@ -7,33 +7,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from factories import workflow_request
+
 T = TypeVar("T")
 
 
 def one_task_workflow(task_args: str, n_workers: int, task_image: str = "/images/stand-in", **pilot_env: Any) -> dict:
-    """A workflow of one task at location ``local`` reading public queue ``in`` and writing public queue ``out``."""
-    return {
-        "public_queue_aliases": ["in", "out"],
-        "tasks": [
-            {
-                "cluster_locations": ["local"],
-                "input_queue_aliases": ["in"],
-                "output_queue_aliases": ["out"],
-                "task_image": task_image,
-                "task_args": task_args,
-                "n_workers": n_workers,
-                "pilot_config": {"environment": pilot_env},
-                "worker_config": {
-                    "do_transfer_worker_stdouterr": True,
-                    "max_worker_runtime": 600,
-                    "n_cores": 1,
-                    "priority": 10,
-                    "worker_disk": "512M",
-                    "worker_memory": "1G",
-                },
-            }
-        ],
-    }
+    """The shared one-task request (public queues ``in`` and ``out``) at location ``local``, which the test TMS
+    serves, running ``task_args`` with extra pilot environment."""
+    request = workflow_request(("local",))
+    request["tasks"][0].update(
+        task_args=task_args, n_workers=n_workers, task_image=task_image, pilot_config={"environment": pilot_env}
+    )
+    return request
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], within: float, what: str) -> T:

@@ -54,15 +54,18 @@ def drain(profile: dict[str, Any]) -> list[str]:
 
 
 def ready(node: broker_node.BrokerNode, queue: str) -> int:
-    """Messages ready in ``queue`` (-1 while the broker is unreachable)."""
+    """Messages ready in ``queue`` (-1 while the broker or the queue is not available)."""
     try:
         connection = pika.BlockingConnection(pika.URLParameters(node.admin_url))
-    except pika.exceptions.AMQPConnectionError:
+    except pika.exceptions.AMQPError:
         return -1
     try:
         return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    except pika.exceptions.AMQPError:
+        return -1
     finally:
-        connection.close()
+        if connection.is_open:
+            connection.close()
 
 
 async def test_broker_restart_loses_no_event(

@@ -65,6 +65,9 @@ class MQActivator:
             return
         if wf.get(MQ_RETRY_AT, 0) > time.time():
             return
+        # the workflow may have been deactivated since this pass read it: never activate queues for it then
+        if await self.store.workflows.count_documents({"workflow_id": wid, "deactivated": {"$eq": None}}) == 0:
+            return
         try:
             await self.mqs.activate(wid, wf["priority"])
         except (TryAgainLater, MQSError, OSError) as exc:
