@@ -63,6 +63,12 @@ async def test_database_outage_gives_503_then_recovers(spawn_wms, make_token, tm
         task_id = created["taskforces"][0]["task_id"]
         table = requests_needing_the_database(workflow_id, task_id, uuid)
 
+        async def phase_of(taskforce_uuid: str) -> str:
+            return str((await user.ok("GET", f"/v0/taskforces/{taskforce_uuid}"))["phase"])
+
+        # the TMS calls in the table need the taskforce released to the TMS before the outage
+        await eventually(lambda: phase_of(uuid), lambda p: p == "pending-starter", 30, "pending-starter before")
+
         async def send(caller: str, method: str, path: str, body: Any) -> httpx.Response:
             return await clients[caller].call(method, path, body)
 
@@ -91,10 +97,8 @@ async def test_database_outage_gives_503_then_recovers(spawn_wms, make_token, tm
         # the daemons carry on: a workflow submitted now is activated and launched
         again = await user.ok("POST", "/v0/workflows", one_task_workflow("sleep", 1))
 
-        async def phase() -> str:
-            return str((await user.ok("GET", f"/v0/taskforces/{again['taskforces'][0]['taskforce_uuid']}"))["phase"])
-
-        await eventually(phase, lambda p: p == "pending-starter", 30, "pending-starter after the outage")
+        new_uuid = again["taskforces"][0]["taskforce_uuid"]
+        await eventually(lambda: phase_of(new_uuid), lambda p: p == "pending-starter", 30, "pending-starter after")
         assert wms.proc.poll() is None
         assert "Uncaught exception" not in wms.log.read_text()
         figures.update(
