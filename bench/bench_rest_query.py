@@ -74,9 +74,11 @@ async def main() -> None:
 
             first: dict[str, dict[str, Any]] = {}
             for name, page in (("floor", driver_page), ("rest", rest_page)):
-                first[name] = (
-                    await run_load(lambda _n, p=page: p(FIRST_PAGE, None), 1, args.seconds, warmup=5, watch=watch)
-                ).summary()
+
+                async def first_page(_n: int, page: Any = page) -> None:
+                    await page(FIRST_PAGE, None)
+
+                first[name] = (await run_load(first_page, 1, args.seconds, warmup=5, watch=watch)).summary()
             scans: dict[str, list[tuple[int, float]]] = {"floor": [], "rest": []}
             started = time.perf_counter()
             while not scans["rest"] or (

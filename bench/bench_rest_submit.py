@@ -45,7 +45,8 @@ FLOOR_BATCHES = 4000  # document sets prepared for the floor (it stops early if 
 def documents(config: WMSConfig, broker_address: str) -> dict[str, list[dict[str, Any]]]:
     """Everything one ``POST /v0/workflows`` of :func:`two_by_two_request` stores, per collection."""
     plan = plan_workflow(two_by_two_request(), OWNER, config)
-    queues = [{"alias": a, "mqid": make_mqid(), "is_public": a in plan.public_aliases} for a in plan.queue_aliases]
+    mqids = {alias: make_mqid() for alias in plan.queue_aliases}
+    queues = [{"alias": a, "mqid": mqids[a], "is_public": a in plan.public_aliases} for a in plan.queue_aliases]
     now = time.time()
     group = {"workflow_id": plan.workflow_id, "timestamp": now, "queues": queues, "criteria": None,
              "activated_ts": None, "deactivated_ts": None, "deleted_ts": None}  # fmt: skip
@@ -55,7 +56,7 @@ def documents(config: WMSConfig, broker_address: str) -> dict[str, list[dict[str
          "broker_address": broker_address, "token_expires_at": None, "deactivated_ts": None, "deleted_ts": None}
         for q in queues
     ]  # fmt: skip
-    workflow, directives, taskforces = build_documents(plan, {q["alias"]: q["mqid"] for q in queues})
+    workflow, directives, taskforces = build_documents(plan, mqids)
     return {"mq_groups": [group], "mq_profiles": profiles, "task_directives": directives,
             "taskforces": taskforces, "workflows": [workflow]}  # fmt: skip
 

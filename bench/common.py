@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -395,7 +395,7 @@ def taskforce_docs(n: int, owner: str = OWNER, seed: int = 7) -> Iterator[dict[s
     """
     rng = random.Random(seed)
     locations = list(CLUSTERS)
-    phases, weights = zip(*PHASE_MIX, strict=True)
+    phases, weights = [p for p, _ in PHASE_MIX], [w for _, w in PHASE_MIX]
     base = time.time() - 30 * 86400
     workflow_id = task_id = ""
     for i in range(n):
@@ -632,7 +632,7 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the context managers, which stop the child processes
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Entry point of a benchmark module (SIGTERM, e.g. from the runner's timeout, still cleans up)."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     asyncio.run(main())

@@ -119,7 +119,7 @@ def machine() -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())  # fmt: skip
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
@@ -151,7 +151,15 @@ def parse_output(stdout: str) -> dict[str, Any]:
 
 def run_one(bench: Bench, quick: bool) -> dict[str, Any]:
     """Run a benchmark in its own process; its result in the common shape, with status and timing."""
-    base = {"id": bench.id, "figures": {}, "floor": {}, "ratio": {}, "target": "", "met": None, "notes": ""}
+    base: dict[str, Any] = {
+        "id": bench.id,
+        "figures": {},
+        "floor": {},
+        "ratio": {},
+        "target": "",
+        "met": None,
+        "notes": "",
+    }
     if bench.script and not (ROOT / bench.script).exists():
         return {**base, "status": "not available", "notes": f"{bench.script} does not exist"}
     argv = [sys.executable, *bench.argv, *(bench.quick if quick else ())]
