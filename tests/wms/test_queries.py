@@ -63,3 +63,11 @@ async def test_bad_cursor_and_body(api: Api) -> None:
     await api.problem("POST", "/v0/query/workflows", {"query": {}, "limit": 0}, status=400)
     await api.problem("POST", "/v0/query/workflows", {"query": {}, "projection": []}, status=400)
     await api.problem("POST", "/v0/query/workflows", {"filter": {}}, status=400)
+
+
+def test_scoping_clauses_are_flat_unless_they_collide() -> None:
+    from wms.handlers.queries import scoped
+
+    assert scoped({"phase": "x"}, [{"owner": "a"}]) == {"phase": "x", "owner": "a"}
+    assert scoped({}, [{"owner": "a"}, {"_id": 1}]) == {"owner": "a", "_id": 1}
+    assert scoped({"owner": "b"}, [{"owner": "a"}]) == {"$and": [{"owner": "b"}, {"owner": "a"}]}

@@ -37,6 +37,19 @@ def check_filter(node: Any, path: str = "query") -> None:
             check_filter(item, f"{path}[{index}]")
 
 
+def scoped(user_query: dict[str, Any], clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    """The user's filter with the scoping clauses added as sibling keys (the embedded server runs a flat filter
+    far faster than ``$and``); a clause whose key the user's filter already uses goes into ``$and``."""
+    flat = dict(user_query)
+    nested = []
+    for clause in clauses:
+        if clause.keys() & flat.keys():
+            nested.append(clause)
+        else:
+            flat.update(clause)
+    return {"$and": [flat, *nested]} if nested else flat
+
+
 class _QueryHandler(BaseHandler):
     COLLECTION: ClassVar[str]
     RESULT_KEY: ClassVar[str]
@@ -48,7 +61,7 @@ class _QueryHandler(BaseHandler):
         check_filter(body["query"])
         config = self.wms.config
         limit = min(int(body.get("limit", config.query_page_size_default)), config.query_page_size_max)
-        clauses: list[dict[str, Any]] = [body["query"]] if body["query"] else []
+        clauses: list[dict[str, Any]] = []
         caller = self.require_caller()
         if not (caller.is_admin or Role.TMS in caller.roles):
             clauses.append({"owner": caller.subject})
@@ -57,7 +70,7 @@ class _QueryHandler(BaseHandler):
                 clauses.append({"_id": {"$gt": ObjectId(body["after"])}})
             except (InvalidId, TypeError) as exc:
                 raise Problem(400, f"'after' is not a cursor from a previous page: {body['after']!r}") from exc
-        query = {"$and": clauses} if len(clauses) > 1 else (clauses[0] if clauses else {})
+        query = scoped(body["query"], clauses)
         projection: dict[str, bool] | None = None
         if "projection" in body:
             fields = [f for f in body["projection"] if not f.startswith("_")]
