@@ -9,7 +9,6 @@ killed when the backend starts again, so the recovered taskforce ends ``condor-c
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TypeVar
 
 import htcondor2
 from apiclient import Api
+from processes import alive
 from reliability_support import eventually, one_task_workflow
 
 from wms.auth import Role
@@ -32,15 +32,6 @@ def async_value(function: Callable[[], T]) -> Callable[[], Awaitable[T]]:
         return function()
 
     return call
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def test_crash_after_submit_is_confirmed_with_the_first_cluster(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import htcondor2
+from processes import alive
 from tms_fakes import FAKE_PILOT, make_pending, make_taskforce
 
 from tms.backends import local
@@ -104,15 +104,6 @@ async def test_concurrency_limit_and_remove(make_config) -> None:
     assert summary(log, first.cluster_id)[0] == {"REMOVED": {"Tasking": 1, "null": 1}}
     assert backend.n_running == 0
     await backend.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def test_remove_kills_the_whole_process_group(make_config, tmp_path: Path) -> None:

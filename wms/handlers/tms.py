@@ -103,7 +103,6 @@ class CondorSubmitHandler(BaseHandler):
             )
             if late is not None:
                 LOGGER.warning("taskforce %s: late submit recorded for removal", taskforce_uuid)
-                self.wms.wakeups.launch.set()
             else:
                 doc = await _current(self, taskforce_uuid)
                 if doc["cluster_id"] != fields["cluster_id"]:
