@@ -13,10 +13,10 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateMany
 from pymongo.asynchronous.collection import AsyncCollection
 
 LOGGER = logging.getLogger(__name__)
@@ -107,10 +107,30 @@ class Lifecycle:
         context: str,
     ) -> int:
         """Move every matching taskforce the table allows into ``target``; the number moved."""
-        entry = log_entry(target, True, source_entity, context)
-        result = await self.taskforces.update_many(
-            {**query, "phase": {"$in": sources_of(target)}},
-            {"$set": {"phase": str(target)}, "$addToSet": {"phase_change_log": entry}},
+        return await self.move_each([query], target, source_entity=source_entity, context=context)
+
+    async def move_each(
+        self,
+        queries: Sequence[Mapping[str, Any]],
+        target: Phase,
+        *,
+        source_entity: str,
+        context: str,
+    ) -> int:
+        """:meth:`move_many` for each query, all in one bulk write (one round trip); the number moved.
+
+        Each query should select by an indexed equality (``taskforce_uuid``, ``workflow_id``): the embedded server
+        evaluates ``$in`` on every document, so one query over many ids would be the slow form.
+        """
+        if not queries:
+            return 0
+        update = {
+            "$set": {"phase": str(target)},
+            "$addToSet": {"phase_change_log": log_entry(target, True, source_entity, context)},
+        }
+        sources = {"$in": sources_of(target)}
+        result = await self.taskforces.bulk_write(
+            [UpdateMany({**query, "phase": sources}, update) for query in queries], ordered=False
         )
         if result.modified_count:
             LOGGER.info("%d taskforces -> %s (%s: %s)", result.modified_count, target, source_entity, context)

@@ -14,7 +14,15 @@ from typing import Any
 
 from wms import ids
 from wms.config import WMSConfig
-from wms.database.store import MQ_ACTIVATED_TS, MQ_FAILURES, MQ_RETRY_AT, RM_FAILURES, SUBMIT_FAILURES, Doc
+from wms.database.store import (
+    MQ_ACTIVATED_TS,
+    MQ_FAILURES,
+    MQ_RETIRED,
+    MQ_RETRY_AT,
+    RM_FAILURES,
+    SUBMIT_FAILURES,
+    Doc,
+)
 from wms.lifecycle import Phase, log_entry
 
 # set by the WMS (from the task directive) and the TMS (queues): users may not set them in pilot_config.environment
@@ -164,6 +172,7 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
         MQ_ACTIVATED_TS: None,
         MQ_FAILURES: 0,
         MQ_RETRY_AT: 0.0,
+        MQ_RETIRED: False,
     }
     directives: list[Doc] = []
     taskforces: list[Doc] = []

@@ -1,6 +1,6 @@
 """Taskforce launch control: releases ``pre-launch`` taskforces to the TMS (``pending-starter``).
 
-Releases many taskforces per pass, highest priority first, then oldest.
+Releases many taskforces per pass (one bulk write), highest priority first, then oldest.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ class LaunchControl:
             .limit(self.batch)
         )
         docs = await cursor.to_list(None)
-        for doc in docs:
-            await self.lifecycle.move(
-                doc["taskforce_uuid"], Phase.PENDING_STARTER, source_entity=SOURCE, context="released to the TMS"
-            )
+        await self.lifecycle.move_each(
+            [{"taskforce_uuid": doc["taskforce_uuid"]} for doc in docs],
+            Phase.PENDING_STARTER,
+            source_entity=SOURCE,
+            context="released to the TMS",
+        )
         return len(docs) == self.batch

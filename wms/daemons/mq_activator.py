@@ -1,25 +1,31 @@
 """Workflow MQ activator: activates the queues of new workflows, advances their taskforces, retires old queues.
 
+A pass reads what waits with indexed queries only, activates each workflow's queues through the MQS (highest
+priority first), then advances the taskforces and sets the workflows' activated flags in one bulk write each.
 Failed activations ("try again later", broker down) are logged on every taskforce of the workflow as a failed
 ``pre-launch`` attempt and retried with exponential back-off; the taskforces stay in ``pre-mq-activation``.
+A workflow deactivated while its queues are being activated is safe: the same pass retires its queues afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
+from pymongo import UpdateOne
+
 from mqs_client.interface import MQSClient, MQSError, TryAgainLater
 from wms.config import WMSConfig
 from wms.daemons.loop import Wakeup
-from wms.database.store import MQ_ACTIVATED_TS, MQ_FAILURES, MQ_RETRY_AT, Store
+from wms.database.store import DEACTIVATION_KINDS, MQ_ACTIVATED_TS, MQ_FAILURES, MQ_RETIRED, MQ_RETRY_AT, Store
 from wms.lifecycle import Lifecycle, Phase
 
 LOGGER = logging.getLogger(__name__)
 SOURCE = "Workflow MQ Activator"
-MQ_RETIRED = "_mq_retired"
 SCAN_LIMIT = 500
+ACTIVATION_CONCURRENCY = 8
 
 
 class MQActivator:
@@ -36,50 +42,82 @@ class MQActivator:
 
     async def one_pass(self) -> bool:
         """Run one pass; True when more work is waiting."""
-        waiting = await self.store.taskforces.find(
-            {"phase": str(Phase.PRE_MQ_ACTIVATION)}, {"_id": False, "workflow_id": True, "timestamp": True}
-        ).to_list(SCAN_LIMIT)
+        waiting = (
+            await self.store.taskforces.find(
+                {"phase": str(Phase.PRE_MQ_ACTIVATION)}, {"_id": False, "workflow_id": True, "timestamp": True}
+            )
+            .limit(SCAN_LIMIT)
+            .to_list()
+        )
         oldest: dict[str, float] = {}
         for doc in waiting:
             oldest[doc["workflow_id"]] = min(doc["timestamp"], oldest.get(doc["workflow_id"], doc["timestamp"]))
-        workflows = await self.store.workflows.find({"workflow_id": {"$in": list(oldest)}}).to_list(None)
-        known = {wf["workflow_id"] for wf in workflows}
-        await self._reap_orphans([wid for wid, ts in oldest.items() if wid not in known and self._is_stale(ts)])
-        for wf in sorted(workflows, key=lambda w: (-w["priority"], w["timestamp"])):
-            await self._handle(wf)
+        # not yet activated, by index; the few others (a taskforce added to an activated workflow) one by one
+        pending = (
+            await self.store.workflows.find({"deactivated": None, MQ_ACTIVATED_TS: None}).limit(SCAN_LIMIT).to_list()
+        )
+        workflows = {wf["workflow_id"]: wf for wf in pending}
+        for wid in oldest.keys() - workflows.keys():
+            if (wf := await self.store.workflows.find_one({"workflow_id": wid})) is not None:
+                workflows[wid] = wf
+        await self._reap_orphans([wid for wid, ts in oldest.items() if wid not in workflows and self._is_stale(ts)])
+        already = [wid for wid, wf in workflows.items() if wf.get(MQ_ACTIVATED_TS) and not wf["deactivated"]]
+        activated = await self._activate_all(
+            [
+                wf
+                for wf in sorted(workflows.values(), key=lambda w: (-w["priority"], w["timestamp"]))
+                if not (wf.get(MQ_ACTIVATED_TS) or wf["deactivated"])
+            ]
+        )
+        moved = await self._advance(already, "workflow queues already active")
+        moved += await self._advance(activated, "message queues activated")
+        if activated:  # taskforces first, then the flags: a crash in between only repeats an idempotent activation
+            await self.store.workflows.bulk_write(
+                [UpdateOne({"workflow_id": wid, MQ_ACTIVATED_TS: None}, {"$set": {MQ_ACTIVATED_TS: time.time()}})
+                 for wid in activated],
+                ordered=False,
+            )  # fmt: skip
+            LOGGER.info(
+                "%d workflow(s) had their queues activated; %d taskforces ready to launch", len(activated), moved
+            )
         await self._retire_queues()
-        return len(waiting) == SCAN_LIMIT
+        return bool(moved) and SCAN_LIMIT in (len(waiting), len(pending))
 
     def _is_stale(self, timestamp: float) -> bool:
         return time.time() - timestamp > self.config.orphan_grace_seconds
 
-    async def _handle(self, wf: dict[str, Any]) -> None:
-        wid = wf["workflow_id"]
-        if wf["deactivated"]:
-            return  # deactivation moves these taskforces itself
-        if wf.get(MQ_ACTIVATED_TS):
-            if await self.lifecycle.move_many(
-                {"workflow_id": wid}, Phase.PRE_LAUNCH, source_entity=SOURCE, context="workflow queues already active"
-            ):
-                self.launch_wakeup.set()
-            return
+    async def _activate_all(self, workflows: list[dict[str, Any]]) -> list[str]:
+        """Activate the workflows' queues, started in the given order, a few at a time (each mostly waits on the
+        broker and the database); the ids of those now active."""
+        slots = asyncio.Semaphore(ACTIVATION_CONCURRENCY)
+
+        async def activate(wf: dict[str, Any]) -> bool:
+            async with slots:
+                return await self._activate(wf)
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [(wf["workflow_id"], group.create_task(activate(wf))) for wf in workflows]
+        return [wid for wid, task in tasks if task.result()]
+
+    async def _activate(self, wf: dict[str, Any]) -> bool:
+        """Activate the workflow's queues unless its retry time is still ahead; True when they are active."""
         if wf.get(MQ_RETRY_AT, 0) > time.time():
-            return
-        # the workflow may have been deactivated since this pass read it: never activate queues for it then
-        if await self.store.workflows.count_documents({"workflow_id": wid, "deactivated": {"$eq": None}}) == 0:
-            return
+            return False
         try:
-            await self.mqs.activate(wid, wf["priority"])
+            await self.mqs.activate(wf["workflow_id"], wf["priority"])
         except (TryAgainLater, MQSError, OSError) as exc:
             await self._activation_failed(wf, exc)
-            return
-        # taskforces first, then the workflow flag: a crash in between only repeats an idempotent activation
-        moved = await self.lifecycle.move_many(
-            {"workflow_id": wid}, Phase.PRE_LAUNCH, source_entity=SOURCE, context="message queues activated"
+            return False
+        return True
+
+    async def _advance(self, workflow_ids: list[str], context: str) -> int:
+        """Move the waiting taskforces of these workflows to ``pre-launch``; wake launch control if any moved."""
+        moved = await self.lifecycle.move_each(
+            [{"workflow_id": wid} for wid in workflow_ids], Phase.PRE_LAUNCH, source_entity=SOURCE, context=context
         )
-        await self.store.workflows.update_one({"workflow_id": wid}, {"$set": {MQ_ACTIVATED_TS: time.time()}})
-        LOGGER.info("workflow %s: queues activated, %d taskforces ready to launch", wid, moved)
-        self.launch_wakeup.set()
+        if moved:
+            self.launch_wakeup.set()
+        return moved
 
     async def _activation_failed(self, wf: dict[str, Any], exc: BaseException) -> None:
         wid = wf["workflow_id"]
@@ -98,17 +136,18 @@ class MQActivator:
         LOGGER.warning("workflow %s: %s", wid, context)
 
     async def _retire_queues(self) -> None:
-        cursor = self.store.workflows.find(
-            {"deactivated": {"$ne": None}, MQ_RETIRED: {"$ne": True}}, {"_id": False, "workflow_id": True}
-        )
-        for wf in await cursor.to_list(100):
-            try:
-                await self.mqs.deactivate(wf["workflow_id"])
-            except Exception as exc:  # the MQS may be down: try again next pass
-                LOGGER.warning("workflow %s: retiring queues failed, will retry: %s", wf["workflow_id"], exc)
-                continue
-            await self.store.workflows.update_one({"workflow_id": wf["workflow_id"]}, {"$set": {MQ_RETIRED: True}})
-            LOGGER.info("workflow %s: queues scheduled for deletion", wf["workflow_id"])
+        for kind in DEACTIVATION_KINDS:  # equality on both keys of an index (``$ne``/``$in`` would read every workflow)
+            cursor = self.store.workflows.find(
+                {"deactivated": kind, MQ_RETIRED: False}, {"_id": False, "workflow_id": True}
+            ).limit(100)
+            for wf in await cursor.to_list():
+                try:
+                    await self.mqs.deactivate(wf["workflow_id"])
+                except Exception as exc:  # the MQS may be down: try again next pass
+                    LOGGER.warning("workflow %s: retiring queues failed, will retry: %s", wf["workflow_id"], exc)
+                    continue
+                await self.store.workflows.update_one({"workflow_id": wf["workflow_id"]}, {"$set": {MQ_RETIRED: True}})
+                LOGGER.info("workflow %s: queues scheduled for deletion", wf["workflow_id"])
 
     async def _reap_orphans(self, workflow_ids: list[str]) -> None:
         """Delete children left by a request that crashed before writing its workflow (children are written first)."""

@@ -21,6 +21,8 @@ RM_FAILURES = "_rm_failures"
 MQ_ACTIVATED_TS = "_mq_activated_ts"
 MQ_FAILURES = "_mq_failures"
 MQ_RETRY_AT = "_mq_retry_at"
+MQ_RETIRED = "_mq_retired"  # False until the queues of a deactivated workflow are scheduled for deletion
+DEACTIVATION_KINDS = ("ABORTED", "FINISHED")  # the values of Workflow ``deactivated`` besides null
 
 
 def public(doc: Doc) -> Doc:
@@ -46,6 +48,7 @@ class Store:
         await self.workflows.create_index("workflow_id", unique=True)
         await self.workflows.create_index([("owner", ASCENDING)])
         await self.workflows.create_index([("deactivated", ASCENDING), (MQ_ACTIVATED_TS, ASCENDING)])
+        await self.workflows.create_index([("deactivated", ASCENDING), (MQ_RETIRED, ASCENDING)])
         await self.workflows.create_index([("priority", DESCENDING), ("timestamp", ASCENDING)])
         await self.task_directives.create_index("task_id", unique=True)
         await self.task_directives.create_index([("workflow_id", ASCENDING)])
@@ -60,6 +63,15 @@ class Store:
         await self.archive.create_index("workflow_id", unique=True)
         await self.archive.create_index([("archived_ts", ASCENDING)])
         LOGGER.info("indexes ensured on %s", self.db.name)
+
+    async def count(self, coll: AsyncCollection[Doc], query: Doc) -> int:
+        """The number of matching documents, by the ``count`` command.
+
+        Not ``count_documents``: its aggregation is evaluated document by document on the embedded server (and
+        there ignores a bare ``None``), while ``count`` is answered in SQL, some 25 times faster.
+        """
+        reply = await self.db.command("count", coll.name, query=query)
+        return int(reply["n"])
 
     def check(self, object_name: str, doc: Doc) -> None:
         """Validate a whole document (internal fields aside) against its OpenAPI object schema."""

@@ -35,15 +35,14 @@ class WorkflowsHandler(BaseHandler):
         except QuotaError as exc:
             raise Problem(422, str(exc)) from exc
         limit = self.wms.config.max_active_workflows_per_user
-        # {"$eq": None}: the embedded server's count ignores a bare None
-        active = await self.wms.store.workflows.count_documents({"owner": caller.subject, "deactivated": {"$eq": None}})
+        store = self.wms.store
+        active = await store.count(store.workflows, {"owner": caller.subject, "deactivated": None})
         if active >= limit:
             detail = f"{caller.subject} has {active} active workflows (limit {limit}); finish or abort some first"
             raise Problem(429, detail, headers={"Retry-After": "60"})
         profiles = await self.wms.mqs.reserve(plan.workflow_id, plan.queue_aliases, plan.public_aliases)
         mqids = {p.alias: p.mqid for p in profiles}
         workflow, directives, taskforces = build_documents(plan, mqids)
-        store = self.wms.store
         store.check("WorkflowObject", workflow)
         for directive in directives:  # validate everything before the first write
             store.check("TaskDirectiveObject", directive)
