@@ -22,8 +22,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .broker_admin import BrokerAdmin, BrokerUnavailable
 from .config import MQSConfig
@@ -33,6 +34,7 @@ from .tokens import TokenMinter
 LOGGER = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
+DUPLICATE_KEY = 11000
 
 
 def make_mqid() -> str:
@@ -90,17 +92,24 @@ class EmbeddedMQS:
         }
         try:
             await self._groups.insert_one(group)
-            LOGGER.info(
-                "reserved queues for workflow %s: %s",
-                workflow_id,
-                ", ".join(f"{q['alias']}={q['mqid']}{' (public)' if q['is_public'] else ''}" for q in group["queues"]),
-            )
         except DuplicateKeyError:
             group = await self._group(workflow_id)
             reserved = {(q["alias"], q["is_public"]) for q in group["queues"]}
             if reserved != {(a, a in public) for a in aliases}:
                 raise MQSError(f"workflow {workflow_id} already reserved other queues: {sorted(reserved)}") from None
-        return [MQProfile.from_dict(doc) for doc in await self._profile_docs(group)]
+            return [MQProfile.from_dict(doc) for doc in await self._profile_docs(group)]
+        profiles = [self._new_profile(group, queue) for queue in group["queues"]]
+        try:
+            await self._profiles.insert_many([dict(doc) for doc in profiles], ordered=False)
+        except BulkWriteError as exc:  # a concurrent repeat of this reservation inserted some of them first
+            if any(error["code"] != DUPLICATE_KEY for error in exc.details["writeErrors"]):
+                raise
+        LOGGER.info(
+            "reserved queues for workflow %s: %s",
+            workflow_id,
+            ", ".join(f"{q['alias']}={q['mqid']}{' (public)' if q['is_public'] else ''}" for q in group["queues"]),
+        )
+        return [MQProfile.from_dict(doc) for doc in profiles]
 
     async def activate(self, workflow_id: str, priority: int) -> list[MQProfile]:
         """Declare the workflow's queues and mint their tokens; a repeat keeps tokens that are still fresh."""
@@ -175,8 +184,9 @@ class EmbeddedMQS:
         return profiles
 
     async def close(self) -> None:
-        """Stop :meth:`run_housekeeping` (the database belongs to the caller; admin connections are per call)."""
+        """Stop :meth:`run_housekeeping` and close the broker admin connections (the database is the caller's)."""
         self._closed.set()
+        await self._broker.close()
 
     # --- housekeeping ---------------------------------------------------------------------------------------
 
@@ -250,50 +260,61 @@ class EmbeddedMQS:
         for queue in group["queues"]:
             if queue["mqid"] in stored:
                 continue
-            doc = {
-                "mqid": queue["mqid"],
-                "workflow_id": group["workflow_id"],
-                "timestamp": group["timestamp"],
-                "alias": queue["alias"],
-                "is_public": queue["is_public"],
-                "is_activated": False,
-                "auth_token": None,
-                "broker_type": self.config.broker_type,
-                "broker_address": self.config.broker_address,
-                "token_expires_at": None,
-                "deactivated_ts": None,
-                "deleted_ts": None,
-            }
+            doc = self._new_profile(group, queue)
             try:
-                await self._profiles.insert_one(doc)
+                await self._profiles.insert_one(dict(doc))
             except DuplicateKeyError:  # a concurrent reservation inserted it first
                 doc = await self._profiles.find_one({"mqid": queue["mqid"]}) or doc
             stored[queue["mqid"]] = doc
         return [stored[q["mqid"]] for q in group["queues"]]
 
+    def _new_profile(self, group: Doc, queue: Doc) -> Doc:
+        """The profile of one reserved queue, not yet activated."""
+        return {
+            "mqid": queue["mqid"],
+            "workflow_id": group["workflow_id"],
+            "timestamp": group["timestamp"],
+            "alias": queue["alias"],
+            "is_public": queue["is_public"],
+            "is_activated": False,
+            "auth_token": None,
+            "broker_type": self.config.broker_type,
+            "broker_address": self.config.broker_address,
+            "token_expires_at": None,
+            "deactivated_ts": None,
+            "deleted_ts": None,
+        }
+
     async def _with_fresh_tokens(self, docs: Iterable[Doc], activating: bool = False) -> list[Doc]:
         """The docs, after minting tokens for those that need one: not yet activated (when ``activating``), or
-        active with less than the refresh margin left. Compare-and-set on the old expiry keeps concurrent callers
-        from overwriting each other; a loser reloads the winner's token."""
+        active with less than the refresh margin left. All new tokens are written in one bulk write, each a
+        compare-and-set on the old expiry so that concurrent callers never overwrite each other; when some lost,
+        the minted docs are reloaded (the winners' tokens)."""
         horizon = time.time() + self.config.broker_token_refresh_margin_seconds
-        result, refreshed = [], 0
+        result: list[Doc] = []
+        writes: list[UpdateOne] = []
+        minted: list[int] = []  # indexes in result of the docs given new tokens
+        refreshed = 0
         for doc in docs:
             live = doc["deactivated_ts"] is None and doc["deleted_ts"] is None
             expiring = doc["is_activated"] and (doc["token_expires_at"] or 0) < horizon
             if not (live and (expiring or (activating and not doc["is_activated"]))):
                 result.append(doc)
                 continue
-            minted = self._minter.mint(doc["mqid"], doc["workflow_id"])
-            update = {"is_activated": True, "auth_token": minted.token, "token_expires_at": minted.expires_at}
-            swapped = await self._profiles.update_one(
-                {"mqid": doc["mqid"], "deactivated_ts": None, "token_expires_at": doc["token_expires_at"]},
-                {"$set": update},
+            token = self._minter.mint(doc["mqid"], doc["workflow_id"])
+            update = {"is_activated": True, "auth_token": token.token, "token_expires_at": token.expires_at}
+            writes.append(
+                UpdateOne(
+                    {"mqid": doc["mqid"], "deactivated_ts": None, "token_expires_at": doc["token_expires_at"]},
+                    {"$set": update},
+                )
             )
-            if swapped.modified_count:
-                result.append(doc | update)
-                refreshed += doc["is_activated"]
-            else:
-                result.append(await self._profiles.find_one({"mqid": doc["mqid"]}) or doc)
+            minted.append(len(result))
+            result.append(doc | update)
+            refreshed += bool(doc["is_activated"])
+        if writes and (await self._profiles.bulk_write(writes, ordered=False)).modified_count < len(writes):
+            for index in minted:
+                result[index] = await self._profiles.find_one({"mqid": result[index]["mqid"]}) or result[index]
         if refreshed:
             LOGGER.info("refreshed %d queue token(s) close to expiry", refreshed)
         return result
