@@ -7,6 +7,7 @@ import asyncio
 import collections
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -92,6 +93,11 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def broker_pid(node: broker_node.BrokerNode) -> int:
+    """The pid of a private broker node's Erlang VM (which does the broker's work)."""
+    return int(Path(node.data_dir, "node.pid").read_text().strip())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -539,6 +545,17 @@ class WMSProcess:
     def client(self) -> AsyncMongoClient[dict[str, Any]]:
         """A driver client for the WMS's database server, configured as the WMS configures its own."""
         return AsyncMongoClient(self.mongo.uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=False)
+
+    @contextlib.contextmanager
+    def another(self, **env_overrides: str) -> Iterator[WMSProcess]:
+        """A second ``python -m wms`` on the same database server and broker, with its own REST port."""
+        env = {**self.env, "REST_PORT": str(broker_node.free_port()), **env_overrides}
+        proc = _spawn_wms(env, self.work / f"wms-{env['REST_PORT']}.log")
+        try:
+            url = f"http://127.0.0.1:{env['REST_PORT']}"
+            yield dataclasses.replace(self, url=url, pid=proc.pid, env=env)
+        finally:
+            _stop_wms(proc)
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 120.0) -> None:

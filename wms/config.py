@@ -30,6 +30,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {env.get(name)!r}") from exc
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, got {env.get(name)!r}")
+    return raw == "true"
+
+
 def _clusters(env: Mapping[str, str]) -> dict[str, str]:
     """Cluster location -> schedd, from ``EWMS_CLUSTERS`` (JSON) or ``EWMS_CLUSTERS_FILE`` (JSON file)."""
     raw = env.get("EWMS_CLUSTERS", "")
@@ -81,6 +90,7 @@ class WMSConfig:
     retention_days: float = 15.0
     archive_retention_days: float = 30.0
     retention_interval_seconds: float = 3600.0
+    run_daemons: bool = True
     openapi_path: str = str(DEFAULT_OPENAPI_PATH)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -118,6 +128,7 @@ class WMSConfig:
             retention_days=_float(env, "RETENTION_DAYS", 15.0),
             archive_retention_days=_float(env, "ARCHIVE_RETENTION_DAYS", 30.0),
             retention_interval_seconds=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
+            run_daemons=_bool(env, "WMS_RUN_DAEMONS", True),
             openapi_path=env.get("WMS_OPENAPI_PATH", str(DEFAULT_OPENAPI_PATH)),
             env=env,
         )

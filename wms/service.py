@@ -67,6 +67,18 @@ class WMS:
         """Ensure indexes, start the daemons, and listen."""
         await self.store.ensure_indexes()
         await self.mqs.ensure_indexes()
+        if self.config.run_daemons:
+            self._start_daemons()
+        else:
+            LOGGER.info("REST only (WMS_RUN_DAEMONS=false): another WMS instance runs the daemons")
+        self._http = tornado.httpserver.HTTPServer(make_app(self), max_body_size=MAX_TRANSPORT_BODY, xheaders=True)
+        sockets = tornado.netutil.bind_sockets(self.config.rest_port, self.config.rest_host)
+        self.port = sockets[0].getsockname()[1]
+        self._http.add_sockets(sockets)
+        LOGGER.info("WMS listening on http://%s:%d/v0/", self.config.rest_host, self.port)
+
+    def _start_daemons(self) -> None:
+        """The MQ activator, launch control, retention and MQS housekeeping, as background tasks."""
         activator = MQActivator(self.store, self.lifecycle, self.mqs, self.config, self.wakeups.launch)
         launcher = LaunchControl(self.store, self.lifecycle, self.config)
         poll = self.config.daemon_poll_seconds
@@ -88,11 +100,6 @@ class WMS:
             ),
         ]
         self._tasks.append(asyncio.create_task(self.mqs.run_housekeeping(self._stop)))
-        self._http = tornado.httpserver.HTTPServer(make_app(self), max_body_size=MAX_TRANSPORT_BODY, xheaders=True)
-        sockets = tornado.netutil.bind_sockets(self.config.rest_port, self.config.rest_host)
-        self.port = sockets[0].getsockname()[1]
-        self._http.add_sockets(sockets)
-        LOGGER.info("WMS listening on http://%s:%d/v0/", self.config.rest_host, self.port)
 
     async def stop(self) -> None:
         """Stop listening, stop the daemons, close connections (a second call does nothing)."""
