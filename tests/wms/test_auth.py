@@ -11,7 +11,7 @@ import pytest
 from apiclient import AUDIENCE, Api
 from factories import workflow_request
 
-from wms.auth import Role
+from wms.auth import AuthError, Role, TokenValidator, issue_token
 
 SPEC = json.loads((Path(__file__).resolve().parents[2] / "Docs" / "openapi.json").read_text())
 IDS = {
@@ -109,3 +109,17 @@ async def test_tms_tokens_cannot_call_user_actions(api: Api, api_as) -> None:  #
 
 async def test_health_is_public(wms_server) -> None:  # type: ignore[no-untyped-def]
     assert await Api(wms_server.url, None).ok("GET", "/v0/") == {"status": "ok"}
+
+
+def test_a_remembered_token_still_expires_and_others_are_checked_in_full() -> None:
+    key = "k" * 32
+    validator = TokenValidator(audience=AUDIENCE, signing_key=key)
+    short = issue_token(key, "ivan", Role.USER, AUDIENCE, ttl=1)
+    assert validator.authenticate(f"Bearer {short}").subject == "ivan"
+    assert validator.authenticate(f"Bearer {short}").subject == "ivan"  # the remembered validation
+    tampered = short[:-2] + ("AA" if not short.endswith("AA") else "BB")
+    with pytest.raises(AuthError, match="invalid token"):
+        validator.authenticate(f"Bearer {tampered}")
+    time.sleep(1.1)
+    with pytest.raises(AuthError, match="expired"):
+        validator.authenticate(f"Bearer {short}")
