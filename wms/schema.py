@@ -37,11 +37,27 @@ class Spec:
         resource = Resource.from_contents(self.doc, default_specification=DRAFT202012)
         self._registry: Registry = Registry().with_resource(SPEC_URI, resource)
         self._validators: dict[str, Draft202012Validator] = {}
+        self._parameter_lists: dict[tuple[str, str], list[tuple[dict[str, Any], str]]] = {}
 
     def _validator(self, pointer: str) -> Draft202012Validator:
         if pointer not in self._validators:
-            self._validators[pointer] = Draft202012Validator({"$ref": f"{SPEC_URI}#{pointer}"}, registry=self._registry)
+            schema = self._inline({"$ref": f"#{pointer}"}, frozenset())
+            self._validators[pointer] = Draft202012Validator(schema, registry=self._registry)
         return self._validators[pointer]
+
+    def _inline(self, node: Any, seen: frozenset[str]) -> Any:
+        """A copy of a schema with every local ``$ref`` replaced by its target, so that validating resolves no
+        references (that lookup was most of the cost); a recursive reference stays, resolved by the registry."""
+        if isinstance(node, list):
+            return [self._inline(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and len(node) == 1:
+            if ref in seen:
+                return {"$ref": SPEC_URI + ref}
+            return self._inline(self._deref(node), seen | {ref})
+        return {key: self._inline(value, seen) for key, value in node.items()}
 
     def _check(self, pointer: str, instance: Any, what: str) -> None:
         errors = sorted(self._validator(pointer).iter_errors(instance), key=lambda e: list(e.absolute_path))
@@ -79,19 +95,23 @@ class Spec:
 
     def _parameters(self, path: str, method: str) -> list[tuple[dict[str, Any], str]]:
         """Each parameter of the operation (path-level ones included) with a pointer to its schema."""
+        if (path, method) in self._parameter_lists:
+            return self._parameter_lists[path, method]
         found = []
         for owner in (f"/paths/{_escape(path)}", f"/paths/{_escape(path)}/{method.lower()}"):
             node = self._deref({"$ref": "#" + owner})
             for index, param in enumerate(node.get("parameters", [])):
                 where = param["$ref"].removeprefix("#") if "$ref" in param else f"{owner}/parameters/{index}"
                 found.append((self._deref(param), f"{where}/schema"))
+        self._parameter_lists[path, method] = found
         return found
 
     def _deref(self, node: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in node:
             target: Any = self.doc
             for part in node["$ref"].removeprefix("#/").split("/"):
-                target = target[part.replace("~1", "/").replace("~0", "~")]
+                key = part.replace("~1", "/").replace("~0", "~")
+                target = target[int(key)] if isinstance(target, list) else target[key]
             node = target
         return dict(node)
 

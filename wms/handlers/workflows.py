@@ -43,12 +43,13 @@ class WorkflowsHandler(BaseHandler):
         profiles = await self.wms.mqs.reserve(plan.workflow_id, plan.queue_aliases, plan.public_aliases)
         mqids = {p.alias: p.mqid for p in profiles}
         workflow, directives, taskforces = build_documents(plan, mqids)
-        store.check("WorkflowObject", workflow)
-        for directive in directives:  # validate everything before the first write
-            store.check("TaskDirectiveObject", directive)
-        await store.insert_many(store.taskforces, "TaskforceObject", taskforces)
-        await store.insert_many(store.task_directives, "TaskDirectiveObject", directives)
-        await store.insert_many(store.workflows, "WorkflowObject", [workflow])
+        await store.insert_in_order(
+            [
+                (store.taskforces, "TaskforceObject", taskforces),
+                (store.task_directives, "TaskDirectiveObject", directives),
+                (store.workflows, "WorkflowObject", [workflow]),
+            ]
+        )
         LOGGER.info(
             "workflow %s created by %s: %d tasks, %d taskforces, %d queues",
             plan.workflow_id,
