@@ -116,6 +116,10 @@ class BaseHandler(tornado.web.RequestHandler):
         if not self.require_caller().may_access_owner(doc.get("owner")):
             raise Problem(403, f"this {what} belongs to another user")
 
+    def compute_etag(self) -> None:
+        """No ETag: API responses change with every status update, and hashing each body costs CPU."""
+        return None
+
     def send(self, obj: Any, status: int = 200) -> None:
         """Answer with a JSON body."""
         self.set_status(status)
