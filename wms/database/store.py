@@ -22,7 +22,8 @@ MQ_ACTIVATED_TS = "_mq_activated_ts"
 MQ_FAILURES = "_mq_failures"
 MQ_RETRY_AT = "_mq_retry_at"
 MQ_RETIRED = "_mq_retired"  # False until the queues of a deactivated workflow are scheduled for deletion
-DEACTIVATION_KINDS = ("ABORTED", "FINISHED")  # the values of Workflow ``deactivated`` besides null
+ABORTED, FINISHED = "ABORTED", "FINISHED"  # the values of Workflow ``deactivated`` besides null
+DEACTIVATION_KINDS = (ABORTED, FINISHED)
 
 
 def _is_operator(value: Any) -> bool:

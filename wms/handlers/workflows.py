@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from wms.database.store import ABORTED, FINISHED
 from wms.handlers.base import USERS, BaseHandler, Problem
 from wms.lifecycle import Phase
 from wms.translation import QuotaError, TranslationError, build_documents, plan_workflow
@@ -143,11 +144,11 @@ class WorkflowAbortHandler(_DeactivateHandler):
     """``POST /v0/workflows/{workflow_id}/actions/abort``."""
 
     ROUTE = "/v0/workflows/{workflow_id}/actions/abort"
-    KIND = "ABORTED"
+    KIND = ABORTED
 
 
 class WorkflowFinishedHandler(_DeactivateHandler):
     """``POST /v0/workflows/{workflow_id}/actions/finished``."""
 
     ROUTE = "/v0/workflows/{workflow_id}/actions/finished"
-    KIND = "FINISHED"
+    KIND = FINISHED
