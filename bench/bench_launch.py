@@ -2,7 +2,7 @@
 activated, taskforces released by launch control) and to all ``condor-submit`` (jobs submitted by a TMS with the
 ``local`` backend and confirmed to the WMS).
 
-Runs the full dev stack (``wms.devstack.DevStack``: nx-27017, private RabbitMQ, WMS, TMS). Times come from each
+Runs the full dev stack (``ewms_dev.devstack.DevStack``: nx-27017, private RabbitMQ, WMS, TMS). Times come from each
 taskforce's ``phase_change_log`` (written by the WMS on this machine's clock) against the time the POST was sent.
 The local backend starts an idle stand-in pilot per job: pilot start-up is ``bench/bench_pilot.py``'s business.
 No floor: absolute figures, with the upstream design's figure beside them (queues activated on a 15 s cycle, then

@@ -33,7 +33,7 @@ from typing import Any
 import jwt
 import pika
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
 from pilot.events_io import Event, encode_event
 
 QUEUE_ARGS = {"x-queue-type": "quorum"}

@@ -28,9 +28,9 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
+from ewms_dev import mongo_server as embedded
 from wms.auth import Role, issue_token
-from wms.database import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIENCE = "ewms-bench"
@@ -660,12 +660,12 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 @contextlib.contextmanager
 def dev_stack(max_local_jobs: int, pilot_command: str | None = None) -> Iterator[Any]:
-    """``wms.devstack.DevStack`` in a temp dir: nx-27017, private broker, WMS and a local-backend TMS.
+    """``ewms_dev.devstack.DevStack`` in a temp dir: nx-27017, private broker, WMS and a local-backend TMS.
 
     ``pilot_command`` replaces the pilot the local backend starts for each job (``TMS_LOCAL_PILOT_COMMAND``,
     which the dev stack passes on to the TMS from this process's environment).
     """
-    from wms.devstack import DevStack
+    from ewms_dev.devstack import DevStack
 
     work = Path(tempfile.mkdtemp(prefix="ewms-bench-stack-"))
     saved = os.environ.get("TMS_LOCAL_PILOT_COMMAND")

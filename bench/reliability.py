@@ -46,9 +46,9 @@ from typing import Any
 
 import httpx
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
+from ewms_dev import mongo_server as embedded
 from wms.auth import Role, issue_token
-from wms.database import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "reliability.json"

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import htchirp
 
+from ewms_wire.chirp import ChirpAttr, ChirpValue, PilotStatus, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
 from pilot.config import ReportingConfig
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, ChirpValue, PilotStatus, format_chirp
 
 LOGGER = logging.getLogger(__name__)
 

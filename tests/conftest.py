@@ -16,10 +16,10 @@ import httpx
 import pytest
 from apiclient import AUDIENCE, Api
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
+from ewms_dev import mongo_server as embedded
 from wms.auth import Role, issue_token
 from wms.config import WMSConfig
-from wms.database import embedded
 from wms.service import WMS
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import uvloop
 
+from ewms_dev import mongo_server as embedded
 from wms.config import ConfigError, WMSConfig
-from wms.database import embedded
 from wms.service import WMS
 
 LOGGER = logging.getLogger("wms")

@@ -20,7 +20,7 @@ from pilot_helpers import (
     statuses,
 )
 
-from pilot.status import ChirpAttr, parse_chirp
+from ewms_wire.chirp import ChirpAttr, parse_chirp
 
 EnvFactory = Callable[..., dict[str, str]]
 FAIL = """sh -c 'echo "bad input" >&2; echo boom >&2; exit 3'"""

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from pilot_helpers import last_values, statuses
 
+from ewms_wire.chirp import ChirpAttr
 from pilot.config import PilotConfig, load_config
 from pilot.errors import TaskExitError, TaskLaunchError, TaskTimeoutError
 from pilot.runners import TaskFiles, execute, make_runner
-from pilot.status import ChirpAttr
 
 TASK_ARGS = "python /app/run.py --in {{INFILE}} --out {{OUTFILE}} --hub={{DATA_HUB}} 'two words' '$(not run)'"
 

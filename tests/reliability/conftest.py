@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
 
 FIGURES_ENV = "EWMS_RELIABILITY_FIGURES"
 

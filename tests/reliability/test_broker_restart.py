@@ -14,7 +14,7 @@ import pika.exceptions
 from apiclient import Api
 from reliability_support import eventually, one_task_workflow
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
 from pilot.events_io import Event, decode_event, encode_event
 from wms.auth import Role
 

@@ -13,9 +13,9 @@ import httpx
 from apiclient import Api
 from reliability_support import eventually, one_task_workflow
 
-from mqs_client.broker_node import free_port
+from ewms_dev import mongo_server as embedded
+from ewms_dev.broker_node import free_port
 from wms.auth import Role
-from wms.database import embedded
 
 OUTAGE_SECONDS = 10.0
 SCHEDD = "local-ap.test"

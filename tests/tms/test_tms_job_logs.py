@@ -15,8 +15,8 @@ import httpx
 import pytest
 from test_tms_with_real_wms import running_tms, tms_config, wait_for, workflow
 
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, format_chirp
+from ewms_wire.chirp import ChirpAttr, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
 from tms.config import ConfigError, TMSConfig
 from tms.submit_description import taskforce_dir
 from tms.watcher import job_logs
@@ -29,8 +29,8 @@ from wms.auth import Role
 # a stand-in pilot: 500 numbered lines on stdout and stderr, then ok (exit 0) or fail (chirped error, exit 3)
 PILOT = """
 import os, sys
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
+from ewms_wire.chirp import ChirpAttr, format_chirp
 log = JobEventLogWriter(os.environ["_EWMS_PILOT_JOB_EVENT_LOG"])
 cluster, proc = int(os.environ["_EWMS_PILOT_CLUSTER_ID"]), int(os.environ["_EWMS_PILOT_PROC_ID"])
 log.generic(cluster, proc, format_chirp(ChirpAttr.STATUS, "Tasking"))

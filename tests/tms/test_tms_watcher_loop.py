@@ -12,8 +12,8 @@ from typing import Any
 
 from tms_fakes import DATA, FakeWMS, make_taskforce
 
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, format_chirp
+from ewms_wire.chirp import ChirpAttr, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
 from tms.watcher.cluster_map import TaskforceRef
 from tms.watcher.loop import Watcher
 from tms.wms_client import WMSClient

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pilot.joblog import TERMINATED, JobEventLogWriter, format_event
+from ewms_wire.job_event_log import TERMINATED, JobEventLogWriter, format_event
 from tms.backends.base import Backend, BackendError, FoundCluster, JobSpec, Submitted
 from tms.files import atomic_write_text
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pilot.status import ChirpAttr, parse_chirp
+from ewms_wire.chirp import ChirpAttr, parse_chirp
 
 # JobEventType numbers (htcondor2.JobEventType) the watcher acts on
 SUBMIT, EXECUTE, JOB_EVICTED, JOB_TERMINATED, SHADOW_EXCEPTION, GENERIC = 0, 1, 4, 5, 7, 8

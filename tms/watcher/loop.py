@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pilot.status import ATTR_PREFIX
+from ewms_wire.chirp import ATTR_PREFIX
 from tms import metrics
 from tms.backends.base import JEL_SUFFIX
 from tms.config import TMSConfig

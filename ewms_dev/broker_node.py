@@ -3,7 +3,7 @@
 The node runs beside any system broker. Its OAuth2 backend accepts HS256 JWTs signed with the key given here
 as AMQP passwords (resource server id ``rabbitmq``); the internal backend keeps ``guest/guest`` for loopback admin.
 
-CLI: ``python -m mqs_client.broker_node up DATA_DIR`` prints the node's settings as JSON; ``down DATA_DIR`` stops it.
+CLI: ``python -m ewms_dev.broker_node up DATA_DIR`` prints the node's settings as JSON; ``down DATA_DIR`` stops it.
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) == 2 and args[0] == "down":
         stop(load(args[1]))
         return 0
-    print("usage: python -m mqs_client.broker_node up DATA_DIR [SIGNING_KEY] | down DATA_DIR", file=sys.stderr)
+    print("usage: python -m ewms_dev.broker_node up DATA_DIR [SIGNING_KEY] | down DATA_DIR", file=sys.stderr)
     return 2
 
 

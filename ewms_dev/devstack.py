@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
+from ewms_dev import mongo_server as embedded
 from wms.auth import Role, issue_token
-from wms.database import embedded
 
 LOGGER = logging.getLogger(__name__)
 STATE_FILE = "stack.json"
