@@ -22,7 +22,8 @@ from mqs_helpers import (
 )
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ewms_dev.broker_node import BrokerNode, free_port
+from ewms_dev.broker_node import BrokerNode
+from ewms_dev.processes import free_port
 from mqs_client import EmbeddedMQS, MQSError, MQSNotFound, TryAgainLater
 
 MakeMQS = Callable[..., EmbeddedMQS]

@@ -16,7 +16,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from ewms_dev.broker_node import free_port
+from ewms_dev.processes import free_port
 from mqs_client import MQSConfig, MQSError, MQSNotFound, RemoteMQS, TryAgainLater
 
 CLIENT_ID, CLIENT_SECRET = "wms", "s3cret"

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from tms_fakes import DATA, FakeWMS, make_taskforce
 
+from ewms_dev.processes import until
 from ewms_wire.chirp import ChirpAttr, format_chirp
 from ewms_wire.job_event_log import JobEventLogWriter
 from tms.watcher.cluster_map import TaskforceRef
@@ -31,14 +32,6 @@ async def running_watcher(config: Any) -> AsyncIterator[Watcher]:
         stop.set()
         await asyncio.wait_for(task, 5)
         await wms.close()
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def submitted_taskforce(wms: FakeWMS, uuid: str, cluster_id: int, log: Path, n_workers: int) -> None:

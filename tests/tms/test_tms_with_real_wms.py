@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from ewms_dev.processes import until
 from tms.__main__ import run
 from tms.backends.htcondor import HTCondorBackend
 from tms.config import TMSConfig
@@ -58,13 +59,7 @@ async def running_tms(config: TMSConfig) -> AsyncIterator[None]:
 
 
 async def wait_for(api: Any, uuid: str, check: Callable[[dict], bool], within: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
-        taskforce: dict[str, Any] = await api.ok("GET", f"/v0/taskforces/{uuid}")
-        if check(taskforce):
-            return taskforce
-        assert time.monotonic() < deadline, taskforce
-        await asyncio.sleep(0.1)
+    return await until(lambda: api.ok("GET", f"/v0/taskforces/{uuid}"), check, within, f"taskforce {uuid}")
 
 
 def files_on_disk(config: TMSConfig, uuid: str, log: str) -> tuple[bool, str]:
