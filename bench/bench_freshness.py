@@ -18,7 +18,8 @@ import random
 import time
 from typing import Any
 
-from bench.common import check, dev_stack, emit, http_client, idle_pilot_command, log, percentile, run, task_request
+from bench.common import check, dev_stack, emit, http_client, idle_pilot_command, log, percentile, run
+from ewms_dev.factories import task_request
 from ewms_wire.chirp import ChirpAttr, PilotStatus, format_chirp
 from ewms_wire.job_event_log import JobEventLogWriter
 

@@ -19,7 +19,8 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import check, dev_stack, emit, http_client, idle_pilot_command, log, run, task_request
+from bench.common import check, dev_stack, emit, http_client, idle_pilot_command, log, run
+from ewms_dev.factories import task_request
 
 PHASES = ("pre-launch", "pending-starter", "condor-submit")
 TIMEOUT = 240.0

@@ -12,7 +12,7 @@ from typing import Any
 import pika
 import pika.exceptions
 from apiclient import Api
-from reliability_support import one_task_workflow
+from factories import one_task_workflow
 
 from ewms_dev import broker_node
 from ewms_dev.processes import until

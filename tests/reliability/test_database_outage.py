@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 from apiclient import Api
-from reliability_support import one_task_workflow
+from factories import one_task_workflow
 
 from ewms_dev import mongo_server as embedded
 from ewms_dev.processes import free_port, until

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import htcondor2
 from apiclient import Api
-from reliability_support import one_task_workflow
+from factories import one_task_workflow
 
 from ewms_dev.processes import alive, until
 from wms.auth import Role

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+
+from factories import one_task_workflow
 
 from ewms_dev.processes import until
 from tms.__main__ import run
@@ -20,31 +21,6 @@ from tms.wms_client import WMSClient
 from wms.auth import Role
 
 SCHEDD = "local-ap.test"  # the schedd of cluster location "local" in the test WMS
-WORKER_CONFIG = {
-    "do_transfer_worker_stdouterr": True,
-    "max_worker_runtime": 600,
-    "n_cores": 1,
-    "priority": 10,
-    "worker_disk": "512M",
-    "worker_memory": "512M",
-}
-
-
-def workflow(task_args: str, n_workers: int) -> dict[str, Any]:
-    return {
-        "public_queue_aliases": ["in", "out"],
-        "tasks": [
-            {
-                "cluster_locations": ["local"],
-                "input_queue_aliases": ["in"],
-                "output_queue_aliases": ["out"],
-                "task_image": "/images/stand-in",
-                "task_args": task_args,
-                "n_workers": n_workers,
-                "worker_config": copy.deepcopy(WORKER_CONFIG),
-            }
-        ],
-    }
 
 
 @contextlib.asynccontextmanager
@@ -76,7 +52,7 @@ def tms_config(make_config: Callable[..., TMSConfig], wms_server: Any, make_toke
 
 async def test_workflow_runs_and_is_stopped(api, wms_server, make_token, make_config) -> None:
     config = tms_config(make_config, wms_server, make_token, local_max_concurrent_jobs=4)
-    created = await api.ok("POST", "/v0/workflows", workflow("sleep", 2))
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("sleep", 2))
     uuid = created["taskforces"][0]["taskforce_uuid"]
     async with running_tms(config):
         running = await wait_for(api, uuid, lambda tf: tf["compound_statuses"] == {"RUNNING": {"Tasking": 2}})
@@ -95,7 +71,7 @@ async def test_workflow_runs_and_is_stopped(api, wms_server, make_token, make_co
 
 async def test_jobs_that_finish_complete_the_taskforce(api, wms_server, make_token, make_config) -> None:
     config = tms_config(make_config, wms_server, make_token)
-    created = await api.ok("POST", "/v0/workflows", workflow("fail", 2))
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("fail", 2))
     uuid = created["taskforces"][0]["taskforce_uuid"]
     async with running_tms(config):
         done = await wait_for(api, uuid, lambda tf: tf["phase"] == "condor-complete")
@@ -108,7 +84,7 @@ async def test_jobs_that_finish_complete_the_taskforce(api, wms_server, make_tok
 async def test_failed_submission_is_reported(api, wms_server, make_token, make_config) -> None:
     """The htcondor backend finds no schedd on this machine: the WMS learns why, and the TMS backs off."""
     config = tms_config(make_config, wms_server, make_token, backend="htcondor", error_wait=0.1)
-    created = await api.ok("POST", "/v0/workflows", workflow("ok", 1))
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("ok", 1))
     uuid = created["taskforces"][0]["taskforce_uuid"]
     await wait_for(api, uuid, lambda tf: tf["phase"] == "pending-starter")
     wms = WMSClient.from_config(config)
@@ -125,9 +101,10 @@ async def test_failed_submission_is_reported(api, wms_server, make_token, make_c
 async def test_real_pilot_reports_through_the_job_event_log(api, wms_server, make_token, make_config) -> None:
     """The real pilot, started by the local backend with the queue variables, chirps into the shared log."""
     config = tms_config(make_config, wms_server, make_token, local_pilot_command=(sys.executable, "-m", "pilot"))
-    request = workflow("cp {{INFILE}} {{OUTFILE}}", 1)
-    request["tasks"][0]["task_image"] = sys.prefix  # a local directory: the pilot's process runner
-    request["tasks"][0]["pilot_config"] = {"environment": {"EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE": 3}}
+    # the task image, a local directory, selects the pilot's process runner
+    request = one_task_workflow(
+        "cp {{INFILE}} {{OUTFILE}}", 1, task_image=sys.prefix, EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE=3
+    )
     created = await api.ok("POST", "/v0/workflows", request)
     uuid = created["taskforces"][0]["taskforce_uuid"]
     seen: list[dict] = []

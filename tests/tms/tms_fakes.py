@@ -15,6 +15,8 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from ewms_dev.factories import taskforce
+
 TOKEN = "test-tms-token"
 DATA = Path(__file__).parent / "data"
 FAKE_PILOT = (sys.executable, str(DATA / "fake_pilot.py"))  # a stand-in pilot for the local backend
@@ -22,42 +24,7 @@ FAKE_PILOT = (sys.executable, str(DATA / "fake_pilot.py"))  # a stand-in pilot f
 
 def make_taskforce(uuid: str, schedd: str = "ap.test", n_workers: int = 2, **overrides: Any) -> dict[str, Any]:
     """A TaskforceObject in phase pending-starter."""
-    taskforce: dict[str, Any] = {
-        "taskforce_uuid": uuid,
-        "task_id": f"TK-{uuid}",
-        "workflow_id": f"WF-{uuid}",
-        "timestamp": time.time(),
-        "priority": 10,
-        "collector": None,
-        "schedd": schedd,
-        "cluster_location": "test",
-        "n_workers": n_workers,
-        "pilot_config": {
-            "tag": "1.2.3",
-            "image_source": "cvmfs",
-            "environment": {"EWMS_PILOT_TASK_IMAGE": "/images/echo", "EWMS_PILOT_TASK_ARGS": "ok"},
-            "input_files": [],
-        },
-        "worker_config": {
-            "do_transfer_worker_stdouterr": True,
-            "max_worker_runtime": 3600,
-            "n_cores": 1,
-            "priority": 10,
-            "worker_disk": "1G",
-            "worker_memory": "512M",
-            "condor_requirements": "",
-        },
-        "cluster_id": None,
-        "submit_dict": {},
-        "job_event_log_fpath": "",
-        "phase": "pending-starter",
-        "phase_change_log": [],
-        "compound_statuses": {},
-        "top_task_errors": {},
-        "owner": "alice",
-    }
-    taskforce.update(overrides)
-    return taskforce
+    return taskforce(uuid, schedd, n_workers, **overrides)
 
 
 def make_pending(taskforce: dict[str, Any]) -> dict[str, Any]:
