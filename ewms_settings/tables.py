@@ -29,15 +29,18 @@ def _default(f: dataclasses.Field[Any], spec: Setting) -> str:
     value = f.default
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
-    if value is None or value == "":
-        return "(none)" if value is None else "(empty)"
+    if value is None:
+        return "(none)"
+    if not isinstance(value, int | float) and not value:
+        return "(empty)"
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return f"`{value}`"
 
 
 def _accepted(spec: Setting, kind: Any) -> str:
-    parts = [_type_name(kind) if spec.parse is None else "see meaning"]
+    simple = spec.parse is None or kind in (str, Path, int, float)
+    parts = [_type_name(kind) if simple else "see meaning"]
     if spec.choices:
         parts = ["one of " + ", ".join(f"`{c}`" for c in spec.choices)]
     for word, bound in (("≥", spec.ge), (">", spec.gt), ("≤", spec.le)):
@@ -66,7 +69,7 @@ def page(title: str, intro: str, classes: list[type], source: Path) -> str:
     lines = [f"# {title}", "", intro.strip(), ""]
     for cls in classes:
         if len(classes) > 1:
-            lines += [f"## {cls.__name__}", ""]
+            lines += [f"## {cls.__name__}", "", (cls.__doc__ or "").strip().splitlines()[0], ""]
         lines += [table(cls)]
     lines += [
         f"Generated from the dataclasses in `{source.as_posix()}` by `Docs/generate_settings.py`; do not edit.",
