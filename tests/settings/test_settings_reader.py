@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,9 @@ def test_one_config_error_for_every_component() -> None:
         (load_reporting_config, {"EWMS_PILOT_HTCHIRP_DEST": "mail"}, "must be one of JOB_EVENT_LOG, JOB_ATTR"),
     ],
 )
-def test_components_refuse_bad_values_by_name(build, env: dict[str, str], message: str) -> None:  # type: ignore[no-untyped-def]
+def test_components_refuse_bad_values_by_name(
+    build: Callable[[dict[str, str]], object], env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         build(env)
 
