@@ -18,47 +18,72 @@ class MQSConfig:
     """Validated MQS settings; ``remote`` tells which implementation the factory builds."""
 
     mqs_address: str = setting(
-        "MQS_ADDRESS", "base URL of an EWMS-compatible MQS, e.g. `https://ewms.example.org`; setting it selects the remote client", ""
+        "MQS_ADDRESS",
+        "base URL of an EWMS-compatible MQS, e.g. `https://ewms.example.org`; setting it selects the remote client",
+        "",
     )
     mqs_api_version: str = setting(
-        "MQS_API_VERSION", "remote MQS: route prefix `/{version}/mqs/...`, `v0` or `v1` (upstream EWMS serves `v1`)", "v0"
+        "MQS_API_VERSION",
+        "remote MQS: route prefix `/{version}/mqs/...`, `v0` or `v1` (upstream EWMS serves `v1`)",
+        "v0",
     )
-    mqs_token_url: str = setting("MQS_TOKEN_URL", "remote MQS: OAuth2 token endpoint for the client-credentials grant", "")
-    mqs_client_id: str = setting("MQS_CLIENT_ID", "remote MQS: the WMS's client id (the three credentials: all or none)", "")
+    mqs_token_url: str = setting(
+        "MQS_TOKEN_URL", "remote MQS: OAuth2 token endpoint for the client-credentials grant", ""
+    )
+    mqs_client_id: str = setting(
+        "MQS_CLIENT_ID", "remote MQS: the WMS's client id (the three credentials: all or none)", ""
+    )
     mqs_client_secret: str = setting("MQS_CLIENT_SECRET", "remote MQS: the WMS's client secret", "")
-    mqs_static_token: str = setting("MQS_STATIC_TOKEN", "remote MQS: a fixed bearer token instead of client credentials", "")
+    mqs_static_token: str = setting(
+        "MQS_STATIC_TOKEN", "remote MQS: a fixed bearer token instead of client credentials", ""
+    )
     broker_type: str = setting("BROKER_TYPE", "embedded MQS: the broker it provisions, only `rabbitmq`", "rabbitmq")
     broker_address: str = setting(
-        "BROKER_ADDRESS", "embedded MQS (required): `host:port[/vhost]` put in every MQ profile, what users and pilots connect to"
-        " (no scheme: oms-mqclient 2.7 passes the parts to pika)", ""
+        "BROKER_ADDRESS",
+        "embedded MQS (required): `host:port[/vhost]` put in every MQ profile, what users and pilots connect to"
+        " (no scheme: oms-mqclient 2.7 passes the parts to pika)",
+        "",
     )
     broker_admin_url: str = setting(
-        "BROKER_ADMIN_URL", "embedded MQS (required): `amqp://USER:PASSWORD@host:port/VHOST` of the account that declares and deletes"
+        "BROKER_ADMIN_URL",
+        "embedded MQS (required): `amqp://USER:PASSWORD@host:port/VHOST` of the account that declares and deletes"
         " queues",
         "",
-    )  # fmt: skip
-    broker_vhost: str = setting("BROKER_VHOST", "vhost named in token scopes; must be the vhost of both URLs above", "/")
+    )
+    broker_vhost: str = setting(
+        "BROKER_VHOST", "vhost named in token scopes; must be the vhost of both URLs above", "/"
+    )
     broker_resource_server_id: str = setting(
-        "BROKER_RESOURCE_SERVER_ID", "the broker's OAuth2 `resource_server_id`: token `aud` and scope prefix", "rabbitmq"
+        "BROKER_RESOURCE_SERVER_ID",
+        "the broker's OAuth2 `resource_server_id`: token `aud` and scope prefix",
+        "rabbitmq",
     )
     broker_token_signing_key: str = setting(
         "BROKER_TOKEN_SIGNING_KEY", "HS256 secret shared with the broker (dev stack, tests)", ""
     )
     broker_token_private_key_file: str = setting(
-        "BROKER_TOKEN_PRIVATE_KEY_FILE", "PEM RSA private key; tokens are signed RS256 (production). Exactly one of the two key settings", ""
+        "BROKER_TOKEN_PRIVATE_KEY_FILE",
+        "PEM RSA private key; tokens are signed RS256 (production). Exactly one of the two key settings",
+        "",
     )
-    broker_token_key_id: str = setting("BROKER_TOKEN_KEY_ID", "`kid` header of every token; the broker looks the key up by it", "ewms")
-    broker_token_ttl_seconds: float = setting(
-        "BROKER_TOKEN_TTL_SECONDS", "lifetime of a queue token", 86400.0, ge=0
+    broker_token_key_id: str = setting(
+        "BROKER_TOKEN_KEY_ID", "`kid` header of every token; the broker looks the key up by it", "ewms"
     )
+    broker_token_ttl_seconds: float = setting("BROKER_TOKEN_TTL_SECONDS", "lifetime of a queue token", 86400.0, ge=0)
     broker_token_refresh_margin_seconds: float = setting(
-        "BROKER_TOKEN_REFRESH_MARGIN_SECONDS", "a token with less life left is re-minted (must be below the TTL)", 3600.0, ge=0
+        "BROKER_TOKEN_REFRESH_MARGIN_SECONDS",
+        "a token with less life left is re-minted (must be below the TTL)",
+        3600.0,
+        ge=0,
     )
     mq_delete_grace_seconds: float = setting(
         "MQ_DELETE_GRACE_SECONDS", "time between deactivation and queue deletion", 600.0, ge=0
     )
     housekeeping_interval_seconds: float = setting(
-        "MQS_HOUSEKEEPING_INTERVAL_SECONDS", "period of the housekeeping pass (queue deletion, token refresh)", 30.0, gt=0
+        "MQS_HOUSEKEEPING_INTERVAL_SECONDS",
+        "period of the housekeeping pass (queue deletion, token refresh)",
+        30.0,
+        gt=0,
     )
 
     def __post_init__(self) -> None:
