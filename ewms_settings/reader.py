@@ -174,10 +174,10 @@ def _required(f: dataclasses.Field[Any], spec: Setting) -> bool:
     return f.default is MISSING and f.default_factory is MISSING and spec.default_doc is None
 
 
-def load(cls: type[T], environ: Mapping[str, str], **fallbacks: Any) -> T:
-    """``cls`` built from ``environ``, with ``fallbacks`` (by field name) for unset settings; raises ConfigError."""
+def load(cls: type[T], environ: Mapping[str, str]) -> T:
+    """``cls`` built from ``environ``; raises one ConfigError listing every problem."""
     problems: list[str] = []
     values = read(cls, environ, problems)
     if problems:
         raise ConfigError(problems)
-    return cls(**(fallbacks | values))
+    return cls(**values)
