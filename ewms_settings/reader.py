@@ -2,7 +2,7 @@
 
 Rules shared by every component: a variable that is unset or blank (after stripping) takes the field's default
 (unless the setting ``keeps_blank``); numbers must be finite; booleans are one of :data:`BOOLEANS`; an optional
-value (``X | None``) may be written ``none``. Every problem found is collected, and raised as one
+value (``X | None``) may be written ``none``, and a number written ``none`` takes its default. Every problem found is collected, and raised as one
 :class:`ConfigError` naming each variable and its value.
 """
 
@@ -143,6 +143,8 @@ def read_one(environ: Mapping[str, str], spec: Setting, kind: Any, problems: lis
         if raw is None or not (raw.strip() or spec.keeps_blank):
             continue
         raw = raw.strip()
+        if kind is float and raw.lower() == "none":
+            continue  # a number written ``none`` (e.g. a pilot environment holding str(None)) takes the default
         try:
             value = spec.parse(raw) if spec.parse else _convert(raw, kind)
             why = spec.problem(value)

@@ -53,6 +53,7 @@ def test_aliases_optional_none_choices_and_parsers() -> None:
     sample = load(Sample, env)
     assert (sample.home, sample.port, sample.mode, sample.words) == (Path("/old"), None, "safe", ("a", "b c"))
     assert load(Sample, env | {"S_HOME": "/new"}).home == Path("/new")  # the main name wins
+    assert load(Sample, env | {"S_RATIO": "None"}).ratio == 0.5  # a number written none takes its default
 
 
 @pytest.mark.parametrize(
