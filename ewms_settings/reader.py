@@ -2,8 +2,8 @@
 
 Rules shared by every component: a variable that is unset or blank (after stripping) takes the field's default
 (unless the setting ``keeps_blank``); numbers must be finite; booleans are one of :data:`BOOLEANS`; an optional
-value (``X | None``) may be written ``none``, and a number written ``none`` takes its default. Every problem found is collected, and raised as one
-:class:`ConfigError` naming each variable and its value.
+value (``X | None``) may be written ``none``, and a number written ``none`` takes its default. Every problem found
+is collected, and raised as one :class:`ConfigError` naming each variable and its value.
 """
 
 from __future__ import annotations
