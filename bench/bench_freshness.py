@@ -2,7 +2,8 @@
 
 Runs the full dev stack (``ewms_dev.devstack.DevStack``) and submits one workflow (1 task at ``local``, 20 workers); the
 local backend starts an idle stand-in pilot per job, so only this benchmark writes pilot statuses. For each job in
-turn it appends the generic event ``HTChirpEWMSPilotStatus: "Tasking"`` (``pilot.joblog.JobEventLogWriter.generic``)
+turn it appends the generic event ``HTChirpEWMSPilotStatus: "Tasking"``
+(``ewms_wire.job_event_log.JobEventLogWriter.generic``)
 to the taskforce's ``job_event_log_fpath`` under its cluster id, and polls ``GET /v0/taskforces/{uuid}`` every
 20 ms until ``compound_statuses`` counts one more ``Tasking`` job. The TMS watcher reads the log, aggregates and
 reports it to the WMS. No floor (absolute). Target: p95 < 2 s.
