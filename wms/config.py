@@ -87,6 +87,8 @@ class WMSConfig:
     max_tasks_per_workflow: int = 100
     max_workers_per_taskforce: int = 10000
     max_active_workflows_per_user: int = 100
+    max_retries_per_task: int = 10
+    max_added_taskforces_per_task: int = 20
     retention_days: float = 15.0
     archive_retention_days: float = 30.0
     retention_interval_seconds: float = 3600.0
@@ -125,6 +127,8 @@ class WMSConfig:
             max_tasks_per_workflow=_int(env, "MAX_TASKS_PER_WORKFLOW", 100),
             max_workers_per_taskforce=_int(env, "MAX_WORKERS_PER_TASKFORCE", 10000),
             max_active_workflows_per_user=_int(env, "MAX_ACTIVE_WORKFLOWS_PER_USER", 100),
+            max_retries_per_task=_int(env, "MAX_RETRIES_PER_TASK", 10),
+            max_added_taskforces_per_task=_int(env, "MAX_ADDED_TASKFORCES_PER_TASK", 20),
             retention_days=_float(env, "RETENTION_DAYS", 15.0),
             archive_retention_days=_float(env, "ARCHIVE_RETENTION_DAYS", 30.0),
             retention_interval_seconds=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
