@@ -114,7 +114,7 @@ class Taskforces:
         """A fresh taskforce for the task and location of a failed one; the old one is stopped if still live."""
         old = await self.store.taskforces.find_one({"taskforce_uuid": taskforce_uuid}, {"_id": False})
         old = found(old, "taskforce", f"uuid: {taskforce_uuid}", caller)
-        if not ended_in_failure(old, self.config.tms_action_retries):
+        if not (old.get(RETRIED_AS) or ended_in_failure(old, self.config.tms_action_retries)):
             detail = f"taskforce {taskforce_uuid} has not failed (phase {old['phase']}); nothing to retry"
             raise OperationError(409, detail)
         refusal = "retry a taskforce"

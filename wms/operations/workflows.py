@@ -140,7 +140,8 @@ class Workflows:
             if (await self.store.workflows.update_one(revision, update)).modified_count:
                 LOGGER.info("workflow %s labels updated by %s: %s", workflow_id, caller.subject, labels)
                 return public(await self.get(workflow_id, caller))
-        raise OperationError(409, f"workflow {workflow_id}: labels edited concurrently too often; try again")
+        detail = f"workflow {workflow_id}: labels edited concurrently too often; try again"
+        raise OperationError(503, detail, {"Retry-After": "1"})
 
     async def deactivate(self, workflow_id: str, kind: str, caller: Caller) -> int:
         """Deactivate the workflow as ``kind`` (``FINISHED``, ``ABORTED``) and stop its live taskforces; the number
