@@ -12,7 +12,7 @@ from typing import Any
 from apiclient import Api
 from factories import workflow_request
 from pymongo import AsyncMongoClient
-from test_workflow_lifecycle import ALPHA, wait_for_phase
+from test_workflow_lifecycle import wait_for_phase
 
 from wms.auth import Role
 from wms.daemons.launch_control import LaunchControl
@@ -121,7 +121,8 @@ async def test_launch_control_never_releases_a_taskforce_of_a_deactivated_workfl
     await wms.store.workflows.update_one({"workflow_id": wid}, {"$set": {"deactivated": "ABORTED"}})
     await LaunchControl(wms.store, wms.lifecycle, wms.config).one_pass()
     doc = await api.ok("GET", f"/v0/taskforces/{uuid}")
-    assert doc["phase"] == "pending-stopper" and doc["phase_change_log"][-1]["source_entity"] == "Taskforce Launch Control"
+    assert doc["phase"] == "pending-stopper"
+    assert doc["phase_change_log"][-1]["source_entity"] == "Taskforce Launch Control"
 
 
 async def test_a_deactivation_cut_by_kill_9_is_completed_on_restart(spawn_wms, make_token, mongo_uri) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from typing import Any
 
 from pymongo import UpdateOne
 
-from wms.database.store import RM_FAILURES, SUBMIT_FAILURES, public
+from wms.database.store import RM_FAILURES, SUBMIT_FAILURES, append_log, public
 from wms.handlers.base import TMS, BaseHandler, Problem
 from wms.lifecycle import Phase, log_entry
 
@@ -91,14 +91,14 @@ class CondorSubmitHandler(BaseHandler):
                 {"taskforce_uuid": taskforce_uuid, "phase": str(Phase.PENDING_STOPPER), "cluster_id": None},
                 {
                     "$set": fields,
-                    "$addToSet": {
-                        "phase_change_log": log_entry(
+                    **append_log(
+                        log_entry(
                             Phase.CONDOR_SUBMIT,
                             False,
                             SOURCE,
                             f"cluster {fields['cluster_id']} submitted after deactivation; it will be removed",
                         )
-                    },
+                    ),
                 },
             )
             if late is not None:
