@@ -44,6 +44,7 @@ ALLOWED_MOVES: Mapping[Phase, frozenset[Phase]] = {
 }
 
 ENDING_PHASES = frozenset({Phase.PENDING_STOPPER, Phase.CONDOR_RM, Phase.CONDOR_COMPLETE})
+LIVE_PHASES = frozenset(Phase) - ENDING_PHASES
 
 
 def sources_of(target: Phase) -> list[str]:

@@ -74,7 +74,7 @@ class Taskforces:
                 context="workflow deactivated while the taskforce was created",
             )
             raise OperationError(422, f"cannot {refusal} of a deactivated workflow ({workflow['workflow_id']})")
-        (self.wakeups.launch if workflow.get(MQ_ACTIVATED_TS) else self.wakeups.mq_activator).set()
+        (self.wakeups.launch if taskforce["phase"] == Phase.PRE_LAUNCH else self.wakeups.mq_activator).set()
 
     async def add_workers(self, task_id: str, cluster_location: str, n_workers: int, caller: Caller) -> Doc:
         """Create a taskforce for the task at a cluster location, with the settings of its first one."""
@@ -93,18 +93,17 @@ class Taskforces:
         cap = self.config.max_added_taskforces_per_task
         if not await self.store.take(self.store.task_directives, {"task_id": task_id}, N_ADDED, cap):
             raise OperationError(422, f"task {task_id} already has the most added taskforces allowed ({cap})")
-        activated = bool(workflow.get(MQ_ACTIVATED_TS))
         taskforce = make_taskforce(
             directive,
             cluster_location=cluster_location,
             schedd=self.config.clusters[cluster_location],
             n_workers=n_workers,
-            priority=workflow["priority"],
+            priority=workflow["priority"] + self.config.max_priority,  # as upstream: launched first
             pilot_config=template["pilot_config"],
             worker_config=template["worker_config"],
-            source_entity="TMS" if Role.TMS in caller.roles else "User",
-            phase=Phase.PRE_LAUNCH if activated else Phase.PRE_MQ_ACTIVATION,
-            context="workers added" + (" (queues already active)" if activated else ""),
+            source_entity="TMS" if Role.TMS in caller.roles else "USER",  # upstream's names of the caller's role
+            phase=Phase.PRE_MQ_ACTIVATION,  # the MQ activator advances it at once when the queues are active
+            context="created to add workers to this task",
         )
         await self._launch(taskforce, workflow, refusal)
         LOGGER.info("task %s: taskforce %s added at %s", task_id, taskforce["taskforce_uuid"], cluster_location)

@@ -18,8 +18,8 @@ from mqs_client import ManagedMQSClient
 from wms.auth import Caller
 from wms.config import WMSConfig
 from wms.daemons.loop import Wakeups
-from wms.database.store import LABELS_REV, Doc, Store, public
-from wms.lifecycle import Lifecycle, Phase
+from wms.database.store import LABELS_REV, Doc, Store, one_of, public
+from wms.lifecycle import ENDING_PHASES, LIVE_PHASES, Lifecycle, Phase
 from wms.operations.errors import OperationError, found
 from wms.translation import QuotaError, TranslationError, build_documents, plan_workflow
 
@@ -145,23 +145,33 @@ class Workflows:
 
     async def deactivate(self, workflow_id: str, kind: str, caller: Caller) -> int:
         """Deactivate the workflow as ``kind`` (``FINISHED``, ``ABORTED``) and stop its live taskforces; the number
-        sent to ``pending-stopper``.
+        of live taskforces it stops (a repeat: the number it still had to move).
 
         Repeating the same action is harmless (it completes a move a crash may have interrupted); deactivating a
-        workflow the other way is a conflict.
+        workflow the other way is a conflict. The call that deactivates logs a refused ``pending-stopper`` move on
+        the taskforces that had already ended, as upstream does (before it moves the live ones).
         """
         current = await self.get(workflow_id, caller)
         if current["deactivated"] not in (None, kind):
             raise OperationError(409, f"workflow {workflow_id} is already deactivated as {current['deactivated']}")
-        await self.store.workflows.update_one(
+        live = {"workflow_id": workflow_id, "phase": one_of(sorted(LIVE_PHASES))}
+        n_live = await self.store.count(self.store.taskforces, live)
+        flagged = await self.store.workflows.update_one(
             {"workflow_id": workflow_id, "deactivated": None},
             {"$set": {"deactivated": kind, "deactivated_ts": time.time()}},
         )
         latest = await self.get(workflow_id, caller)
         if latest["deactivated"] != kind:  # lost a race against the other action
             raise OperationError(409, f"workflow {workflow_id} is already deactivated as {latest['deactivated']}")
-        moved = await stop_taskforces(
-            self.lifecycle, workflow_id, kind, "User", f"workflow {kind.lower()} by {caller.subject}"
-        )
+        context = f"workflow {kind.lower()} by {caller.subject}"
+        if flagged.modified_count:  # as upstream, the deactivating call logs a refused move on ended taskforces
+            await self.lifecycle.record_failure(
+                {"workflow_id": workflow_id, "phase": one_of(sorted(ENDING_PHASES))},
+                Phase.PENDING_STOPPER,
+                source_entity="User",
+                context=f"{context}: the taskforce had already ended",
+            )
+        moved = await stop_taskforces(self.lifecycle, workflow_id, kind, "User", context)
         self.wakeups.mq_activator.set()
-        return moved
+        # the deactivating call answers how many it stops, though the MQ activator may have moved some first
+        return n_live if flagged.modified_count else moved
