@@ -12,7 +12,7 @@ from typing import Any
 from apiclient import Api
 from factories import workflow_request
 from pymongo import AsyncMongoClient
-from test_workflow_lifecycle import wait_for_phase
+from test_workflow_lifecycle import ALPHA, start_jobs, wait_for_phase
 
 from wms.auth import Role
 from wms.daemons.launch_control import LaunchControl
@@ -64,8 +64,7 @@ async def test_a_taskforce_that_completed_normally_is_not_retried(api: Api, api_
     uuid = created["taskforces"][0]["taskforce_uuid"]
     await wait_for_phase(api, [uuid], "pending-starter")
     tms = api_as(Role.TMS, "tms")
-    body = {"cluster_id": 7, "n_workers": 3, "submit_dict": {}, "job_event_log_fpath": "/l.jel"}
-    await tms.ok("POST", f"/v0/tms/condor-submit/taskforces/{uuid}", body)
+    await start_jobs(tms, ALPHA, 7)
     done = {"compound_statuses_by_taskforce": {uuid: {"COMPLETED": {"Done": 3}}}}
     await tms.ok("POST", "/v0/tms/statuses/taskforces", done)
     await tms.ok("POST", f"/v0/tms/condor-complete/taskforces/{uuid}", {"condor_complete_ts": time.time()})

@@ -6,7 +6,7 @@ import time
 
 from apiclient import Api
 from factories import workflow_request
-from test_workflow_lifecycle import ALPHA, BETA, wait_for_phase
+from test_workflow_lifecycle import ALPHA, BETA, start_jobs, wait_for_phase
 
 from wms.auth import Role
 
@@ -17,8 +17,7 @@ async def test_finishing_logs_a_refused_stop_on_taskforces_that_already_ended(ap
     ended, live = (t["taskforce_uuid"] for t in created["taskforces"])
     await wait_for_phase(api, [ended, live], "pending-starter")
     tms = api_as(Role.TMS, "tms")
-    body = {"cluster_id": 4, "n_workers": 3, "submit_dict": {}, "job_event_log_fpath": "/l.jel"}
-    await tms.ok("POST", f"/v0/tms/condor-submit/taskforces/{ended}", body)
+    assert (await start_jobs(tms, ALPHA, 4))["taskforce"]["taskforce_uuid"] == ended
     await tms.ok("POST", f"/v0/tms/condor-complete/taskforces/{ended}", {"condor_complete_ts": time.time()})
     assert (await api.ok("POST", f"/v0/workflows/{wid}/actions/finished"))["n_taskforces"] == 1
     ended_doc = await api.ok("GET", f"/v0/taskforces/{ended}")

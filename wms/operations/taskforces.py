@@ -52,7 +52,7 @@ class Taskforces:
     async def _active_workflow(self, workflow_id: str, refusal: str) -> Doc:
         workflow = await self.store.workflows.find_one({"workflow_id": workflow_id}, {"_id": False})
         if workflow is None or workflow["deactivated"]:
-            raise OperationError(422, f"cannot {refusal} of a deactivated workflow ({workflow_id})")
+            raise OperationError(422, f"cannot {refusal} a deactivated workflow ({workflow_id})")
         return workflow
 
     async def _directive(self, task_id: str, caller: Caller) -> Doc:
@@ -73,7 +73,7 @@ class Taskforces:
                 source_entity="User",
                 context="workflow deactivated while the taskforce was created",
             )
-            raise OperationError(422, f"cannot {refusal} of a deactivated workflow ({workflow['workflow_id']})")
+            raise OperationError(422, f"cannot {refusal} a deactivated workflow ({workflow['workflow_id']})")
         (self.wakeups.launch if taskforce["phase"] == Phase.PRE_LAUNCH else self.wakeups.mq_activator).set()
 
     async def add_workers(self, task_id: str, cluster_location: str, n_workers: int, caller: Caller) -> Doc:
@@ -83,7 +83,7 @@ class Taskforces:
         if n_workers > self.config.max_workers_per_taskforce:
             raise OperationError(422, f"n_workers exceeds the limit of {self.config.max_workers_per_taskforce}")
         directive = await self._directive(task_id, caller)
-        refusal = "add a taskforce to a task"
+        refusal = "add a taskforce to"
         workflow = await self._active_workflow(directive["workflow_id"], refusal)
         template = await self.store.taskforces.find_one(
             {"task_id": task_id}, {"_id": False}, sort=[("timestamp", 1)]
@@ -116,7 +116,7 @@ class Taskforces:
         if not (old.get(RETRIED_AS) or ended_in_failure(old, self.config.tms_action_retries)):
             detail = f"taskforce {taskforce_uuid} has not failed (phase {old['phase']}); nothing to retry"
             raise OperationError(409, detail)
-        refusal = "retry a taskforce"
+        refusal = "retry a taskforce of"
         workflow = await self._active_workflow(old["workflow_id"], refusal)
         directive = await self._directive(old["task_id"], caller)
         new_uuid = old.get(RETRIED_AS)
