@@ -109,6 +109,7 @@ BENCHES = (
     # 5,000 events rather than its default 10,000 keep the suite under 15 minutes on 2 cores; rates hardly change
     Bench("pilot", ("bench/bench_pilot.py", "--events", "5000"), ("--events", "300"), adapt_pilot),
     Bench("memory", ("-m", "bench.bench_memory"), ("--taskforces", "5000", "--requests", "500")),
+    Bench("pipeline", ("-m", "bench.bench_pipeline"), ("--events", "200", "--rounds", "1"), timeout=900.0),
 )  # fmt: skip
 
 
