@@ -50,6 +50,9 @@ PILOT_ENV = {  # the pilots start before the first event and stop 10 s after the
 }
 READY_TIMEOUT = 180.0  # for the pilots to consume
 READ_TIMEOUT = 120.0  # without a result
+# SESSIONS: with the kernel's autogroup scheduling (sched_autogroup_enabled), CPU is shared fairly between sessions,
+# so on a machine busy with other work, processes in one session together get what one new session gets alone.
+# The local backend starts each pilot, and the pilot each task, in a new session; the floors and bare pilots do too.
 BARE = "events/s against bare pilots (same chain)"
 
 
@@ -87,10 +90,10 @@ def move(source: Endpoint, sink: Endpoint, events: list[Event]) -> float:
     started = time.perf_counter()
     thread.start()
     for method, _props, body in reader.consume(sink.queue, inactivity_timeout=READ_TIMEOUT):
-        if method is None or failures:
-            raise RuntimeError(f"{len(results)}/{len(events)} results, then none for {READ_TIMEOUT}s") from (
-                failures[0] if failures else None
-            )
+        if failures:
+            raise RuntimeError(f"the sender failed after {len(results)} results") from failures[0]
+        if method is None:
+            raise TimeoutError(f"{len(results)}/{len(events)} results, then none for {READ_TIMEOUT}s")
         results.append(decode_event(body).data)
         reader.basic_ack(method.delivery_tag)
         if len(results) == len(events):
@@ -108,9 +111,8 @@ def move(source: Endpoint, sink: Endpoint, events: list[Event]) -> float:
 def wait_for_consumers(admin: Any, queues: list[str], pilots: list[subprocess.Popen[bytes]] | None = None) -> None:
     """Until each queue has :data:`WORKERS` consumers (the pilots are running)."""
     deadline = time.monotonic() + READY_TIMEOUT
-    while (counts := [admin.queue_declare(q, passive=True).method.consumer_count for q in queues]) != [WORKERS] * len(
-        queues
-    ):
+    wanted = [WORKERS] * len(queues)
+    while (counts := [admin.queue_declare(q, passive=True).method.consumer_count for q in queues]) != wanted:
         if time.monotonic() > deadline:
             raise TimeoutError(f"consumers on {queues}: {counts}, after {READY_TIMEOUT}s")
         if pilots and any(p.poll() is not None for p in pilots):
@@ -126,7 +128,9 @@ async def process_starts(work: Path, count: int, concurrency: int) -> float:
     async def worker(index: int) -> None:
         dst = str(work / f"spawn-{index}.out")
         for _ in range(count // concurrency + (index < count % concurrency)):
-            proc = await asyncio.create_subprocess_exec("cp", str(src), dst, stdin=subprocess.DEVNULL)
+            proc = await asyncio.create_subprocess_exec(  # in its own session, as the pilot starts tasks (SESSIONS)
+                "cp", str(src), dst, stdin=subprocess.DEVNULL, start_new_session=True
+            )
             if await proc.wait() != 0:
                 raise RuntimeError(f"cp exited with {proc.returncode}")
 
@@ -149,7 +153,9 @@ def bare_pilots(node: broker_node.BrokerNode, events: list[Event], work: Path, n
                 env = {**pilot_env(node, key, names[hop], names[hop + 1], work, index, 1), **PILOT_ENV}
                 with (work / f"{name}-pilot-{index}.log").open("wb") as err:
                     cmd = [sys.executable, "-m", "pilot"]
-                    pilots.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err))
+                    pilots.append(  # each in its own session, as the local backend starts them (SESSIONS)
+                        subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+                    )
         wait_for_consumers(admin, names[:TASKS], pilots)
         return move(
             Endpoint(node.address, names[0], token(key, names[0])),
