@@ -109,11 +109,18 @@ class PilotConfig:
     incoming: tuple[QueueSpec, ...]
     outgoing: tuple[QueueSpec, ...]
     platform: Platform
+    failed_events: QueueSpec | None = None
+    token_refresh_command: str = ""
+    token_refresh_url: str = ""
+    token_refresh_credential: str = field(default="", repr=False)
     max_concurrent_tasks: int = 1
     timeout_first_message: float = 1.0
     timeout_incoming: float = 1.0
-    stop_listening_on_task_error: bool = True
+    stop_listening_on_task_error: bool = False
     max_task_failures: int = 1
+    failure_window: int = 20
+    failure_min_count: int = 5
+    failure_max_fraction: float = 0.5
     okay_errors: frozenset[str] = frozenset()
     quarantine_time: float = 0.0
     reconnect_timeout: float = 300.0
@@ -258,6 +265,26 @@ def _read_queues(reader: _Reader, direction: str) -> tuple[QueueSpec, ...]:
             continue
         specs.append(QueueSpec(name=name, auth_token=token, broker_type="rabbitmq", address=address))
     return tuple(specs)
+
+
+def _read_token_refresh(reader: _Reader) -> tuple[str, str, str]:
+    """The command, or the URL and its credential, that give fresh queue tokens."""
+    command = reader.text("EWMS_PILOT_QUEUE_TOKEN_REFRESH_COMMAND")
+    url = reader.text("EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL")
+    credential = reader.text("EWMS_PILOT_QUEUE_TOKEN_REFRESH_CREDENTIAL")
+    try:
+        shlex.split(command)
+    except ValueError as exc:
+        reader.problems.append(f"EWMS_PILOT_QUEUE_TOKEN_REFRESH_COMMAND is not valid shell syntax: {exc}")
+    if command and url:
+        reader.problems.append(
+            "set EWMS_PILOT_QUEUE_TOKEN_REFRESH_COMMAND or EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL, not both"
+        )
+    if url and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        reader.problems.append(f"EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL={url!r} is not an http(s) URL")
+    if url and not credential:
+        reader.problems.append("EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL needs EWMS_PILOT_QUEUE_TOKEN_REFRESH_CREDENTIAL")
+    return command, url, credential
 
 
 def _read_env_json(reader: _Reader, name: str) -> dict[str, str]:
@@ -436,6 +463,10 @@ def load_config(environ: Mapping[str, str]) -> PilotConfig:
     has_init = bool(init.image or init.args.strip())
     incoming = _read_queues(reader, "INCOMING")
     outgoing = _read_queues(reader, "OUTGOING")
+    failed_events = _read_queues(reader, "FAILED")
+    if len(failed_events) > 1:
+        reader.problems.append("EWMS_PILOT_QUEUE_FAILED names more than one queue")
+    token_refresh_command, token_refresh_url, token_refresh_credential = _read_token_refresh(reader)
     if not incoming and not reader.text("EWMS_PILOT_QUEUE_INCOMING"):
         reader.problems.append("EWMS_PILOT_QUEUE_INCOMING is not set: the pilot needs at least one input queue")
 
@@ -451,11 +482,18 @@ def load_config(environ: Mapping[str, str]) -> PilotConfig:
         incoming=incoming,
         outgoing=outgoing,
         platform=platform,
+        failed_events=failed_events[0] if failed_events else None,
+        token_refresh_command=token_refresh_command,
+        token_refresh_url=token_refresh_url,
+        token_refresh_credential=token_refresh_credential,
         max_concurrent_tasks=reader.integer("EWMS_PILOT_MAX_CONCURRENT_TASKS", 1),
         timeout_first_message=reader.number("EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE", timeout_incoming),
         timeout_incoming=timeout_incoming,
-        stop_listening_on_task_error=reader.flag("EWMS_PILOT_STOP_LISTENING_ON_TASK_ERROR", True),
+        stop_listening_on_task_error=reader.flag("EWMS_PILOT_STOP_LISTENING_ON_TASK_ERROR", False),
         max_task_failures=reader.integer("EWMS_PILOT_MAX_TASK_FAILURES", 1),
+        failure_window=reader.integer("EWMS_PILOT_FAILURE_WINDOW", 20),
+        failure_min_count=reader.integer("EWMS_PILOT_FAILURE_MIN_COUNT", 5),
+        failure_max_fraction=reader.number("EWMS_PILOT_FAILURE_MAX_FRACTION", 0.5),
         okay_errors=_read_okay_errors(reader),
         quarantine_time=reader.number("EWMS_PILOT_QUARANTINE_TIME", 0.0, allow_zero=True),
         reconnect_timeout=reader.number("EWMS_PILOT_RECONNECT_TIMEOUT", 300.0),
@@ -478,6 +516,8 @@ def load_config(environ: Mapping[str, str]) -> PilotConfig:
         ),
         reporting=_read_reporting(reader),
     )
+    if config.failure_max_fraction > 1:
+        reader.problems.append("EWMS_PILOT_FAILURE_MAX_FRACTION must be at most 1 (1: never stop for failures)")
     if config.docker_shm_size and not re.match(r"^[0-9]+[bkmgBKMG]?$", config.docker_shm_size):
         reader.problems.append(f"_EWMS_PILOT_DOCKER_SHM_SIZE={config.docker_shm_size!r} is not a size like 2g")
     reader.fail_if_problems()
