@@ -347,8 +347,9 @@ class Pilot:
         else:
             body = failed_event_body(delivery.body, exc, queue, self._identity)
             await self._publish(body, delivery, self._failed_links)
-            delivery.ack()
             where = f"sent to the failed-events queue {self._failed_link.spec.name}"
+            if not delivery.ack():
+                where += "; ack lost with the connection, the event will be redelivered (duplicate failed event)"
         self.reporter.task_failed(str(exc))
         LOGGER.warning("event %s from %s: %s: %s (%s)", event_id, queue, exc.kind, exc, where)
         self._count_failure(exc)

@@ -40,16 +40,19 @@ def short_lived_env(
     return env
 
 
-def drop_connections_later(rmq: Broker, sub: str, after: float) -> threading.Thread:
-    """Close the pilot's connections once its first tokens have expired: it must reconnect with a valid token."""
+class ConnectionDropper(threading.Thread):
+    """Closes the pilot's connections once its first tokens have expired: it must reconnect with a valid token."""
 
-    def drop() -> None:
-        time.sleep(after)
-        assert rmq.close_connections_of(sub) == 2
+    def __init__(self, rmq: Broker, sub: str, after: float) -> None:
+        super().__init__()
+        self.rmq, self.sub, self.at = rmq, sub, time.time() + after
+        self.closed = False
+        self.start()
 
-    thread = threading.Thread(target=drop)
-    thread.start()
-    return thread
+    def run(self) -> None:
+        time.sleep(max(0.0, self.at - time.time()))
+        self.rmq.close_connections_of(self.sub, 2)  # its input and output connections
+        self.closed = True
 
 
 def test_a_pilot_running_ten_times_longer_than_its_tokens_renews_them(
@@ -64,9 +67,10 @@ def test_a_pilot_running_ten_times_longer_than_its_tokens_renews_them(
     sub = f"renewing-{uuid.uuid4().hex[:8]}"
     command = f"{sys.executable} {script} {key_file} {TTL} {sub}"
     env = short_lived_env(rmq, pilot_env, qin, qout, TTL, sub, EWMS_PILOT_QUEUE_TOKEN_REFRESH_COMMAND=command)
-    dropper = drop_connections_later(rmq, sub, after=4 * TTL)
+    dropper = ConnectionDropper(rmq, sub, after=4 * TTL)
     result = run_pilot(env, timeout=240)
     dropper.join()
+    assert dropper.closed  # while it was running
     assert result.returncode == 0, result.stderr[-3000:]
     assert "connection lost" in result.stderr
     assert set(e.data for e in rmq.drain(qout)) == set(events)  # at-least-once: the drop may duplicate one
@@ -79,12 +83,14 @@ def test_without_a_token_source_a_reconnection_after_expiry_is_refused_and_loses
     rmq: Broker, pilot_env: EnvFactory, tmp_path: Path
 ) -> None:
     qin, qout = rmq.new_queues(2)
-    events = [f"e{i:02d}" for i in range(40)]
+    events = [f"e{i:02d}" for i in range(80)]  # 80 x 0.3 s of task alone: past the expiry
     rmq.publish(qin, events)
     sub = f"expiring-{uuid.uuid4().hex[:8]}"
-    dropper = drop_connections_later(rmq, sub, after=2 * TTL)
-    result = run_pilot(short_lived_env(rmq, pilot_env, qin, qout, TTL, sub), timeout=120)
+    ttl = 8  # longer than the pilot's start on a loaded machine: its first connections must succeed
+    dropper = ConnectionDropper(rmq, sub, after=ttl + 1)
+    result = run_pilot(short_lived_env(rmq, pilot_env, qin, qout, ttl, sub), timeout=120)
     dropper.join()
+    assert dropper.closed
     assert result.returncode == 1
     assert "the broker refused the pilot" in str(last_values(tmp_path / "pilot.jel")[ChirpAttr.ERROR])
     outputs = [e.data for e in rmq.drain(qout)]
