@@ -39,6 +39,7 @@ FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 15.0
 CLOSE_TIMEOUT = 5.0
 TOKEN_RETRY_DELAY = 2.0  # after a failed token renewal
+MIN_RENEWAL_INTERVAL = 1.0  # a source that keeps giving nearly expired tokens is not asked in a tight loop
 REFUSED_CODES = {403, 404, 406, 530}  # access refused, not found, precondition failed, not allowed
 
 
@@ -167,7 +168,7 @@ class _Link:
     async def _keep_token_fresh(self, source: TokenSource) -> None:
         """Renew the token each time half of its remaining life has passed, for as long as the link lives."""
         while (due := renewal_time(self._token, self._token_obtained)) is not None:
-            await asyncio.sleep(max(0.0, due - time.time()))
+            await asyncio.sleep(max(MIN_RENEWAL_INTERVAL, due - time.time()))
             if not await self._renew_token(source):
                 await asyncio.sleep(TOKEN_RETRY_DELAY)
 
