@@ -15,6 +15,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# the unprivileged account the TMS local backend runs pilots as when it runs as root (TMS_LOCAL_PILOT_USER)
+pilot_user="${TMS_LOCAL_PILOT_USER:-ewms-pilot}"
+if [ "$(id -u)" = 0 ] && ! id -u "$pilot_user" >/dev/null 2>&1; then
+    echo "setup: creating the system account $pilot_user"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$pilot_user"
+fi
+
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     python3 -m venv .venv

@@ -55,6 +55,8 @@ class TMSConfig:
     pilot_command: str = "ewms-pilot"
     condor_requirements: str = CONTAINER_REQUIREMENTS
     extra_pilot_env: Mapping[str, str] = field(default_factory=dict)
+    input_file_schemes: tuple[str, ...] = ("osdf", "https")  # URLs a pilot may be given as input files
+    input_file_prefixes: tuple[str, ...] = ()  # and directories whose files it may be given (none by default)
     n_top_task_errors: int = 10
     log_tail_bytes: int = 16384  # of each ended job's stdout and stderr shipped to the WMS
     # local backend
@@ -62,6 +64,7 @@ class TMSConfig:
     local_pilot_command: tuple[str, ...] = ()
     local_monitor_interval: float = 1.0
     local_kill_grace: float = 5.0
+    local_pilot_user: str = "ewms-pilot"  # the account pilots run as when the TMS runs as root
     # file manager ages (seconds)
     jel_expiry_short: float = 86400.0
     jel_expiry_long: float = 604800.0
@@ -136,6 +139,8 @@ class TMSConfig:
             pilot_command=get("TMS_PILOT_COMMAND", "ewms-pilot"),
             condor_requirements=requirements.strip(),
             extra_pilot_env=parse_extra_pilot_env(get("TMS_ENV_VARS_AND_VALS_ADD_TO_PILOT")),
+            input_file_schemes=tuple(w for w in get("TMS_INPUT_FILE_SCHEMES", "osdf,https").split(",") if w),
+            input_file_prefixes=tuple(w for w in get("TMS_INPUT_FILE_PREFIXES").split(",") if w),
             n_top_task_errors=number("TMS_N_TOP_TASK_ERRORS", "n_top_task_errors", int),
             log_tail_bytes=number("TMS_LOG_TAIL_BYTES", "log_tail_bytes", int),
             local_max_concurrent_jobs=number(
@@ -144,6 +149,7 @@ class TMSConfig:
             local_pilot_command=tuple(shlex.split(get("TMS_LOCAL_PILOT_COMMAND"))),
             local_monitor_interval=number("TMS_LOCAL_MONITOR_INTERVAL", "local_monitor_interval"),
             local_kill_grace=number("TMS_LOCAL_KILL_GRACE", "local_kill_grace"),
+            local_pilot_user=get("TMS_LOCAL_PILOT_USER", "ewms-pilot"),
             jel_expiry_short=number("JOB_EVENT_LOG_MODIFICATION_EXPIRY_SHORT", "jel_expiry_short"),
             jel_expiry_long=number("JOB_EVENT_LOG_MODIFICATION_EXPIRY_LONG", "jel_expiry_long"),
             jel_archive_delete_expiry=number("JOB_EVENT_LOG_ARCHIVE_DELETE_EXPIRY", "jel_archive_delete_expiry"),

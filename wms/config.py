@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+IMAGES = "images"  # location capability: runs container images (the ``local`` backend runs processes only)
 DEFAULT_OPENAPI_PATH = Path(__file__).resolve().parent.parent / "Docs" / "openapi.json"
 
 
@@ -57,6 +58,23 @@ def _clusters(env: Mapping[str, str]) -> dict[str, str]:
     return dict(parsed)
 
 
+def _capabilities(env: Mapping[str, str]) -> dict[str, frozenset[str]]:
+    """Location -> what it can run, from ``EWMS_CLUSTER_CAPABILITIES`` (JSON, e.g. ``{"local": []}``)."""
+    try:
+        parsed = json.loads(env.get("EWMS_CLUSTER_CAPABILITIES") or "{}")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"EWMS_CLUSTER_CAPABILITIES is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict) or not all(
+        isinstance(v, list) and all(c == IMAGES for c in v) for v in parsed.values()
+    ):
+        raise ConfigError(f'EWMS_CLUSTER_CAPABILITIES must map location -> list of "{IMAGES}" or nothing')
+    return {location: frozenset(caps) for location, caps in parsed.items()}
+
+
+def _words(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in env.get(name, default).split(",") if w.strip())
+
+
 @dataclass(frozen=True)
 class WMSConfig:
     """Everything the WMS process reads from its environment."""
@@ -87,6 +105,13 @@ class WMSConfig:
     max_tasks_per_workflow: int = 100
     max_workers_per_taskforce: int = 10000
     max_active_workflows_per_user: int = 100
+    max_worker_memory_mb: int = 512 * 1024
+    max_worker_disk_mb: int = 10 * 1024 * 1024
+    input_file_schemes: frozenset[str] = frozenset({"osdf", "https"})
+    input_file_prefixes: tuple[str, ...] = ()
+    pilot_env_deny: frozenset[str] = frozenset()
+    pilot_env_deny_prefixes: tuple[str, ...] = ()
+    cluster_capabilities: dict[str, frozenset[str]] = field(default_factory=dict)
     retention_days: float = 15.0
     archive_retention_days: float = 30.0
     retention_interval_seconds: float = 3600.0
@@ -125,6 +150,13 @@ class WMSConfig:
             max_tasks_per_workflow=_int(env, "MAX_TASKS_PER_WORKFLOW", 100),
             max_workers_per_taskforce=_int(env, "MAX_WORKERS_PER_TASKFORCE", 10000),
             max_active_workflows_per_user=_int(env, "MAX_ACTIVE_WORKFLOWS_PER_USER", 100),
+            max_worker_memory_mb=_int(env, "MAX_WORKER_MEMORY_MB", 512 * 1024),
+            max_worker_disk_mb=_int(env, "MAX_WORKER_DISK_MB", 10 * 1024 * 1024),
+            input_file_schemes=frozenset(_words(env, "INPUT_FILE_SCHEMES", "osdf,https")),
+            input_file_prefixes=tuple(p.rstrip("/") or "/" for p in _words(env, "INPUT_FILE_PREFIXES", "")),
+            pilot_env_deny=frozenset(w for w in _words(env, "PILOT_ENV_DENY", "") if not w.endswith("*")),
+            pilot_env_deny_prefixes=tuple(w[:-1] for w in _words(env, "PILOT_ENV_DENY", "") if w.endswith("*")),
+            cluster_capabilities=_capabilities(env),
             retention_days=_float(env, "RETENTION_DAYS", 15.0),
             archive_retention_days=_float(env, "ARCHIVE_RETENTION_DAYS", 30.0),
             retention_interval_seconds=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
@@ -136,4 +168,11 @@ class WMSConfig:
             raise ConfigError("set AUTH_SIGNING_KEY (dev/tests) or AUTH_OPENID_URL + AUTH_AUDIENCE (production)")
         if not 0 <= cfg.default_priority <= cfg.max_priority:
             raise ConfigError("DEFAULT_WORKFLOW_PRIORITY must be between 0 and MAX_WORKFLOW_PRIORITY")
+        if not all(p.startswith("/") for p in cfg.input_file_prefixes):
+            raise ConfigError("INPUT_FILE_PREFIXES must be absolute paths")
         return cfg
+
+    def location_capabilities(self, location: str) -> frozenset[str]:
+        """What a location can run: as configured, else ``local`` runs processes only and others run images."""
+        default = frozenset() if location == "local" else frozenset({IMAGES})
+        return self.cluster_capabilities.get(location, default)

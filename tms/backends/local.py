@@ -11,6 +11,12 @@ Crash recovery: the state file lists the unfinished jobs and the clusters submit
 aborted when the backend starts again (their pilots' environment and queue tokens are not kept); the cluster
 records stay, so :meth:`LocalBackend.find_cluster` still names the cluster of a taskforce whose submission the
 crashed TMS never confirmed, and the starter confirms that cluster instead of submitting a second one.
+
+Isolation: started as root, the backend runs pilots as an unprivileged account (``pilot_user``, created by
+scripts/setup.sh). Each job directory is that account's (0700); everything else the TMS writes stays root's, and the
+pilot needs no path to it: it starts in its job directory (entered before privileges are dropped) and writes its
+chirps into a private log there, which the backend relays into the shared job event log, keeping only generic
+events and rewriting them as the job's own (so a task cannot forge events of other jobs).
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ import enum
 import json
 import logging
 import os
+import pwd
+import re
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,6 +62,33 @@ PASSED_ENV = (
     "REQUESTS_CA_BUNDLE",
 )
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PRIVATE_LOG_NAME = "ewms-pilot-events.log"  # the pilot's own log in its job directory (relayed, see module doc)
+RELAY_MAX_BYTES = 1024 * 1024  # read at most this much of a private log per relay
+_CHIRP_RE = re.compile(r"^008 \([0-9]+\.[0-9]+\.[0-9]+\) [0-9: -]{19} ([^\n]{0,1000})\n\.\.\.\n", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class PilotAccount:
+    """The unprivileged account pilots run as."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def pilot_account(name: str | None) -> PilotAccount | None:
+    """The account to run pilots as: ``name`` when this process is root, else none (pilots run as this user)."""
+    if not name or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise BackendError(
+            f"pilot account {name!r} does not exist: create it (scripts/setup.sh) or set TMS_LOCAL_PILOT_USER"
+        ) from exc
+    if entry.pw_uid == 0:
+        raise BackendError(f"pilot account {name!r} is root: pilots must run unprivileged")
+    return PilotAccount(name, entry.pw_uid, entry.pw_gid)
 
 
 class JobEventLog(JobEventLogWriter):
@@ -92,6 +128,8 @@ class LocalJob:
     started_at: float = 0.0
     peak_rss_mb: int = 0
     stop_reason: tuple[str, str, int] | None = None  # ("remove"|"hold", reason, hold code)
+    private_log: Path | None = None  # when the pilot runs unprivileged: its own log, relayed by the backend
+    relayed: int = 0  # bytes of private_log already relayed
     waiter: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -142,8 +180,10 @@ class LocalBackend(Backend):
         pilot_command: tuple[str, ...] = (),
         monitor_interval: float = 1.0,
         kill_grace: float = 5.0,
+        pilot_user: str | None = None,
     ) -> None:
         super().__init__(job_event_log_dir)
+        self.account = pilot_account(pilot_user)
         state_dir.mkdir(parents=True, exist_ok=True)
         self._counter = ClusterIdCounter(state_dir / "local-backend-last-cluster-id")
         self._jobs_file = state_dir / "local-backend-jobs.json"
@@ -167,6 +207,9 @@ class LocalBackend(Backend):
             raise BackendError("local backend is shutting down")
         if count < 1:
             raise BackendError(f"cannot submit {count} jobs")
+        bad = [key for key, value in spec.pilot_env.items() if not key.isidentifier() or "\0" in value]
+        if bad:  # the process could not start: refuse the submission rather than hold every job
+            raise BackendError(f"pilot environment: {bad[0][:64]!r} is not an identifier or its value holds NUL")
         cluster = self._counter.next()
         self._clusters[cluster] = ClusterRecord(spec.taskforce_uuid, count, str(spec.job_event_log), time.time())
         log = self._log(spec.job_event_log)
@@ -232,7 +275,7 @@ class LocalBackend(Backend):
             job = self._queue.pop(0)
             try:
                 await self._start(job)
-            except OSError as exc:
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:  # held: its slot goes to the next job
                 LOGGER.error("local: cannot start job %d.%d: %s", job.cluster, job.proc, exc)
                 self._log(job.spec.job_event_log).held(job.cluster, job.proc, f"Failed to start pilot: {exc}", 6)
                 job.phase = JobPhase.HELD
@@ -240,6 +283,7 @@ class LocalBackend(Backend):
 
     async def _start(self, job: LocalJob) -> None:
         workdir, env = self._prepare(job)
+        account = self.account
         stdout = self._output_path(job, "output", workdir / "_condor_stdout")
         stderr = self._output_path(job, "error", workdir / "_condor_stderr")
         job.phase = JobPhase.RUNNING  # counts against the limit from now on
@@ -255,6 +299,10 @@ class LocalBackend(Backend):
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
+                # the pilot account, if any (the child enters ``cwd`` before it drops privileges)
+                user=None if account is None else account.uid,
+                group=None if account is None else account.gid,
+                extra_groups=None if account is None else [],
             )
         job.started_at = time.monotonic()
         job.waiter = asyncio.create_task(self._wait(job), name=f"local-job-{job.cluster}.{job.proc}")
@@ -265,12 +313,14 @@ class LocalBackend(Backend):
         if job.stop_reason is not None:  # removed while it was being started
             self._signal_stop(job.process)
 
-    @staticmethod
-    def _prepare(job: LocalJob) -> tuple[Path, dict[str, str]]:
+    def _prepare(self, job: LocalJob) -> tuple[Path, dict[str, str]]:
         """The job's sandbox (input files linked in, as HTCondor would transfer them) and environment."""
         spec = job.spec
         workdir = spec.taskforce_dir / f"cluster-{job.cluster}" / f"job-{job.proc}"
         workdir.mkdir(parents=True, exist_ok=True)
+        if self.account is not None:
+            os.chown(workdir, self.account.uid, self.account.gid)
+            workdir.chmod(0o700)
         for name in filter(None, (n.strip() for n in spec.submit_dict.get("transfer_input_files", "").split(","))):
             source, link = Path(name), workdir / Path(name).name
             if source.exists() and not link.exists():
@@ -285,7 +335,38 @@ class LocalBackend(Backend):
                 "_EWMS_PILOT_PROC_ID": str(job.proc),
             }
         )
+        if self.account is not None:
+            job.private_log, job.relayed = workdir / PRIVATE_LOG_NAME, 0
+            job.private_log.touch(mode=0o600)
+            os.chown(job.private_log, self.account.uid, self.account.gid)
+            env.update(
+                {
+                    "_EWMS_PILOT_JOB_EVENT_LOG": PRIVATE_LOG_NAME,  # relative: the pilot starts in its job directory
+                    "HOME": str(workdir),
+                    "USER": self.account.name,
+                    "LOGNAME": self.account.name,
+                }
+            )
         return workdir, env
+
+    def _relay(self, job: LocalJob) -> None:
+        """Copy the pilot's new chirps from its private log into the shared log, as generic events of this job."""
+        if job.private_log is None:
+            return
+        try:
+            with open(job.private_log, "rb") as f:
+                f.seek(job.relayed)
+                chunk = f.read(RELAY_MAX_BYTES)
+        except OSError:
+            return
+        end = chunk.rfind(b"\n...\n")
+        if end < 0:  # no complete event yet; a full chunk without one is garbage, skipped
+            job.relayed += len(chunk) if len(chunk) == RELAY_MAX_BYTES else 0
+            return
+        job.relayed += end + 5
+        log = self._log(job.spec.job_event_log)
+        for match in _CHIRP_RE.finditer(chunk[: end + 5].decode("utf-8", "replace")):
+            log.generic(job.cluster, job.proc, match.group(1))
 
     @staticmethod
     def _output_path(job: LocalJob, key: str, default: Path) -> Path:
@@ -302,6 +383,7 @@ class LocalBackend(Backend):
         returncode = await job.process.wait()
         _kill_group(job.process.pid, signal.SIGKILL)  # the pilot's leftover task processes, if any
         try:
+            self._relay(job)
             self._record_end(job, returncode)
         except OSError:
             LOGGER.exception("local: cannot record the end of job %d.%d", job.cluster, job.proc)
@@ -356,6 +438,9 @@ class LocalBackend(Backend):
                 LOGGER.exception("local: resource check failed")
 
     def _check_limits(self) -> None:
+        for job in self._jobs.values():
+            if job.phase is JobPhase.RUNNING:
+                self._relay(job)
         running = [
             job
             for job in self._jobs.values()
