@@ -18,9 +18,9 @@ ENV_FILE_NAME = "ewms_htcondor_envfile.sh"
 PRIORITY_MAX_DEDUCTION_FACTOR = 0.5
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_URL_RE = re.compile(r"^([a-z][a-z0-9+.-]*)://[^/]")
+_URL_RE = re.compile(r"^([a-z][a-z0-9+.-]*)://")
 
 
 class TaskforceSpecError(ValueError):
@@ -61,7 +61,7 @@ def pilot_environment(
     given = (taskforce.get("pilot_config") or {}).get("environment") or {}
     env = {key: _env_value(value) for key, value in given.items()}
     for key, value in env.items():
-        if not _ENV_KEY_RE.match(str(key)) or "\0" in value:
+        if not _ENV_KEY_RE.fullmatch(str(key)) or "\0" in value:
             raise TaskforceSpecError(f"pilot environment: {str(key)[:64]!r} is not an identifier, or its value has NUL")
     env.update(extra_env)
     profiles = {p["mqid"]: p for p in mqprofiles}

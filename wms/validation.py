@@ -20,10 +20,10 @@ from wms.config import IMAGES, WMSConfig
 DENIED_PILOT_ENV = frozenset({"PATH", "HOME", "SHELL", "ENV", "BASH_ENV", "IFS", "CDPATH", "PS4", "TMPDIR"})
 # (the variables the WMS and TMS set, such as the queue tokens, are refused as reserved by wms.translation)
 DENIED_PILOT_ENV_PREFIXES = ("LD_", "PYTHON", "_EWMS_PILOT_", "EWMS_PILOT_HTCHIRP", "BASH_FUNC_")
-_SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(?:([KkMmGgTt])[Ii]?[Bb]?|[Bb])?$")
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(?:([KkMmGgTt])[Ii]?[Bb]?|[Bb])?")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 MIN_SIZE = 1024**2  # 1 MiB: the smallest worker memory or disk
-_URL_RE = re.compile(r"^([a-z][a-z0-9+.-]*)://[^/]")
+_URL_RE = re.compile(r"^([a-z][a-z0-9+.-]*)://")
 
 
 class PolicyError(ValueError):
@@ -59,7 +59,7 @@ def size_bytes(value: str | int) -> int:
     """Bytes in a size the schema accepted (``512M``, ``4 GB``, ``2GiB``, or a byte count; units of 1024)."""
     if isinstance(value, int):
         return value
-    match = _SIZE_RE.match(value)
+    match = _SIZE_RE.fullmatch(value)
     if not match:  # the schema's pattern refused it already; kept for callers that skip the schema
         raise PolicyError(f"not a size: {value!r} (use e.g. 512M, 4GB, 2GiB)")
     return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])

@@ -29,7 +29,9 @@ import logging
 import os
 import pwd
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -89,6 +91,22 @@ def pilot_account(name: str | None) -> PilotAccount | None:
     if entry.pw_uid == 0:
         raise BackendError(f"pilot account {name!r} is root: pilots must run unprivileged")
     return PilotAccount(name, entry.pw_uid, entry.pw_gid)
+
+
+def check_runnable(command: str, account: PilotAccount) -> None:
+    """Raise BackendError unless ``account`` can execute ``command`` (every directory above it searchable)."""
+    path = Path(os.path.realpath(shutil.which(command) or command))
+    for node in [*reversed(path.parents), path]:
+        try:
+            st = node.stat()
+        except OSError as exc:
+            raise BackendError(f"pilot command {command!r}: {exc}") from exc
+        bit = stat.S_IXUSR if st.st_uid == account.uid else stat.S_IXGRP if st.st_gid == account.gid else stat.S_IXOTH
+        if not st.st_mode & bit:
+            raise BackendError(
+                f"pilot account {account.name!r} cannot run {command!r}: {node} is not searchable for it"
+                " (scripts/setup.sh grants that for the project's Python)"
+            )
 
 
 class JobEventLog(JobEventLogWriter):
@@ -189,6 +207,11 @@ class LocalBackend(Backend):
         self._jobs_file = state_dir / "local-backend-jobs.json"
         self.max_concurrent = max_concurrent
         self.pilot_command = pilot_command or (sys.executable, "-m", "pilot")
+        if self.account is not None:  # the pilot needs no path into the TMS's dirs (see the module docstring)
+            job_event_log_dir.mkdir(parents=True, exist_ok=True)
+            for own in (state_dir, job_event_log_dir):
+                own.chmod(0o700)
+            check_runnable(self.pilot_command[0], self.account)
         self.monitor_interval = monitor_interval
         self.kill_grace = kill_grace
         self._jobs: dict[tuple[int, int], LocalJob] = {}
