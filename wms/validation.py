@@ -51,7 +51,9 @@ def check_task(index: int, task: Mapping[str, Any], config: WMSConfig) -> None:
                 f"{where}.worker_config.condor_requirements is not a ClassAd expression: {requirements!r}"
             ) from exc
     for location in task["cluster_locations"]:
-        check_location_can_run(location, task, config, where)
+        refusal = location_refusal(location, task, config, where)
+        if refusal:
+            raise PolicyError(refusal)
 
 
 
@@ -91,19 +93,21 @@ def check_input_file(name: str, config: WMSConfig, where: str) -> None:
         raise PolicyError(f"{where}: {name!r} is not under an allowed input file prefix (allowed: {allowed})")
 
 
-def check_location_can_run(location: str, task: Mapping[str, Any], config: WMSConfig, where: str) -> None:
-    """A location without the ``images`` capability runs processes: no container image for the task or init."""
+def location_refusal(location: str, task: Mapping[str, Any], config: WMSConfig, where: str) -> str | None:
+    """Why ``location`` cannot run the task (a task request or a task directive), if it cannot: a location without
+    the ``images`` capability runs processes, so no container image for the task or init task."""
     capabilities = config.location_capabilities(location)
     if IMAGES in capabilities:
-        return
+        return None
     for field in ("task_image", "init_image"):
         image = str(task.get(field) or "")
         if image and not is_local_directory_path(image):
             named = ", ".join(sorted(capabilities)) or "none"
-            raise PolicyError(
+            return (
                 f"{where}.{field}={image!r}: location {location!r} runs no container images (its capabilities:"
                 f" {named}); leave it empty or name a local directory such as a venv"
             )
+    return None
 
 
 def is_local_directory_path(value: str) -> bool:

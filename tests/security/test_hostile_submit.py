@@ -181,6 +181,17 @@ async def test_local_location_runs_no_images(service, field: str, image: str) ->
     assert "'local'" in detail and "capabilities: none" in detail
 
 
+async def test_adding_workers_at_a_location_that_cannot_run_the_task_is_refused(service) -> None:  # type: ignore[no-untyped-def]
+    server, api = service
+    created = await api.ok("POST", "/v0/workflows", workflow_request(locations=("test-alpha",)))
+    task_id = created["task_directives"][0]["task_id"]
+    before = await _side_effects(server)
+    route, body = f"/v0/task-directives/{task_id}/actions/add-workers", {"cluster_location": "local", "n_workers": 1}
+    problem = await api.problem("POST", route, body, status=422)
+    assert "'local'" in problem["detail"] and await _side_effects(server) == before
+    await api.ok("POST", route, {**body, "cluster_location": "test-beta"})
+
+
 async def test_the_harmless_forms_still_pass(service) -> None:  # type: ignore[no-untyped-def]
     _, api = service
     task = workflow_request(locations=("test-alpha", "local"))["tasks"][0]

@@ -9,6 +9,7 @@ from wms.database.store import MQ_ACTIVATED_TS
 from wms.handlers.base import ANYONE, USERS, BaseHandler, Problem
 from wms.lifecycle import Phase
 from wms.translation import make_taskforce
+from wms.validation import location_refusal
 
 LOGGER = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class AddWorkersHandler(BaseHandler):
         if directive is None:
             raise Problem(404, f"no task directive found with id: {task_id}")
         self.check_owner(directive, "task directive")
+        if refusal := location_refusal(location, directive, self.wms.config, f"task {task_id}"):
+            raise Problem(422, refusal)
         workflow = await store.workflows.find_one({"workflow_id": directive["workflow_id"]}, {"_id": False})
         if workflow is None or workflow["deactivated"]:
             raise Problem(422, f"cannot add a taskforce to a deactivated workflow ({directive['workflow_id']})")
