@@ -1,4 +1,4 @@
-"""Operator policy on a workflow request, checked at submit before any side effect (see Docs/security.md).
+"""Operator policy on a workflow request, checked at submit before any side effect (settings: Docs/operations.md).
 
 The schema (Docs/openapi.json) already refused control characters, non-identifier environment keys and malformed
 sizes; this module checks what depends on the operator's settings: which input files a pilot may ship, which pilot
