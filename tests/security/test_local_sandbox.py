@@ -20,6 +20,7 @@ import pytest
 from tms.backends.local import PRIVATE_LOG_NAME, LocalBackend
 from tms.config import TMSConfig
 from tms.submit_description import ENV_FILE_NAME, build_job_spec
+from tms.watcher.job_logs import read_tail
 
 PILOT_USER = "ewms-pilot"  # created by scripts/setup.sh
 SANDBOX_PILOT = (sys.executable, str(Path(__file__).with_name("sandbox_pilot.py")))
@@ -142,5 +143,21 @@ async def test_a_normal_task_completes_and_only_its_own_chirps_are_relayed(data_
         assert [e for e in events if e[0] == GENERIC] == [(GENERIC, cluster, 0)] * 2  # Started, Done
         assert (HELD, cluster, 0) not in events  # the forged hold was dropped
         assert all(e[1] == cluster for e in events)  # and so was the forged end of another job
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("swap", ["ln -sf {keys} _condor_stdout", "rm _condor_stdout && mkfifo _condor_stdout"])
+async def test_a_task_cannot_make_the_tms_ship_or_relay_another_file(data_dir: Path, swap: str) -> None:
+    config = _config(data_dir)
+    backend = LocalBackend(
+        config.job_event_log_dir, config.state_dir, pilot_command=SANDBOX_PILOT, monitor_interval=0.2,
+        pilot_user=PILOT_USER,
+    )
+    try:  # the pilot account owns its job directory: it swaps its output and its private log for a link or a FIFO
+        task = f"{swap} && ln -sf {{keys}} {PRIVATE_LOG_NAME}.x && mv {PRIVATE_LOG_NAME}.x {PRIVATE_LOG_NAME}"
+        _, workdir = await _run(backend, config, "TF-swap", task.format(keys=data_dir / "keys.json"))
+        assert read_tail(workdir / "_condor_stdout", 4096) == ""
+        assert "s3cret" not in backend.job_event_log_path().read_text()
     finally:
         await backend.close()

@@ -376,8 +376,10 @@ class LocalBackend(Backend):
         """Copy the pilot's new chirps from its private log into the shared log, as generic events of this job."""
         if job.private_log is None:
             return
-        try:
-            with open(job.private_log, "rb") as f:
+        try:  # the pilot owns that directory: never follow a symlink or block on a FIFO it put there
+            with open(os.open(job.private_log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    return
                 f.seek(job.relayed)
                 chunk = f.read(RELAY_MAX_BYTES)
         except OSError:
