@@ -65,6 +65,7 @@ class TMSConfig:
     local_monitor_interval: float = 1.0
     local_kill_grace: float = 5.0
     local_pilot_user: str = "ewms-pilot"  # the account pilots run as when the TMS runs as root
+    local_sandbox_dir: Path = Path("/var/tmp/ewms-pilot-sandboxes")  # where they run then
     # file manager ages (seconds)
     jel_expiry_short: float = 86400.0
     jel_expiry_long: float = 604800.0
@@ -150,6 +151,7 @@ class TMSConfig:
             local_monitor_interval=number("TMS_LOCAL_MONITOR_INTERVAL", "local_monitor_interval"),
             local_kill_grace=number("TMS_LOCAL_KILL_GRACE", "local_kill_grace"),
             local_pilot_user=get("TMS_LOCAL_PILOT_USER", "ewms-pilot"),
+            local_sandbox_dir=Path(get("TMS_LOCAL_SANDBOX_DIR", str(defaults["local_sandbox_dir"]))),
             jel_expiry_short=number("JOB_EVENT_LOG_MODIFICATION_EXPIRY_SHORT", "jel_expiry_short"),
             jel_expiry_long=number("JOB_EVENT_LOG_MODIFICATION_EXPIRY_LONG", "jel_expiry_long"),
             jel_archive_delete_expiry=number("JOB_EVENT_LOG_ARCHIVE_DELETE_EXPIRY", "jel_archive_delete_expiry"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
+import shutil
 import sys
 import tempfile
 import time
@@ -37,12 +37,8 @@ def data_dir() -> Iterator[Path]:
     (path / "keys.json").write_text('{"broker_signing_key": "s3cret"}')
     (path / "keys.json").chmod(0o600)
     yield path
-    for root, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(root, name))
-        for name in dirs:
-            os.rmdir(os.path.join(root, name))
-    path.rmdir()
+    shutil.rmtree(path)
+    shutil.rmtree(path.with_name(path.name + "-sandboxes"), ignore_errors=True)
 
 
 def _config(data_dir: Path) -> TMSConfig:
@@ -54,6 +50,18 @@ def _config(data_dir: Path) -> TMSConfig:
         ewms_token="token",
         state_dir=state,
         job_event_log_dir=state / "job-event-logs",
+    )
+
+
+def _backend(config: TMSConfig, data_dir: Path) -> LocalBackend:
+    """The local backend as the TMS makes it when started as root, with its sandboxes beside the data dir."""
+    return LocalBackend(
+        config.job_event_log_dir,
+        config.state_dir,
+        pilot_command=SANDBOX_PILOT,
+        monitor_interval=0.2,
+        pilot_user=PILOT_USER,
+        sandbox_dir=data_dir.with_name(data_dir.name + "-sandboxes"),
     )
 
 
@@ -78,7 +86,7 @@ def _events(log: Path) -> list[tuple[int, int, int]]:
 
 
 async def _run(backend: LocalBackend, config: TMSConfig, uuid: str, task: str) -> tuple[int, Path]:
-    """Run one job to its end; its cluster id and job directory."""
+    """Run one job to its end; its cluster id and job directory (where its stdout and stderr are)."""
     spec, _ = build_job_spec(config, _pending(uuid, task), backend.job_event_log_path())
     cluster = (await backend.submit(spec, 1)).cluster_id
     deadline = time.monotonic() + 60  # a liveness bound, not a timing check
@@ -106,10 +114,7 @@ def _return_value(log: Path, cluster: int) -> int:
 )
 async def test_a_task_cannot_read_the_stacks_data_dir(data_dir: Path, target: str) -> None:
     config = _config(data_dir)
-    backend = LocalBackend(
-        config.job_event_log_dir, config.state_dir, pilot_command=SANDBOX_PILOT, monitor_interval=0.2,
-        pilot_user=PILOT_USER,
-    )
+    backend = _backend(config, data_dir)
     try:
         # another tenant's taskforce: its env file holds its queue tokens
         build_job_spec(config, _pending("TF-other", "true"), backend.job_event_log_path())
@@ -125,18 +130,15 @@ async def test_a_task_cannot_read_the_stacks_data_dir(data_dir: Path, target: st
 
 async def test_a_normal_task_completes_and_only_its_own_chirps_are_relayed(data_dir: Path) -> None:
     config = _config(data_dir)
-    backend = LocalBackend(
-        config.job_event_log_dir, config.state_dir, pilot_command=SANDBOX_PILOT, monitor_interval=0.2,
-        pilot_user=PILOT_USER,
-    )
+    backend = _backend(config, data_dir)
     try:
-        cluster, workdir = await _run(backend, config, "TF-good", "echo result > out.txt && cat out.txt")
+        task = "echo result > out.txt && stat -c %U . out.txt"
+        cluster, job_dir = await _run(backend, config, "TF-good", task)
         log = backend.job_event_log_path()
         assert _return_value(log, cluster) == 0
-        assert (workdir / "_condor_stdout").read_text().strip() == "result"
-        account = pwd.getpwnam(PILOT_USER)
-        assert workdir.stat().st_uid == account.pw_uid and (workdir / "out.txt").stat().st_uid == account.pw_uid
-        assert (workdir / PRIVATE_LOG_NAME).exists()
+        assert (job_dir / "_condor_stdout").read_text().split() == [PILOT_USER] * 2  # its sandbox, its files
+        assert list(backend.sandbox_dir.iterdir()) == []  # removed at the end
+        assert backend.sandbox_dir.stat().st_mode & 0o777 == 0o711
         assert config.state_dir.stat().st_mode & 0o777 == 0o700
         assert config.job_event_log_dir.stat().st_mode & 0o777 == 0o700
         events = _events(log)
@@ -150,11 +152,8 @@ async def test_a_normal_task_completes_and_only_its_own_chirps_are_relayed(data_
 @pytest.mark.parametrize("swap", ["ln -sf {keys} _condor_stdout", "rm _condor_stdout && mkfifo _condor_stdout"])
 async def test_a_task_cannot_make_the_tms_ship_or_relay_another_file(data_dir: Path, swap: str) -> None:
     config = _config(data_dir)
-    backend = LocalBackend(
-        config.job_event_log_dir, config.state_dir, pilot_command=SANDBOX_PILOT, monitor_interval=0.2,
-        pilot_user=PILOT_USER,
-    )
-    try:  # the pilot account owns its job directory: it swaps its output and its private log for a link or a FIFO
+    backend = _backend(config, data_dir)
+    try:  # the pilot account owns its sandbox: it swaps its output and its private log for a link or a FIFO
         task = f"{swap} && ln -sf {{keys}} {PRIVATE_LOG_NAME}.x && mv {PRIVATE_LOG_NAME}.x {PRIVATE_LOG_NAME}"
         _, workdir = await _run(backend, config, "TF-swap", task.format(keys=data_dir / "keys.json"))
         assert read_tail(workdir / "_condor_stdout", 4096) == ""

@@ -13,10 +13,11 @@ records stay, so :meth:`LocalBackend.find_cluster` still names the cluster of a 
 crashed TMS never confirmed, and the starter confirms that cluster instead of submitting a second one.
 
 Isolation: started as root, the backend runs pilots as an unprivileged account (``pilot_user``, created by
-scripts/setup.sh). Each job directory is that account's (0700); everything else the TMS writes stays root's, and the
-pilot needs no path to it: it starts in its job directory (entered before privileges are dropped) and writes its
-chirps into a private log there, which the backend relays into the shared job event log, keeping only generic
-events and rewriting them as the job's own (so a task cannot forge events of other jobs).
+scripts/setup.sh) in a sandbox of their own under ``sandbox_dir`` (0711: searchable, not listable), deleted when the
+job ends. The TMS's own directories become 0700 and the pilot needs no path into them: its stdout and stderr are
+opened by the backend, and it writes its chirps into a private log in its sandbox, which the backend relays into the
+shared job event log, keeping only generic events and rewriting them as the job's own (so a task cannot forge events
+of other jobs).
 """
 
 from __future__ import annotations
@@ -93,18 +94,17 @@ def pilot_account(name: str | None) -> PilotAccount | None:
     return PilotAccount(name, entry.pw_uid, entry.pw_gid)
 
 
-def check_runnable(command: str, account: PilotAccount) -> None:
-    """Raise BackendError unless ``account`` can execute ``command`` (every directory above it searchable)."""
-    path = Path(os.path.realpath(shutil.which(command) or command))
+def check_reachable(path: Path, account: PilotAccount) -> None:
+    """Raise BackendError unless ``account`` can search (or execute) ``path`` and every directory above it."""
     for node in [*reversed(path.parents), path]:
         try:
             st = node.stat()
         except OSError as exc:
-            raise BackendError(f"pilot command {command!r}: {exc}") from exc
+            raise BackendError(f"{path}: {exc}") from exc
         bit = stat.S_IXUSR if st.st_uid == account.uid else stat.S_IXGRP if st.st_gid == account.gid else stat.S_IXOTH
         if not st.st_mode & bit:
             raise BackendError(
-                f"pilot account {account.name!r} cannot run {command!r}: {node} is not searchable for it"
+                f"pilot account {account.name!r} cannot reach {path}: {node} is not searchable for it"
                 " (scripts/setup.sh grants that for the project's Python)"
             )
 
@@ -146,7 +146,8 @@ class LocalJob:
     started_at: float = 0.0
     peak_rss_mb: int = 0
     stop_reason: tuple[str, str, int] | None = None  # ("remove"|"hold", reason, hold code)
-    private_log: Path | None = None  # when the pilot runs unprivileged: its own log, relayed by the backend
+    sandbox: Path | None = None  # when the pilot runs unprivileged: its working directory, deleted at the end
+    private_log: Path | None = None  # and its own event log there, relayed by the backend
     relayed: int = 0  # bytes of private_log already relayed
     waiter: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -199,6 +200,7 @@ class LocalBackend(Backend):
         monitor_interval: float = 1.0,
         kill_grace: float = 5.0,
         pilot_user: str | None = None,
+        sandbox_dir: Path = Path("/var/tmp/ewms-pilot-sandboxes"),
     ) -> None:
         super().__init__(job_event_log_dir)
         self.account = pilot_account(pilot_user)
@@ -211,7 +213,12 @@ class LocalBackend(Backend):
             job_event_log_dir.mkdir(parents=True, exist_ok=True)
             for own in (state_dir, job_event_log_dir):
                 own.chmod(0o700)
-            check_runnable(self.pilot_command[0], self.account)
+            sandbox_dir.mkdir(parents=True, exist_ok=True)
+            sandbox_dir.chmod(0o711)
+            check_reachable(sandbox_dir, self.account)
+            command = self.pilot_command[0]
+            check_reachable(Path(os.path.realpath(shutil.which(command) or command)), self.account)
+        self.sandbox_dir = sandbox_dir
         self.monitor_interval = monitor_interval
         self.kill_grace = kill_grace
         self._jobs: dict[tuple[int, int], LocalJob] = {}
@@ -305,10 +312,10 @@ class LocalBackend(Backend):
                 self._save_jobs()
 
     async def _start(self, job: LocalJob) -> None:
-        workdir, env = self._prepare(job)
+        job_dir, workdir, env = self._prepare(job)
         account = self.account
-        stdout = self._output_path(job, "output", workdir / "_condor_stdout")
-        stderr = self._output_path(job, "error", workdir / "_condor_stderr")
+        stdout = self._output_path(job, "output", job_dir / "_condor_stdout")
+        stderr = self._output_path(job, "error", job_dir / "_condor_stderr")
         job.phase = JobPhase.RUNNING  # counts against the limit from now on
         # recorded before the pilot runs: it writes its own events into the same log as soon as it starts
         self._log(job.spec.job_event_log).execute(job.cluster, job.proc)
@@ -336,14 +343,16 @@ class LocalBackend(Backend):
         if job.stop_reason is not None:  # removed while it was being started
             self._signal_stop(job.process)
 
-    def _prepare(self, job: LocalJob) -> tuple[Path, dict[str, str]]:
-        """The job's sandbox (input files linked in, as HTCondor would transfer them) and environment."""
+    def _prepare(self, job: LocalJob) -> tuple[Path, Path, dict[str, str]]:
+        """The job's directory (for its output), its working directory (the same, or its sandbox when the pilot runs
+        unprivileged; input files linked in, as HTCondor would transfer them) and its environment."""
         spec = job.spec
-        workdir = spec.taskforce_dir / f"cluster-{job.cluster}" / f"job-{job.proc}"
-        workdir.mkdir(parents=True, exist_ok=True)
+        job_dir = workdir = spec.taskforce_dir / f"cluster-{job.cluster}" / f"job-{job.proc}"
+        job_dir.mkdir(parents=True, exist_ok=True)
         if self.account is not None:
+            workdir = job.sandbox = self.sandbox_dir / f"{spec.taskforce_uuid}.{job.cluster}.{job.proc}"
+            workdir.mkdir(mode=0o700, exist_ok=True)
             os.chown(workdir, self.account.uid, self.account.gid)
-            workdir.chmod(0o700)
         for name in filter(None, (n.strip() for n in spec.submit_dict.get("transfer_input_files", "").split(","))):
             source, link = Path(name), workdir / Path(name).name
             if source.exists() and not link.exists():
@@ -364,13 +373,13 @@ class LocalBackend(Backend):
             os.chown(job.private_log, self.account.uid, self.account.gid)
             env.update(
                 {
-                    "_EWMS_PILOT_JOB_EVENT_LOG": PRIVATE_LOG_NAME,  # relative: the pilot starts in its job directory
+                    "_EWMS_PILOT_JOB_EVENT_LOG": str(job.private_log),
                     "HOME": str(workdir),
                     "USER": self.account.name,
                     "LOGNAME": self.account.name,
                 }
             )
-        return workdir, env
+        return job_dir, workdir, env
 
     def _relay(self, job: LocalJob) -> None:
         """Copy the pilot's new chirps from its private log into the shared log, as generic events of this job."""
@@ -413,6 +422,8 @@ class LocalBackend(Backend):
         except OSError:
             LOGGER.exception("local: cannot record the end of job %d.%d", job.cluster, job.proc)
             self._forget(job)
+        if job.sandbox is not None:
+            shutil.rmtree(job.sandbox, ignore_errors=True)
         if not self._closed:
             await self._dispatch()
 
