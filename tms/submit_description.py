@@ -141,6 +141,9 @@ def build_submit_dict(
         raise TaskforceSpecError(f"worker_config lacks {exc}") from exc
 
     input_files = checked_input_files(config, pilot.get("input_files", []))
+    for name, value in (("pilot tag", pilot.get("tag")), ("condor_requirements", worker.get("condor_requirements"))):
+        if _CONTROL_RE.search(str(value or "")):  # one line of the submit description each
+            raise TaskforceSpecError(f"{name} {str(value)[:200]!r}: control characters are not allowed")
     submit: dict[str, str] = {}
     if config.pilot_launch == "container":
         submit["universe"] = "container"

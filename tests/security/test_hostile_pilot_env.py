@@ -133,6 +133,17 @@ def test_allowed_input_files_are_shipped(tmp_path: Path) -> None:
     assert shipped[:3] == ["osdf:///icecube/lut.dat", f"{shared}/sub/a.dat", "https://example.org/b.dat"]
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [("worker_config", {"condor_requirements": "x == 1\nqueue 100"}), ("pilot_config", {"tag": "latest\n+Owner=x"})],
+)
+def test_submit_description_lines_cannot_be_split(tmp_path: Path, field: str, value: dict[str, str]) -> None:
+    answer = pending("TF-split")
+    answer["taskforce"][field].update(value)
+    with pytest.raises(TaskforceSpecError, match="control characters"):
+        build_job_spec(make_config(tmp_path), answer, tmp_path / "x.jel")
+
+
 def _events(log: Path) -> list[tuple[int, int, int]]:
     if not log.exists():
         return []
