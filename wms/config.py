@@ -28,6 +28,33 @@ def parse_clusters(raw: str) -> dict[str, str]:
     return dict(parsed)
 
 
+IMAGES = "images"  # location capability: runs container images (the ``local`` backend runs processes only)
+
+
+def _capabilities(raw: str) -> dict[str, frozenset[str]]:
+    """Location -> what it can run, from JSON such as ``{"local": []}``."""
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict) or not all(
+        isinstance(v, list) and all(c == IMAGES for c in v) for v in parsed.values()
+    ):
+        raise ValueError(f'must map location -> list of "{IMAGES}" or nothing')
+    return {location: frozenset(caps) for location, caps in parsed.items()}
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in raw.split(",") if w.strip())
+
+
+def _prefixes(raw: str) -> tuple[str, ...]:
+    prefixes = tuple(p.rstrip("/") or "/" for p in _words(raw))
+    if not all(p.startswith("/") for p in prefixes):
+        raise ValueError("must be absolute paths")
+    return prefixes
+
+
 def _clusters_file(raw: str) -> dict[str, str]:
     try:
         text = Path(raw).read_text()
@@ -112,6 +139,37 @@ class WMSConfig:
         100,
         ge=0,
     )
+    max_worker_memory_mb: int = setting(
+        "MAX_WORKER_MEMORY_MB", "largest `worker_config.worker_memory` a request may ask for (MB): 422", 512 * 1024,
+        ge=1,
+    )  # fmt: skip
+    max_worker_disk_mb: int = setting(
+        "MAX_WORKER_DISK_MB", "largest `worker_config.worker_disk` a request may ask for (MB): 422", 10 * 1024 * 1024,
+        ge=1,
+    )  # fmt: skip
+    input_file_schemes: tuple[str, ...] = setting(
+        "INPUT_FILE_SCHEMES", "URL schemes allowed in `pilot_config.input_files` (comma-separated)", ("osdf", "https"),
+        parse=_words,
+    )  # fmt: skip
+    input_file_prefixes: tuple[str, ...] = setting(
+        "INPUT_FILE_PREFIXES",
+        "absolute directories whose files `pilot_config.input_files` may name (comma-separated; none by default)",
+        (),
+        parse=_prefixes,
+    )
+    pilot_env_deny_rules: tuple[str, ...] = setting(
+        "PILOT_ENV_DENY",
+        "more pilot environment variables users may not set, beside the built-in deny-list: `NAME` or `PREFIX*`",
+        (),
+        parse=_words,
+    )
+    cluster_capabilities: dict[str, frozenset[str]] = setting(
+        "EWMS_CLUSTER_CAPABILITIES",
+        'JSON: location -> what it can run (`["images"]` or `[]`); unnamed locations: `local` runs processes only,'
+        " others run images",
+        default_factory=dict,
+        parse=_capabilities,
+    )
     max_retries_per_task: int = setting(
         "MAX_RETRIES_PER_TASK", "retries of a task's failed taskforces beyond this: 422", 10, ge=0
     )
@@ -143,6 +201,21 @@ class WMSConfig:
         default_doc="`Docs/openapi.json`",
     )
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def pilot_env_deny(self) -> frozenset[str]:
+        """Operator-denied pilot environment names."""
+        return frozenset(w for w in self.pilot_env_deny_rules if not w.endswith("*"))
+
+    @property
+    def pilot_env_deny_prefixes(self) -> tuple[str, ...]:
+        """Operator-denied pilot environment name prefixes."""
+        return tuple(w[:-1] for w in self.pilot_env_deny_rules if w.endswith("*"))
+
+    def location_capabilities(self, location: str) -> frozenset[str]:
+        """What a location can run: as configured, else ``local`` runs processes only and others run images."""
+        default = frozenset() if location == "local" else frozenset({IMAGES})
+        return self.cluster_capabilities.get(location, default)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WMSConfig:

@@ -3,16 +3,45 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 SPEC_URI = "urn:ewms:wms-openapi"
+
+
+@cache
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    """The pattern with ECMA-262's ``$`` (end of input only; Python's ``$`` also matches before a final newline)."""
+    out, in_class, escaped = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        out.append(char)
+    return re.compile("".join(out))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 
 
 class SchemaViolation(ValueError):
@@ -36,13 +65,13 @@ class Spec:
         self.doc: dict[str, Any] = json.loads(self.path.read_text())
         resource = Resource.from_contents(self.doc, default_specification=DRAFT202012)
         self._registry: Registry = Registry().with_resource(SPEC_URI, resource)
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, Any] = {}
         self._parameter_lists: dict[tuple[str, str], list[tuple[dict[str, Any], str]]] = {}
 
-    def _validator(self, pointer: str) -> Draft202012Validator:
+    def _validator(self, pointer: str) -> Any:
         if pointer not in self._validators:
             schema = self._inline({"$ref": f"#{pointer}"}, frozenset())
-            self._validators[pointer] = Draft202012Validator(schema, registry=self._registry)
+            self._validators[pointer] = Validator(schema, registry=self._registry)
         return self._validators[pointer]
 
     def _inline(self, node: Any, seen: frozenset[str]) -> Any:
