@@ -622,7 +622,7 @@ async def wms_process(seed: int = 0, **env_overrides: str) -> AsyncIterator[WMSP
             "AUTH_AUDIENCE": AUDIENCE,
             "EWMS_CLUSTERS": json.dumps(CLUSTERS),
             "BROKER_ADDRESS": broker.address,
-            "BROKER_ADMIN_URL": broker.admin_url,
+            "BROKER_MANAGEMENT_URL": broker.management_url,
             "BROKER_TOKEN_SIGNING_KEY": broker_key,
             "LOG_LEVEL": "WARNING",
             **env_overrides,

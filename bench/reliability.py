@@ -127,7 +127,7 @@ def running_service(work: Path) -> Iterator[Service]:
             "AUTH_AUDIENCE": AUDIENCE,
             "EWMS_CLUSTERS": json.dumps({"local": SCHEDD}),
             "BROKER_ADDRESS": node.address,
-            "BROKER_ADMIN_URL": node.admin_url,
+            "BROKER_MANAGEMENT_URL": node.management_url,
             "BROKER_TOKEN_SIGNING_KEY": broker_key,
             "MQ_DELETE_GRACE_SECONDS": "0",
             "MQS_HOUSEKEEPING_INTERVAL_SECONDS": "2",

@@ -54,6 +54,11 @@ class BrokerNode:
         """AMQP URL with the loopback-only internal admin account."""
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
 
+    @property
+    def management_url(self) -> str:
+        """Management API URL with the same account (tagged ``administrator``: creates vhosts and policies)."""
+        return f"http://guest:guest@127.0.0.1:{self.management_port}"
+
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""

@@ -9,9 +9,10 @@ Remote MQS (selected when ``MQS_ADDRESS`` is set):
 
 Embedded MQS (default): provisions RabbitMQ queues and per-queue tokens itself.
     BROKER_TYPE                         only ``rabbitmq`` (default)
-    BROKER_ADDRESS                      ``host:port[/vhost]`` handed to users and pilots in MQ profiles (required)
-    BROKER_ADMIN_URL                    ``amqp://user:pass@host:port/vhost`` to declare and delete queues (required)
-    BROKER_VHOST                        vhost the tokens grant access to (default ``/``)
+    BROKER_ADDRESS                      ``host:port`` handed to users and pilots in MQ profiles, each with its
+                                        workflow's vhost appended (``host:port/vhost``) (required)
+    BROKER_MANAGEMENT_URL               ``http[s]://user:pass@host:port`` of the management API, as an account
+                                        tagged ``administrator`` that creates and deletes vhosts (required)
     BROKER_RESOURCE_SERVER_ID           the broker's OAuth2 ``resource_server_id``, token ``aud`` (default ``rabbitmq``)
     BROKER_TOKEN_SIGNING_KEY            HS256 secret shared with the broker (dev and tests)
     BROKER_TOKEN_PRIVATE_KEY_FILE       RS256 private key (PEM) whose public key the broker trusts (production)
@@ -20,6 +21,10 @@ Embedded MQS (default): provisions RabbitMQ queues and per-queue tokens itself.
     BROKER_TOKEN_REFRESH_MARGIN_SECONDS re-mint a token when less than this is left (default 3600)
     MQ_DELETE_GRACE_SECONDS             delay between deactivation and queue deletion (default 600)
     MQS_HOUSEKEEPING_INTERVAL_SECONDS   period of the deletion and token-refresh loop (default 30)
+    MQ_MAX_LENGTH                       messages a queue holds before publishes are refused (default 1000000)
+    MQ_MAX_LENGTH_BYTES                 bytes of message bodies a queue holds, likewise (default 1073741824)
+    MQ_DELIVERY_LIMIT                   deliveries of an event before it is dead-lettered to the workflow's
+                                        failed-events queue (default 5)
 """
 
 from __future__ import annotations
@@ -45,6 +50,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class MQSConfig:
     """Validated MQS settings; ``remote`` tells which implementation the factory builds."""
@@ -57,8 +75,7 @@ class MQSConfig:
     mqs_static_token: str = ""
     broker_type: str = "rabbitmq"
     broker_address: str = ""
-    broker_admin_url: str = ""
-    broker_vhost: str = "/"
+    broker_management_url: str = ""
     broker_resource_server_id: str = "rabbitmq"
     broker_token_signing_key: str = ""
     broker_token_private_key_file: str = ""
@@ -67,6 +84,9 @@ class MQSConfig:
     broker_token_refresh_margin_seconds: float = 3600.0
     mq_delete_grace_seconds: float = 600.0
     housekeeping_interval_seconds: float = 30.0
+    mq_max_length: int = 1_000_000
+    mq_max_length_bytes: int = 1 << 30
+    mq_delivery_limit: int = 5
 
     def __post_init__(self) -> None:
         if self.remote:
@@ -93,11 +113,20 @@ class MQSConfig:
             raise ConfigError(f"the embedded MQS supports BROKER_TYPE=rabbitmq only, got {self.broker_type!r}")
         missing = [
             name
-            for name, value in (("BROKER_ADDRESS", self.broker_address), ("BROKER_ADMIN_URL", self.broker_admin_url))
+            for name, value in (
+                ("BROKER_ADDRESS", self.broker_address),
+                ("BROKER_MANAGEMENT_URL", self.broker_management_url),
+            )
             if not value
         ]
         if missing:
             raise ConfigError(f"the embedded MQS needs {', '.join(missing)} (or set MQS_ADDRESS for a remote MQS)")
+        if "/" in self.broker_address:
+            raise ConfigError(
+                f"BROKER_ADDRESS must be host:port, got {self.broker_address!r}: each workflow gets a vhost of its own"
+            )
+        if not self.broker_management_url.startswith(("http://", "https://")):
+            raise ConfigError("BROKER_MANAGEMENT_URL must be the management API's http[s]://USER:PASSWORD@host:port")
         if bool(self.broker_token_signing_key) == bool(self.broker_token_private_key_file):
             raise ConfigError(
                 "the embedded MQS needs exactly one of BROKER_TOKEN_SIGNING_KEY (HS256) "
@@ -124,8 +153,7 @@ class MQSConfig:
             mqs_static_token=text("MQS_STATIC_TOKEN"),
             broker_type=text("BROKER_TYPE", "rabbitmq"),
             broker_address=text("BROKER_ADDRESS"),
-            broker_admin_url=text("BROKER_ADMIN_URL"),
-            broker_vhost=text("BROKER_VHOST", "/"),
+            broker_management_url=text("BROKER_MANAGEMENT_URL"),
             broker_resource_server_id=text("BROKER_RESOURCE_SERVER_ID", "rabbitmq"),
             broker_token_signing_key=text("BROKER_TOKEN_SIGNING_KEY"),
             broker_token_private_key_file=text("BROKER_TOKEN_PRIVATE_KEY_FILE"),
@@ -134,4 +162,7 @@ class MQSConfig:
             broker_token_refresh_margin_seconds=_float(env, "BROKER_TOKEN_REFRESH_MARGIN_SECONDS", 3600.0),
             mq_delete_grace_seconds=_float(env, "MQ_DELETE_GRACE_SECONDS", 600.0),
             housekeeping_interval_seconds=_float(env, "MQS_HOUSEKEEPING_INTERVAL_SECONDS", 30.0),
+            mq_max_length=_count(env, "MQ_MAX_LENGTH", 1_000_000),
+            mq_max_length_bytes=_count(env, "MQ_MAX_LENGTH_BYTES", 1 << 30),
+            mq_delivery_limit=_count(env, "MQ_DELIVERY_LIMIT", 5),
         )

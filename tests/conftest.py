@@ -89,7 +89,7 @@ def wms_env(mongo_uri: str, broker: broker_node.BrokerNode, broker_key: str, aut
         "AUTH_AUDIENCE": AUDIENCE,
         "EWMS_CLUSTERS": json.dumps(WMS_CLUSTERS),
         "BROKER_ADDRESS": broker.address,
-        "BROKER_ADMIN_URL": broker.admin_url,
+        "BROKER_MANAGEMENT_URL": broker.management_url,
         "BROKER_TOKEN_SIGNING_KEY": broker_key,
         "MQ_DELETE_GRACE_SECONDS": "0",
         "MQS_HOUSEKEEPING_INTERVAL_SECONDS": "0.5",

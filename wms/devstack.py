@@ -176,7 +176,7 @@ class DevStack:
             "AUTH_AUDIENCE": AUDIENCE,
             "EWMS_CLUSTERS": json.dumps({LOCATION: SCHEDD}),
             "BROKER_ADDRESS": broker.address,
-            "BROKER_ADMIN_URL": broker.admin_url,
+            "BROKER_MANAGEMENT_URL": broker.management_url,
             "BROKER_TOKEN_SIGNING_KEY": keys["broker_key"],
             "MQ_DELETE_GRACE_SECONDS": os.environ.get("MQ_DELETE_GRACE_SECONDS", "5"),
             "MQS_HOUSEKEEPING_INTERVAL_SECONDS": os.environ.get("MQS_HOUSEKEEPING_INTERVAL_SECONDS", "2"),
