@@ -32,7 +32,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from .broker_admin import BrokerAdmin, BrokerUnavailable, Policy
+from .broker_admin import BrokerAdmin, BrokerUnavailable, Policy, QueueStats
 from .config import MQSConfig
 from .interface import FAILED_EVENTS_ALIAS, MQProfile, MQSError, MQSNotFound, QueueDepth, TryAgainLater
 from .tokens import TokenMinter
@@ -173,7 +173,7 @@ class EmbeddedMQS:
     async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:
         """The broker's figures for each reserved queue, from one management call on the workflow's vhost."""
         group = await self._group(workflow_id)
-        stats: dict[str, Any] = {}
+        stats: dict[str, QueueStats] = {}
         if group["activated_ts"] is not None and group["deleted_ts"] is None:
             try:
                 stats = {s.name: s for s in await self._broker.queue_stats(group["vhost"])}
