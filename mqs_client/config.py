@@ -1,30 +1,7 @@
 """Settings of the Message Queue Service side of the WMS, read from environment variables.
 
-Remote MQS (selected when ``MQS_ADDRESS`` is set):
-    MQS_ADDRESS                         base URL of an EWMS-compatible MQS (e.g. ``https://ewms.example.org``)
-    MQS_API_VERSION                     route prefix version of that MQS: ``v0`` (default) or ``v1`` (upstream today)
-    MQS_TOKEN_URL, MQS_CLIENT_ID,       OAuth2 client-credentials grant used to call the MQS
-    MQS_CLIENT_SECRET
-    MQS_STATIC_TOKEN                    a fixed bearer token instead of client credentials
-
-Embedded MQS (default): provisions RabbitMQ queues and per-queue tokens itself.
-    BROKER_TYPE                         only ``rabbitmq`` (default)
-    BROKER_ADDRESS                      ``host:port`` handed to users and pilots in MQ profiles, each with its
-                                        workflow's vhost appended (``host:port/vhost``) (required)
-    BROKER_MANAGEMENT_URL               ``http[s]://user:pass@host:port`` of the management API, as an account
-                                        tagged ``administrator`` that creates and deletes vhosts (required)
-    BROKER_RESOURCE_SERVER_ID           the broker's OAuth2 ``resource_server_id``, token ``aud`` (default ``rabbitmq``)
-    BROKER_TOKEN_SIGNING_KEY            HS256 secret shared with the broker (dev and tests)
-    BROKER_TOKEN_PRIVATE_KEY_FILE       RS256 private key (PEM) whose public key the broker trusts (production)
-    BROKER_TOKEN_KEY_ID                 ``kid`` header of minted tokens (default ``ewms``)
-    BROKER_TOKEN_TTL_SECONDS            lifetime of a queue token (default 86400)
-    BROKER_TOKEN_REFRESH_MARGIN_SECONDS re-mint a token when less than this is left (default 3600)
-    MQ_DELETE_GRACE_SECONDS             delay between deactivation and queue deletion (default 600)
-    MQS_HOUSEKEEPING_INTERVAL_SECONDS   period of the deletion and token-refresh loop (default 30)
-    MQ_MAX_LENGTH                       messages a queue holds before publishes are refused (default 1000000)
-    MQ_MAX_LENGTH_BYTES                 bytes of message bodies a queue holds, likewise (default 1073741824)
-    MQ_DELIVERY_LIMIT                   deliveries of an event before it is dead-lettered to the workflow's
-                                        failed-events queue (default 5)
+A remote MQS is used when ``MQS_ADDRESS`` is set; else the embedded MQS provisions RabbitMQ queues and per-queue
+tokens itself. Every variable is declared once below (table: Docs/settings/mqs.md).
 """
 
 from __future__ import annotations
@@ -32,61 +9,92 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed."""
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {raw!r}")
-    return value
-
-
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, got {raw!r}")
-    return value
+from ewms_settings import ConfigError as ConfigError  # re-exported: the one settings error
+from ewms_settings import load, setting
 
 
 @dataclass(frozen=True)
 class MQSConfig:
     """Validated MQS settings; ``remote`` tells which implementation the factory builds."""
 
-    mqs_address: str = ""
-    mqs_api_version: str = "v0"
-    mqs_token_url: str = ""
-    mqs_client_id: str = ""
-    mqs_client_secret: str = ""
-    mqs_static_token: str = ""
-    broker_type: str = "rabbitmq"
-    broker_address: str = ""
-    broker_management_url: str = ""
-    broker_resource_server_id: str = "rabbitmq"
-    broker_token_signing_key: str = ""
-    broker_token_private_key_file: str = ""
-    broker_token_key_id: str = "ewms"
-    broker_token_ttl_seconds: float = 86400.0
-    broker_token_refresh_margin_seconds: float = 3600.0
-    mq_delete_grace_seconds: float = 600.0
-    housekeeping_interval_seconds: float = 30.0
-    mq_max_length: int = 1_000_000
-    mq_max_length_bytes: int = 1 << 30
-    mq_delivery_limit: int = 5
+    mqs_address: str = setting(
+        "MQS_ADDRESS",
+        "base URL of an EWMS-compatible MQS, e.g. `https://ewms.example.org`; setting it selects the remote client",
+        "",
+    )
+    mqs_api_version: str = setting(
+        "MQS_API_VERSION",
+        "remote MQS: route prefix `/{version}/mqs/...`, `v0` or `v1` (upstream EWMS serves `v1`)",
+        "v0",
+    )
+    mqs_token_url: str = setting(
+        "MQS_TOKEN_URL", "remote MQS: OAuth2 token endpoint for the client-credentials grant", ""
+    )
+    mqs_client_id: str = setting(
+        "MQS_CLIENT_ID", "remote MQS: the WMS's client id (the three credentials: all or none)", ""
+    )
+    mqs_client_secret: str = setting("MQS_CLIENT_SECRET", "remote MQS: the WMS's client secret", "")
+    mqs_static_token: str = setting(
+        "MQS_STATIC_TOKEN", "remote MQS: a fixed bearer token instead of client credentials", ""
+    )
+    broker_type: str = setting("BROKER_TYPE", "embedded MQS: the broker it provisions, only `rabbitmq`", "rabbitmq")
+    broker_address: str = setting(
+        "BROKER_ADDRESS",
+        "embedded MQS (required): `host:port` put in every MQ profile with the workflow's vhost appended"
+        " (`host:port/vhost`), what users and pilots connect to (no scheme: oms-mqclient 2.7 passes the parts to pika)",
+        "",
+    )
+    broker_management_url: str = setting(
+        "BROKER_MANAGEMENT_URL",
+        "embedded MQS (required): `http[s]://USER:PASSWORD@host:port` of the management API, as an account tagged"
+        " `administrator` that creates and deletes each workflow's vhost",
+        "",
+    )
+    broker_resource_server_id: str = setting(
+        "BROKER_RESOURCE_SERVER_ID",
+        "the broker's OAuth2 `resource_server_id`: token `aud` and scope prefix",
+        "rabbitmq",
+    )
+    broker_token_signing_key: str = setting(
+        "BROKER_TOKEN_SIGNING_KEY", "HS256 secret shared with the broker (dev stack, tests)", ""
+    )
+    broker_token_private_key_file: str = setting(
+        "BROKER_TOKEN_PRIVATE_KEY_FILE",
+        "PEM RSA private key; tokens are signed RS256 (production). Exactly one of the two key settings",
+        "",
+    )
+    broker_token_key_id: str = setting(
+        "BROKER_TOKEN_KEY_ID", "`kid` header of every token; the broker looks the key up by it", "ewms"
+    )
+    broker_token_ttl_seconds: float = setting("BROKER_TOKEN_TTL_SECONDS", "lifetime of a queue token", 86400.0, ge=0)
+    broker_token_refresh_margin_seconds: float = setting(
+        "BROKER_TOKEN_REFRESH_MARGIN_SECONDS",
+        "a token with less life left is re-minted (must be below the TTL)",
+        3600.0,
+        ge=0,
+    )
+    mq_delete_grace_seconds: float = setting(
+        "MQ_DELETE_GRACE_SECONDS", "time between deactivation and queue deletion", 600.0, ge=0
+    )
+    housekeeping_interval_seconds: float = setting(
+        "MQS_HOUSEKEEPING_INTERVAL_SECONDS",
+        "period of the housekeeping pass (queue deletion, token refresh)",
+        30.0,
+        gt=0,
+    )
+    mq_max_length: int = setting(
+        "MQ_MAX_LENGTH", "messages a queue holds; past it publishes are refused (nacked)", 1_000_000, ge=1
+    )
+    mq_max_length_bytes: int = setting(
+        "MQ_MAX_LENGTH_BYTES", "bytes of message bodies a queue holds (1 GiB), likewise", 1 << 30, ge=1
+    )
+    mq_delivery_limit: int = setting(
+        "MQ_DELIVERY_LIMIT",
+        "deliveries of an event to consumers that did not acknowledge it before the broker dead-letters it to the"
+        " workflow's failed-events queue",
+        5,
+        ge=1,
+    )
 
     def __post_init__(self) -> None:
         if self.remote:
@@ -134,35 +142,8 @@ class MQSConfig:
             )
         if self.broker_token_ttl_seconds <= self.broker_token_refresh_margin_seconds:
             raise ConfigError("BROKER_TOKEN_TTL_SECONDS must exceed BROKER_TOKEN_REFRESH_MARGIN_SECONDS")
-        if self.housekeeping_interval_seconds <= 0:
-            raise ConfigError("MQS_HOUSEKEEPING_INTERVAL_SECONDS must be positive")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MQSConfig:
-        """Read the variables listed in this module's docstring; unset or empty ones take their defaults."""
-
-        def text(name: str, default: str = "") -> str:
-            return env.get(name, "").strip() or default
-
-        return cls(
-            mqs_address=text("MQS_ADDRESS"),
-            mqs_api_version=text("MQS_API_VERSION", "v0"),
-            mqs_token_url=text("MQS_TOKEN_URL"),
-            mqs_client_id=text("MQS_CLIENT_ID"),
-            mqs_client_secret=text("MQS_CLIENT_SECRET"),
-            mqs_static_token=text("MQS_STATIC_TOKEN"),
-            broker_type=text("BROKER_TYPE", "rabbitmq"),
-            broker_address=text("BROKER_ADDRESS"),
-            broker_management_url=text("BROKER_MANAGEMENT_URL"),
-            broker_resource_server_id=text("BROKER_RESOURCE_SERVER_ID", "rabbitmq"),
-            broker_token_signing_key=text("BROKER_TOKEN_SIGNING_KEY"),
-            broker_token_private_key_file=text("BROKER_TOKEN_PRIVATE_KEY_FILE"),
-            broker_token_key_id=text("BROKER_TOKEN_KEY_ID", "ewms"),
-            broker_token_ttl_seconds=_float(env, "BROKER_TOKEN_TTL_SECONDS", 86400.0),
-            broker_token_refresh_margin_seconds=_float(env, "BROKER_TOKEN_REFRESH_MARGIN_SECONDS", 3600.0),
-            mq_delete_grace_seconds=_float(env, "MQ_DELETE_GRACE_SECONDS", 600.0),
-            housekeeping_interval_seconds=_float(env, "MQS_HOUSEKEEPING_INTERVAL_SECONDS", 30.0),
-            mq_max_length=_count(env, "MQ_MAX_LENGTH", 1_000_000),
-            mq_max_length_bytes=_count(env, "MQ_MAX_LENGTH_BYTES", 1 << 30),
-            mq_delivery_limit=_count(env, "MQ_DELIVERY_LIMIT", 5),
-        )
+        """Read the settings declared above; unset or blank ones take their defaults."""
+        return load(cls, env)

@@ -1,5 +1,7 @@
 """The pilot's environment contract (``EWMS_PILOT_*``), read and validated once at start.
 
+Single-variable settings are declared on :class:`PilotConfig` and :class:`ReportingConfig` (table:
+Docs/settings/pilot.md); the task and queue variables, named after the task kind or queue direction, are read below.
 Every problem found is reported at once in one :class:`~pilot.errors.ConfigError`. Values that later reach a
 command line or a file path are validated here: environment variable names, paths (no whitespace or shell
 metacharacters), file extensions, and the task arguments' shell syntax.
@@ -17,8 +19,9 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from ewms_settings import Setting, read, read_one, setting, shell_words
 from pilot.errors import TASK_ERROR_KINDS, ConfigError
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -88,16 +91,89 @@ class TaskSpec:
         return tuple(shlex.split(self.args))
 
 
+def _safe_path(raw: str) -> str:
+    path = os.path.abspath(raw)
+    if not SAFE_PATH_RE.match(path):
+        raise ValueError("may only hold letters, digits and '_./+@-' (no spaces or shell characters)")
+    return path
+
+
+def _data_dir(raw: str) -> Path:
+    return Path(_safe_path(raw)) / "ewms-pilot-data"
+
+
+def _ext(raw: str) -> str:
+    ext = raw if raw.startswith(".") else f".{raw}"
+    if not FILE_EXT_RE.match(ext):
+        raise ValueError("is not a safe file extension (letters, digits, '_', '.', '-')")
+    return ext
+
+
+def _external_dirs(raw: str) -> tuple[str, ...]:
+    dirs, issues = [], []
+    for entry in (d.strip() for d in raw.split(",")):
+        if not entry:
+            continue
+        if not entry.startswith("/"):
+            issues.append(f"{entry!r} is not an absolute path")
+            continue
+        try:
+            path = _safe_path(entry)
+        except ValueError as exc:
+            issues.append(f"{entry!r} {exc}")
+            continue
+        if path == "/" or any(path == f or path.startswith(f + "/") for f in FORBIDDEN_MOUNT_TARGETS):
+            issues.append(f"{path!r} is a system path and cannot be mounted into tasks")
+            continue
+        dirs.append(path)
+    if issues:
+        raise ValueError("is refused: " + "; ".join(issues))
+    return tuple(dirs)
+
+
+def _okay_errors(raw: str) -> frozenset[str]:
+    kinds: set[str] = set()
+    for word in re.split(r"[\s,;]+", raw.strip("[]")):
+        word = word.strip("'\"")
+        if not word:
+            continue
+        if word in ERROR_KIND_ALIASES:
+            kinds.update(ERROR_KIND_ALIASES[word])
+        elif word in TASK_ERROR_KINDS:
+            kinds.add(word)
+        else:
+            known = ", ".join(sorted(TASK_ERROR_KINDS | ERROR_KIND_ALIASES.keys()))
+            raise ValueError(f"names an unknown error kind {word!r} (known: {known})")
+    return frozenset(kinds)
+
+
+def _shm_size(raw: str) -> str:
+    if not re.match(r"^[0-9]+[bkmgBKMG]?$", raw):
+        raise ValueError("is not a size like 2g")
+    return raw
+
+
+def _build_workdir(raw: str) -> Path:
+    return Path(_safe_path(raw))
+
+
 @dataclass(frozen=True)
 class ReportingConfig:
     """Where status reports go: HTChirp inside HTCondor and/or a local job event log."""
 
-    htchirp: bool = False
-    htchirp_dest: ChirpDest = "JOB_EVENT_LOG"
-    ratelimit_interval: float = 60.0
-    job_event_log: Path | None = None
-    cluster_id: int = 0
-    proc_id: int = 0
+    htchirp: bool = setting("EWMS_PILOT_HTCHIRP", "send status reports through HTChirp (the TMS sets it)", False)
+    htchirp_dest: ChirpDest = setting(
+        "EWMS_PILOT_HTCHIRP_DEST", "HTChirp reports as job event log lines or as job attributes", "JOB_EVENT_LOG",
+        parse=str.upper, choices=("JOB_EVENT_LOG", "JOB_ATTR"),
+    )  # fmt: skip
+    ratelimit_interval: float = setting(
+        "EWMS_PILOT_HTCHIRP_RATELIMIT_INTERVAL", "s between two sends of counter and error updates", 60.0, ge=0
+    )
+    job_event_log: Path | None = setting(
+        "_EWMS_PILOT_JOB_EVENT_LOG", "a local job event log reports are appended to (the local backend sets it)", None
+    )
+    cluster_id: int = setting("_EWMS_PILOT_CLUSTER_ID", "cluster id of those job event log lines", 0, ge=0)
+    proc_id: int = setting("_EWMS_PILOT_PROC_ID", "proc id of those job event log lines", 0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -108,92 +184,86 @@ class PilotConfig:
     init: TaskSpec | None
     incoming: tuple[QueueSpec, ...]
     outgoing: tuple[QueueSpec, ...]
-    platform: Platform
-    max_concurrent_tasks: int = 1
-    timeout_first_message: float = 1.0
-    timeout_incoming: float = 1.0
-    stop_listening_on_task_error: bool = True
-    max_task_failures: int = 1
-    okay_errors: frozenset[str] = frozenset()
-    quarantine_time: float = 0.0
-    reconnect_timeout: float = 300.0
-    data_dir: Path = Path("ewms-pilot-data")
-    infile_ext: str = ".in"
-    outfile_ext: str = ".out"
-    external_directories: tuple[str, ...] = ()
-    keep_all_task_files: bool = False
-    dump_task_output: bool = False
-    docker_shm_size: str = ""
-    apptainer_build_workdir: Path = Path("/var/tmp")
-    apptainer_image_directory_must_be_present: bool = True
+    platform: Platform = setting(
+        "_EWMS_PILOT_CONTAINER_PLATFORM", "the task runner", parse=str.lower, choices=PLATFORMS,
+        default_doc="`process` for an empty image or a plain local directory, else `docker`",
+    )  # fmt: skip
+    max_concurrent_tasks: int = setting(
+        "EWMS_PILOT_MAX_CONCURRENT_TASKS",
+        "tasks run at once; also the prefetch of every input queue (`EWMS_PILOT_PREFETCH` is ignored, with a warning)",
+        1,
+        ge=1,
+    )
+    timeout_first_message: float = setting(
+        "EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE", "seconds to wait for the first event", 1.0, gt=0,
+        default_doc="`EWMS_PILOT_TIMEOUT_QUEUE_INCOMING`",
+    )  # fmt: skip
+    timeout_incoming: float = setting(
+        "EWMS_PILOT_TIMEOUT_QUEUE_INCOMING",
+        "seconds without a new event (while a task slot is free) after which the pilot stops listening",
+        1.0,
+        gt=0,
+    )
+    stop_listening_on_task_error: bool = setting(
+        "EWMS_PILOT_STOP_LISTENING_ON_TASK_ERROR",
+        "stop listening after `EWMS_PILOT_MAX_TASK_FAILURES` failed tasks; false: never stop for failures",
+        True,
+    )
+    max_task_failures: int = setting("EWMS_PILOT_MAX_TASK_FAILURES", "the N of the rule above", 1, ge=1)
+    okay_errors: frozenset[str] = setting(
+        "EWMS_PILOT_OKAY_ERRORS",
+        "error kinds that do not count towards N: `TaskExitError`, `TaskTimeoutError`, `TaskLaunchError`,"
+        " `TaskInputError`, `TaskOutputError` (comma or space separated; upstream's `ContainerRunError` means the"
+        " first two)",
+        frozenset(),
+        parse=_okay_errors,
+    )
+    quarantine_time: float = setting(
+        "EWMS_PILOT_QUARANTINE_TIME",
+        "seconds to sleep before exiting after a stop for failures, so HTCondor does not rematch the slot at once",
+        0.0,
+        ge=0,
+    )
+    reconnect_timeout: float = setting(
+        "EWMS_PILOT_RECONNECT_TIMEOUT",
+        "seconds a lost broker connection is retried (back-off 0.5 s doubling up to 15 s) before `FatalError`",
+        300.0,
+        gt=0,
+    )
+    data_dir: Path = setting(
+        "EWMS_PILOT_DATA_DIR_PARENT_PATH_ON_HOST", "where `ewms-pilot-data/` is created", Path("ewms-pilot-data"),
+        parse=_data_dir, default_doc="working directory",
+    )  # fmt: skip
+    infile_ext: str = setting(
+        "EWMS_PILOT_INFILE_EXT", "input file extension; `.json` switches to JSON events", ".in", parse=_ext
+    )
+    outfile_ext: str = setting("EWMS_PILOT_OUTFILE_EXT", "output file extension", ".out", parse=_ext)
+    external_directories: tuple[str, ...] = setting(
+        "EWMS_PILOT_EXTERNAL_DIRECTORIES",
+        "comma-separated absolute host directories mounted read-only at the same path in containers",
+        (),
+        parse=_external_dirs,
+    )
+    keep_all_task_files: bool = setting(
+        "EWMS_PILOT_KEEP_ALL_TASK_FILES", "keep every event's directory (input, output, stdout, stderr)", False
+    )
+    dump_task_output: bool = setting("EWMS_PILOT_DUMP_TASK_OUTPUT", "log each task's stdout and stderr", False)
+    docker_shm_size: str = setting("_EWMS_PILOT_DOCKER_SHM_SIZE", "`docker run --shm-size`", "", parse=_shm_size)
+    apptainer_build_workdir: Path = setting(
+        "_EWMS_PILOT_APPTAINER_BUILD_WORKDIR", "where sandboxes are built (and reused)", Path("/var/tmp"),
+        parse=_build_workdir,
+    )  # fmt: skip
+    apptainer_image_directory_must_be_present: bool = setting(
+        "_EWMS_PILOT_APPTAINER_IMAGE_DIRECTORY_MUST_BE_PRESENT",
+        "false: build a sandbox from a non-directory image with `apptainer build --fix-perms --sandbox`",
+        True,
+    )
     reporting: ReportingConfig = ReportingConfig()
 
     @property
     def data_hub(self) -> Path:
         """Directory shared by the init task and every task (``{{DATA_HUB}}``)."""
         return self.data_dir / "data-hub"
-
-
-_TRUE = {"1", "true", "yes", "y", "on"}
-_FALSE = {"0", "false", "no", "n", "off", ""}
-
-
-class _Reader:
-    """Reads typed values from an environment mapping and collects every problem instead of stopping."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-        self.problems: list[str] = []
-
-    def text(self, name: str, default: str = "") -> str:
-        return self.environ.get(name, default).strip()
-
-    def flag(self, name: str, default: bool) -> bool:
-        raw = self.environ.get(name)
-        if raw is None:
-            return default
-        value = raw.strip().lower()
-        if value in _TRUE:
-            return True
-        if value not in _FALSE:
-            self.problems.append(f"{name}={raw!r} is not a boolean (use true or false)")
-        return False
-
-    def number(self, name: str, default: float, *, allow_zero: bool = False) -> float:
-        value = self.optional_number(name, allow_zero=allow_zero)
-        return default if value is None else value
-
-    def optional_number(self, name: str, *, allow_zero: bool = False) -> float | None:
-        raw = self.text(name)
-        if not raw or raw.lower() == "none":
-            return None
-        try:
-            value = float(raw)
-        except ValueError:
-            self.problems.append(f"{name}={raw!r} is not a number")
-            return None
-        if value < 0 or (value == 0 and not allow_zero):
-            self.problems.append(f"{name}={raw!r} must be {'at least 0' if allow_zero else 'greater than 0'}")
-            return None
-        return value
-
-    def integer(self, name: str, default: int, minimum: int = 1) -> int:
-        raw = self.text(name)
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            self.problems.append(f"{name}={raw!r} is not an integer")
-            return default
-        if value < minimum:
-            self.problems.append(f"{name}={raw!r} must be at least {minimum}")
-            return default
-        return value
-
-    def fail_if_problems(self) -> None:
-        if self.problems:
-            raise ConfigError("invalid pilot environment:\n  - " + "\n  - ".join(self.problems))
 
 
 def parse_broker_address(address: str) -> BrokerAddress:
@@ -221,139 +291,89 @@ def parse_broker_address(address: str) -> BrokerAddress:
     )
 
 
-def _split_positional(reader: _Reader, name: str, count: int) -> list[str]:
+def _text(environ: Mapping[str, str], name: str) -> str:
+    return environ.get(name, "").strip()
+
+
+def _split_positional(environ: Mapping[str, str], problems: list[str], name: str, count: int) -> list[str]:
     """Split a ``;``-joined value into ``count`` positions; a single value applies to every queue."""
-    values = [v.strip() for v in reader.environ.get(name, "").split(";")]
+    values = [v.strip() for v in environ.get(name, "").split(";")]
     if len(values) == 1 and count > 1:
         return values * count
     if len(values) != count:
-        reader.problems.append(f"{name} has {len(values)} ';'-separated values but there are {count} queues")
+        problems.append(f"{name} has {len(values)} ';'-separated values but there are {count} queues")
         return [""] * count
     return values
 
 
-def _read_queues(reader: _Reader, direction: str) -> tuple[QueueSpec, ...]:
+def _read_queues(environ: Mapping[str, str], problems: list[str], direction: str) -> tuple[QueueSpec, ...]:
     prefix = f"EWMS_PILOT_QUEUE_{direction}"
-    names = [n.strip() for n in reader.text(prefix).split(";") if n.strip()]
+    names = [n.strip() for n in _text(environ, prefix).split(";") if n.strip()]
     if not names:
         return ()
-    tokens = _split_positional(reader, f"{prefix}_AUTH_TOKEN", len(names))
-    types = _split_positional(reader, f"{prefix}_BROKER_TYPE", len(names))
-    addresses = _split_positional(reader, f"{prefix}_BROKER_ADDRESS", len(names))
+    tokens = _split_positional(environ, problems, f"{prefix}_AUTH_TOKEN", len(names))
+    types = _split_positional(environ, problems, f"{prefix}_BROKER_TYPE", len(names))
+    addresses = _split_positional(environ, problems, f"{prefix}_BROKER_ADDRESS", len(names))
     specs = []
     for name, token, btype, raw_address in zip(names, tokens, types, addresses, strict=True):
         if not QUEUE_NAME_RE.match(name):
-            reader.problems.append(f"{prefix}: queue name {name!r} has characters outside [A-Za-z0-9_.:@-]")
+            problems.append(f"{prefix}: queue name {name!r} has characters outside [A-Za-z0-9_.:@-]")
             continue
         if (btype or "rabbitmq").lower() != "rabbitmq":
-            reader.problems.append(f"{prefix}_BROKER_TYPE={btype!r}: only 'rabbitmq' is supported")
+            problems.append(f"{prefix}_BROKER_TYPE={btype!r}: only 'rabbitmq' is supported")
             continue
         if not raw_address:
-            reader.problems.append(f"{prefix}_BROKER_ADDRESS is missing for queue {name!r}")
+            problems.append(f"{prefix}_BROKER_ADDRESS is missing for queue {name!r}")
             continue
         try:
             address = parse_broker_address(raw_address)
         except ValueError as exc:
-            reader.problems.append(f"{prefix}_BROKER_ADDRESS: {exc}")
+            problems.append(f"{prefix}_BROKER_ADDRESS: {exc}")
             continue
         specs.append(QueueSpec(name=name, auth_token=token, broker_type="rabbitmq", address=address))
     return tuple(specs)
 
 
-def _read_env_json(reader: _Reader, name: str) -> dict[str, str]:
-    raw = reader.text(name)
+def _read_env_json(environ: Mapping[str, str], problems: list[str], name: str) -> dict[str, str]:
+    raw = _text(environ, name)
     if not raw:
         return {}
     try:
         loaded = json.loads(raw)
     except json.JSONDecodeError as exc:
-        reader.problems.append(f"{name} is not valid JSON: {exc}")
+        problems.append(f"{name} is not valid JSON: {exc}")
         return {}
     if not isinstance(loaded, dict):
-        reader.problems.append(f"{name} must be a JSON object of variable names to values")
+        problems.append(f"{name} must be a JSON object of variable names to values")
         return {}
     env: dict[str, str] = {}
     for key, value in loaded.items():
         if not ENV_NAME_RE.match(key):
-            reader.problems.append(f"{name}: {key!r} is not a valid environment variable name")
+            problems.append(f"{name}: {key!r} is not a valid environment variable name")
         elif isinstance(value, bool):
             env[key] = "true" if value else "false"
         elif isinstance(value, str | int | float):
             env[key] = str(value)
         else:
-            reader.problems.append(f"{name}: value of {key!r} must be a string or number")
+            problems.append(f"{name}: value of {key!r} must be a string or number")
     return env
 
 
-def _read_task(reader: _Reader, kind: str, timeout_names: tuple[str, ...]) -> TaskSpec:
-    args = reader.environ.get(f"EWMS_PILOT_{kind}_ARGS", "")
+def _read_task(environ: Mapping[str, str], problems: list[str], kind: str, *timeout_aliases: str) -> TaskSpec:
+    args = environ.get(f"EWMS_PILOT_{kind}_ARGS", "")
     try:
-        shlex.split(args)
+        shell_words(args)
     except ValueError as exc:
-        reader.problems.append(f"EWMS_PILOT_{kind}_ARGS is not valid shell syntax: {exc}")
+        problems.append(f"EWMS_PILOT_{kind}_ARGS {exc}")
         args = ""
-    timeout = None
-    for timeout_name in timeout_names:
-        timeout = reader.optional_number(timeout_name)
-        if timeout is not None:
-            break
+    timeout_setting = Setting(f"EWMS_PILOT_{kind}_TIMEOUT", "task timeout", aliases=timeout_aliases, gt=0)
+    _, timeout = read_one(environ, timeout_setting, float | None, problems)
     return TaskSpec(
-        image=reader.text(f"EWMS_PILOT_{kind}_IMAGE"),
+        image=_text(environ, f"EWMS_PILOT_{kind}_IMAGE"),
         args=args,
-        env=_read_env_json(reader, f"EWMS_PILOT_{kind}_ENV_JSON"),
+        env=_read_env_json(environ, problems, f"EWMS_PILOT_{kind}_ENV_JSON"),
         timeout=timeout,
     )
-
-
-def _read_ext(reader: _Reader, name: str, default: str) -> str:
-    raw = reader.text(name, default)
-    ext = raw if raw.startswith(".") else f".{raw}"
-    if not FILE_EXT_RE.match(ext):
-        reader.problems.append(f"{name}={raw!r} is not a safe file extension (letters, digits, '_', '.', '-')")
-        return default
-    return ext
-
-
-def _safe_path(reader: _Reader, name: str, raw: str) -> str:
-    path = os.path.abspath(raw)
-    if not SAFE_PATH_RE.match(path):
-        reader.problems.append(
-            f"{name}={raw!r}: paths may only hold letters, digits and '_./+@-' (no spaces or shell characters)"
-        )
-    return path
-
-
-def _read_external_dirs(reader: _Reader) -> tuple[str, ...]:
-    name = "EWMS_PILOT_EXTERNAL_DIRECTORIES"
-    dirs = []
-    for raw in (d.strip() for d in reader.text(name).split(",")):
-        if not raw:
-            continue
-        if not raw.startswith("/"):
-            reader.problems.append(f"{name}: {raw!r} is not an absolute path")
-            continue
-        path = _safe_path(reader, name, raw)
-        if path == "/" or any(path == f or path.startswith(f + "/") for f in FORBIDDEN_MOUNT_TARGETS):
-            reader.problems.append(f"{name}: {path!r} is a system path and cannot be mounted into tasks")
-            continue
-        dirs.append(path)
-    return tuple(dirs)
-
-
-def _read_okay_errors(reader: _Reader) -> frozenset[str]:
-    kinds: set[str] = set()
-    for word in re.split(r"[\s,;]+", reader.text("EWMS_PILOT_OKAY_ERRORS").strip("[]")):
-        word = word.strip("'\"")
-        if not word:
-            continue
-        if word in ERROR_KIND_ALIASES:
-            kinds.update(ERROR_KIND_ALIASES[word])
-        elif word in TASK_ERROR_KINDS:
-            kinds.add(word)
-        else:
-            known = ", ".join(sorted(TASK_ERROR_KINDS | ERROR_KIND_ALIASES.keys()))
-            reader.problems.append(f"EWMS_PILOT_OKAY_ERRORS: unknown error kind {word!r} (known: {known})")
-    return frozenset(kinds)
 
 
 def is_local_directory(image: str) -> bool:
@@ -378,107 +398,69 @@ def resolve_platform(requested: str, task_image: str) -> Platform:
     return "docker"
 
 
-def _read_platform(reader: _Reader, task: TaskSpec, init: TaskSpec | None) -> Platform:
-    """Select the runner and check that the task (and init task) fit it."""
-    try:
-        platform = resolve_platform(reader.text("_EWMS_PILOT_CONTAINER_PLATFORM").lower(), task.image)
-    except ConfigError as exc:
-        reader.problems.append(str(exc))
-        return "process"
+def _check_platform(problems: list[str], platform: Platform, task: TaskSpec, init: TaskSpec | None) -> None:
+    """Check that the task (and init task) fit the runner."""
     specs = [("TASK", task)] + ([("INIT", init)] if init is not None else [])
     for kind, spec in specs:
         if platform == "process":
             if spec.image and not is_local_directory(spec.image):
-                reader.problems.append(
+                problems.append(
                     f"EWMS_PILOT_{kind}_IMAGE={spec.image!r}: the process runner needs an empty value or a "
                     "local directory (e.g. a venv); set _EWMS_PILOT_CONTAINER_PLATFORM for container images"
                 )
             if not spec.args.strip():
-                reader.problems.append(f"EWMS_PILOT_{kind}_ARGS is empty: the process runner needs a command to run")
+                problems.append(f"EWMS_PILOT_{kind}_ARGS is empty: the process runner needs a command to run")
         elif spec.image and not IMAGE_RE.match(spec.image):
-            reader.problems.append(
+            problems.append(
                 f"EWMS_PILOT_{kind}_IMAGE={spec.image!r}: an image may only hold [A-Za-z0-9_./:@+=-] "
                 "and may not start with '-'"
             )
     if platform != "process" and not task.image:
-        reader.problems.append(f"EWMS_PILOT_TASK_IMAGE is empty: the {platform} runner needs an image")
-    return platform
+        problems.append(f"EWMS_PILOT_TASK_IMAGE is empty: the {platform} runner needs an image")
 
 
-def _read_reporting(reader: _Reader) -> ReportingConfig:
-    dest = reader.text("EWMS_PILOT_HTCHIRP_DEST", "JOB_EVENT_LOG").upper()
-    if dest not in ("JOB_EVENT_LOG", "JOB_ATTR"):
-        reader.problems.append(f"EWMS_PILOT_HTCHIRP_DEST={dest!r} must be JOB_EVENT_LOG or JOB_ATTR")
-    jel = reader.text("_EWMS_PILOT_JOB_EVENT_LOG")
-    return ReportingConfig(
-        htchirp=reader.flag("EWMS_PILOT_HTCHIRP", False),
-        htchirp_dest="JOB_ATTR" if dest == "JOB_ATTR" else "JOB_EVENT_LOG",
-        ratelimit_interval=reader.number("EWMS_PILOT_HTCHIRP_RATELIMIT_INTERVAL", 60.0, allow_zero=True),
-        job_event_log=Path(jel) if jel else None,
-        cluster_id=reader.integer("_EWMS_PILOT_CLUSTER_ID", 0, minimum=0),
-        proc_id=reader.integer("_EWMS_PILOT_PROC_ID", 0, minimum=0),
-    )
+def _fail_if(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError(problems)
 
 
 def load_reporting_config(environ: Mapping[str, str]) -> ReportingConfig:
     """Read only the reporting settings, so a FatalError can be reported even when the rest is invalid."""
-    reader = _Reader(environ)
-    config = _read_reporting(reader)
-    reader.fail_if_problems()
-    return config
+    problems: list[str] = []
+    values = read(ReportingConfig, environ, problems)
+    _fail_if(problems)
+    return ReportingConfig(**values)
 
 
 def load_config(environ: Mapping[str, str]) -> PilotConfig:
     """Read and validate the whole environment contract; raise :class:`ConfigError` listing every problem."""
-    reader = _Reader(environ)
-    task = _read_task(reader, "TASK", ("EWMS_PILOT_TASK_TIMEOUT", "EWMS_PILOT_SUBPROC_TIMEOUT"))
-    init = _read_task(reader, "INIT", ("EWMS_PILOT_INIT_TIMEOUT",))
+    problems: list[str] = []
+    task = _read_task(environ, problems, "TASK", "EWMS_PILOT_SUBPROC_TIMEOUT")
+    init = _read_task(environ, problems, "INIT")
     has_init = bool(init.image or init.args.strip())
-    incoming = _read_queues(reader, "INCOMING")
-    outgoing = _read_queues(reader, "OUTGOING")
-    if not incoming and not reader.text("EWMS_PILOT_QUEUE_INCOMING"):
-        reader.problems.append("EWMS_PILOT_QUEUE_INCOMING is not set: the pilot needs at least one input queue")
-
-    platform = _read_platform(reader, task, init if has_init else None)
-    timeout_incoming = reader.number("EWMS_PILOT_TIMEOUT_QUEUE_INCOMING", 1.0)
-    if reader.text("EWMS_PILOT_PREFETCH"):
+    incoming = _read_queues(environ, problems, "INCOMING")
+    outgoing = _read_queues(environ, problems, "OUTGOING")
+    if not incoming and not _text(environ, "EWMS_PILOT_QUEUE_INCOMING"):
+        problems.append("EWMS_PILOT_QUEUE_INCOMING is not set: the pilot needs at least one input queue")
+    if _text(environ, "EWMS_PILOT_PREFETCH"):
         LOGGER.warning("EWMS_PILOT_PREFETCH is ignored: the prefetch equals EWMS_PILOT_MAX_CONCURRENT_TASKS")
-    parent = reader.text("EWMS_PILOT_DATA_DIR_PARENT_PATH_ON_HOST") or os.getcwd()
 
-    config = PilotConfig(
+    values: dict[str, Any] = read(PilotConfig, environ, problems)
+    values["platform"] = resolve_platform(values.get("platform", ""), task.image)
+    _check_platform(problems, values["platform"], task, init if has_init else None)
+    values.setdefault("timeout_first_message", values.get("timeout_incoming", 1.0))
+    if "data_dir" not in values:
+        try:
+            values["data_dir"] = _data_dir(os.getcwd())
+        except ValueError as exc:
+            problems.append(f"working directory {os.getcwd()!r} {exc} (set EWMS_PILOT_DATA_DIR_PARENT_PATH_ON_HOST)")
+    reporting = read(ReportingConfig, environ, problems)
+    _fail_if(problems)
+    return PilotConfig(
         task=task,
         init=init if has_init else None,
         incoming=incoming,
         outgoing=outgoing,
-        platform=platform,
-        max_concurrent_tasks=reader.integer("EWMS_PILOT_MAX_CONCURRENT_TASKS", 1),
-        timeout_first_message=reader.number("EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE", timeout_incoming),
-        timeout_incoming=timeout_incoming,
-        stop_listening_on_task_error=reader.flag("EWMS_PILOT_STOP_LISTENING_ON_TASK_ERROR", True),
-        max_task_failures=reader.integer("EWMS_PILOT_MAX_TASK_FAILURES", 1),
-        okay_errors=_read_okay_errors(reader),
-        quarantine_time=reader.number("EWMS_PILOT_QUARANTINE_TIME", 0.0, allow_zero=True),
-        reconnect_timeout=reader.number("EWMS_PILOT_RECONNECT_TIMEOUT", 300.0),
-        data_dir=Path(_safe_path(reader, "EWMS_PILOT_DATA_DIR_PARENT_PATH_ON_HOST", parent)) / "ewms-pilot-data",
-        infile_ext=_read_ext(reader, "EWMS_PILOT_INFILE_EXT", ".in"),
-        outfile_ext=_read_ext(reader, "EWMS_PILOT_OUTFILE_EXT", ".out"),
-        external_directories=_read_external_dirs(reader),
-        keep_all_task_files=reader.flag("EWMS_PILOT_KEEP_ALL_TASK_FILES", False),
-        dump_task_output=reader.flag("EWMS_PILOT_DUMP_TASK_OUTPUT", False),
-        docker_shm_size=reader.text("_EWMS_PILOT_DOCKER_SHM_SIZE"),
-        apptainer_build_workdir=Path(
-            _safe_path(
-                reader,
-                "_EWMS_PILOT_APPTAINER_BUILD_WORKDIR",
-                reader.text("_EWMS_PILOT_APPTAINER_BUILD_WORKDIR", "/var/tmp"),
-            )
-        ),
-        apptainer_image_directory_must_be_present=reader.flag(
-            "_EWMS_PILOT_APPTAINER_IMAGE_DIRECTORY_MUST_BE_PRESENT", True
-        ),
-        reporting=_read_reporting(reader),
+        reporting=ReportingConfig(**reporting),
+        **values,
     )
-    if config.docker_shm_size and not re.match(r"^[0-9]+[bkmgBKMG]?$", config.docker_shm_size):
-        reader.problems.append(f"_EWMS_PILOT_DOCKER_SHM_SIZE={config.docker_shm_size!r} is not a size like 2g")
-    reader.fail_if_problems()
-    return config

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+# the environment contract is violated (missing, malformed or unsafe values): the one settings error
+from ewms_settings import ConfigError as ConfigError
+
 
 class PilotError(Exception):
     """Base class of every error raised by the pilot on purpose."""
-
-
-class ConfigError(PilotError):
-    """The environment contract is violated (missing, malformed or unsafe values)."""
 
 
 class BrokerError(PilotError):

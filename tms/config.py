@@ -1,14 +1,15 @@
-"""TMS settings, read once from the environment into a frozen dataclass (every variable is listed in README.md)."""
+"""TMS settings, read once from the environment into a frozen dataclass (table: Docs/settings/tms.md)."""
 
 from __future__ import annotations
 
 import os
-import shlex
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from ewms_settings import ConfigError as ConfigError  # re-exported: the one settings error
+from ewms_settings import read, setting, shell_words
 
 DEFAULT_PILOT_IMAGE_BASE = (
     "/cvmfs/icecube.opensciencegrid.org/containers/ewms/observation-management-service/ewms-pilot"
@@ -19,139 +20,11 @@ CONTAINER_REQUIREMENTS = (
 )
 PILOT_ENV_PREFIXES = ("EWMS_PILOT_", "_EWMS_PILOT_")
 MAX_LOG_TAIL_BYTES = 65536  # the WMS keeps at most this many characters per output tail
+STATE_DIR = Path("/var/tmp/ewms-tms")
 
 
-class ConfigError(ValueError):
-    """A setting is missing or invalid."""
-
-
-@dataclass(frozen=True)
-class TMSConfig:
-    """Every TMS setting; build with :meth:`from_env`."""
-
-    ewms_address: str
-    schedd: str
-    backend: str = "htcondor"
-    # auth: a static ``system-tms`` token, or OAuth2 client credentials
-    ewms_token: str = ""
-    ewms_token_url: str = ""
-    ewms_client_id: str = ""
-    ewms_client_secret: str = ""
-    # where things live
-    state_dir: Path = Path("/var/tmp/ewms-tms")
-    job_event_log_dir: Path = Path("/var/tmp/ewms-tms/job-event-logs")
-    # loop timing (seconds)
-    poll_interval: float = 1.0
-    watcher_interval: float = 0.25
-    error_wait: float = 10.0
-    file_manager_interval: float = 3600.0
-    unmapped_cluster_give_up: float = 300.0
-    # WMS calls
-    http_timeout: float = 30.0
-    http_retries: int = 3
-    # what pilots get
-    pilot_launch: str = "container"
-    pilot_image_base: str = DEFAULT_PILOT_IMAGE_BASE
-    pilot_command: str = "ewms-pilot"
-    condor_requirements: str = CONTAINER_REQUIREMENTS
-    extra_pilot_env: Mapping[str, str] = field(default_factory=dict)
-    n_top_task_errors: int = 10
-    log_tail_bytes: int = 16384  # of each ended job's stdout and stderr shipped to the WMS
-    # local backend
-    local_max_concurrent_jobs: int = 2
-    local_pilot_command: tuple[str, ...] = ()
-    local_monitor_interval: float = 1.0
-    local_kill_grace: float = 5.0
-    # file manager ages (seconds)
-    jel_expiry_short: float = 86400.0
-    jel_expiry_long: float = 604800.0
-    jel_archive_delete_expiry: float = 604800.0
-    taskforce_dirs_expiry: float = 432000.0
-    taskforce_dirs_tar_expiry: float = 432000.0
-    # operations
-    metrics_port: int | None = None
-    log_level: str = "INFO"
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("htcondor", "local"):
-            raise ConfigError(f"TMS_BACKEND must be 'htcondor' or 'local', not {self.backend!r}")
-        if self.pilot_launch not in ("container", "executable"):
-            raise ConfigError(f"TMS_PILOT_LAUNCH must be 'container' or 'executable', not {self.pilot_launch!r}")
-        if not self.ewms_token and not (self.ewms_token_url and self.ewms_client_id and self.ewms_client_secret):
-            raise ConfigError("set EWMS_TOKEN, or all of EWMS_TOKEN_URL, EWMS_CLIENT_ID and EWMS_CLIENT_SECRET")
-        if self.jel_expiry_long < self.jel_expiry_short:
-            raise ConfigError("JOB_EVENT_LOG_MODIFICATION_EXPIRY_LONG must be >= ..._SHORT")
-        if not 0 <= self.log_tail_bytes <= MAX_LOG_TAIL_BYTES:
-            raise ConfigError(f"TMS_LOG_TAIL_BYTES must be between 0 and {MAX_LOG_TAIL_BYTES}")
-        if self.local_max_concurrent_jobs < 1:
-            raise ConfigError("TMS_LOCAL_MAX_CONCURRENT_JOBS must be >= 1")
-        for name in ("poll_interval", "watcher_interval", "error_wait", "file_manager_interval"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> TMSConfig:
-        """Read the settings from ``environ`` (default: ``os.environ``); raises ConfigError."""
-        env = os.environ if environ is None else environ
-        defaults: dict[str, Any] = {f.name: f.default for f in fields(cls)}
-
-        def get(name: str, default: str = "") -> str:
-            return env.get(name, "").strip() or default
-
-        def number(name: str, attr: str, kind: type[float] | type[int] = float, default: Any = None) -> Any:
-            raw = get(name)
-            if not raw:
-                return defaults[attr] if default is None else default
-            try:
-                return kind(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{name} must be a number, not {raw!r}") from exc
-
-        if not get("EWMS_ADDRESS"):
-            raise ConfigError("EWMS_ADDRESS is required (e.g. https://ewms.example.org)")
-        state_dir = Path(get("TMS_STATE_DIR", str(defaults["state_dir"])))
-        launch = get("TMS_PILOT_LAUNCH", "container")
-        requirements = env.get("TMS_CONDOR_REQUIREMENTS")
-        if requirements is None:
-            requirements = CONTAINER_REQUIREMENTS if launch == "container" else ""
-        return cls(
-            ewms_address=get("EWMS_ADDRESS").rstrip("/"),
-            schedd=get("TMS_SCHEDD") or default_schedd(get("TMS_BACKEND", "htcondor")),
-            backend=get("TMS_BACKEND", "htcondor"),
-            ewms_token=get("EWMS_TOKEN"),
-            ewms_token_url=get("EWMS_TOKEN_URL"),
-            ewms_client_id=get("EWMS_CLIENT_ID"),
-            ewms_client_secret=get("EWMS_CLIENT_SECRET"),
-            state_dir=state_dir,
-            job_event_log_dir=Path(get("JOB_EVENT_LOG_DIR", str(state_dir / "job-event-logs"))),
-            poll_interval=number("TMS_POLL_INTERVAL", "poll_interval"),
-            watcher_interval=number("TMS_WATCHER_INTERVAL", "watcher_interval"),
-            error_wait=number("TMS_ERROR_WAIT", "error_wait"),
-            file_manager_interval=number("TMS_FILE_MANAGER_INTERVAL", "file_manager_interval"),
-            unmapped_cluster_give_up=number("TMS_UNMAPPED_CLUSTER_GIVE_UP", "unmapped_cluster_give_up"),
-            http_timeout=number("TMS_HTTP_TIMEOUT", "http_timeout"),
-            http_retries=number("TMS_HTTP_RETRIES", "http_retries", int),
-            pilot_launch=launch,
-            pilot_image_base=get("TMS_PILOT_IMAGE_BASE", get("CVMFS_PILOT_PATH", DEFAULT_PILOT_IMAGE_BASE)),
-            pilot_command=get("TMS_PILOT_COMMAND", "ewms-pilot"),
-            condor_requirements=requirements.strip(),
-            extra_pilot_env=parse_extra_pilot_env(get("TMS_ENV_VARS_AND_VALS_ADD_TO_PILOT")),
-            n_top_task_errors=number("TMS_N_TOP_TASK_ERRORS", "n_top_task_errors", int),
-            log_tail_bytes=number("TMS_LOG_TAIL_BYTES", "log_tail_bytes", int),
-            local_max_concurrent_jobs=number(
-                "TMS_LOCAL_MAX_CONCURRENT_JOBS", "local_max_concurrent_jobs", int, os.cpu_count() or 2
-            ),
-            local_pilot_command=tuple(shlex.split(get("TMS_LOCAL_PILOT_COMMAND"))),
-            local_monitor_interval=number("TMS_LOCAL_MONITOR_INTERVAL", "local_monitor_interval"),
-            local_kill_grace=number("TMS_LOCAL_KILL_GRACE", "local_kill_grace"),
-            jel_expiry_short=number("JOB_EVENT_LOG_MODIFICATION_EXPIRY_SHORT", "jel_expiry_short"),
-            jel_expiry_long=number("JOB_EVENT_LOG_MODIFICATION_EXPIRY_LONG", "jel_expiry_long"),
-            jel_archive_delete_expiry=number("JOB_EVENT_LOG_ARCHIVE_DELETE_EXPIRY", "jel_archive_delete_expiry"),
-            taskforce_dirs_expiry=number("TASKFORCE_DIRS_EXPIRY", "taskforce_dirs_expiry"),
-            taskforce_dirs_tar_expiry=number("TASKFORCE_DIRS_TAR_EXPIRY", "taskforce_dirs_tar_expiry"),
-            metrics_port=number("TMS_METRICS_PORT", "metrics_port", int),
-            log_level=get("LOG_LEVEL", "INFO").upper(),
-        )
+def _base_url(raw: str) -> str:
+    return raw.rstrip("/")
 
 
 def default_schedd(backend: str) -> str:
@@ -169,14 +42,153 @@ def default_schedd(backend: str) -> str:
 def parse_extra_pilot_env(raw: str) -> dict[str, str]:
     """Parse ``"K=V K2='v 2'"`` (shell words); only ``EWMS_PILOT_*`` / ``_EWMS_PILOT_*`` keys are allowed."""
     out: dict[str, str] = {}
-    for word in shlex.split(raw):
+    for word in shell_words(raw):
         key, sep, value = word.partition("=")
         if not sep or not key:
-            raise ConfigError(f"TMS_ENV_VARS_AND_VALS_ADD_TO_PILOT: expected KEY=VALUE, got {word!r}")
+            raise ConfigError(f"holds {word!r}: expected KEY=VALUE")
         if not key.startswith(PILOT_ENV_PREFIXES):
             raise ConfigError(
-                f"TMS_ENV_VARS_AND_VALS_ADD_TO_PILOT: {key!r} is not a pilot variable "
-                f"(must start with {' or '.join(PILOT_ENV_PREFIXES)})"
+                f"holds {key!r}, which is not a pilot variable (must start with {' or '.join(PILOT_ENV_PREFIXES)})"
             )
         out[key] = value
     return out
+
+
+@dataclass(frozen=True)
+class TMSConfig:
+    """Every TMS setting, each declared once with its environment variable; build with :meth:`from_env`."""
+
+    ewms_address: str = setting("EWMS_ADDRESS", "WMS base URL, e.g. `https://ewms.example.org`", parse=_base_url)
+    schedd: str = setting(
+        "TMS_SCHEDD",
+        "the schedd this TMS serves",
+        default_doc="HTCondor `FULL_HOSTNAME` (htcondor), host name (local)",
+    )
+    backend: str = setting("TMS_BACKEND", "where pilots run", "htcondor", choices=("htcondor", "local"))
+    # auth: a static ``system-tms`` token, or OAuth2 client credentials
+    ewms_token: str = setting("EWMS_TOKEN", "a static bearer token with role `system-tms` …", "")
+    ewms_token_url: str = setting(
+        "EWMS_TOKEN_URL", "… or OAuth2 client credentials (token refreshed before expiry and on 401)", ""
+    )
+    ewms_client_id: str = setting("EWMS_CLIENT_ID", "client id of those credentials", "")
+    ewms_client_secret: str = setting("EWMS_CLIENT_SECRET", "client secret of those credentials", "")
+    # where things live
+    state_dir: Path = setting(
+        "TMS_STATE_DIR", "local-backend state (cluster id counter, unfinished jobs)", STATE_DIR
+    )
+    job_event_log_dir: Path = setting(
+        "JOB_EVENT_LOG_DIR",
+        "job event logs and `ewms-taskforce-*` dirs",
+        STATE_DIR / "job-event-logs",
+        default_doc="`$TMS_STATE_DIR/job-event-logs`",
+    )
+    # loop timing (seconds)
+    poll_interval: float = setting("TMS_POLL_INTERVAL", "s between starter/stopper polls when idle", 1.0, gt=0)
+    watcher_interval: float = setting("TMS_WATCHER_INTERVAL", "s between watcher passes", 0.25, gt=0)
+    error_wait: float = setting(
+        "TMS_ERROR_WAIT", "s pause after a failed submit/remove, and the longest error back-off", 10.0, gt=0
+    )
+    file_manager_interval: float = setting(
+        "TMS_FILE_MANAGER_INTERVAL", "s between file manager passes (one at start)", 3600.0, gt=0
+    )
+    unmapped_cluster_give_up: float = setting(
+        "TMS_UNMAPPED_CLUSTER_GIVE_UP", "s after which a cluster no taskforce claims is ignored", 300.0, ge=0
+    )
+    # WMS calls
+    http_timeout: float = setting("TMS_HTTP_TIMEOUT", "s per WMS request", 30.0, gt=0)
+    http_retries: int = setting(
+        "TMS_HTTP_RETRIES", "retries of a WMS request on connection errors, 429 and 5xx", 3, ge=0
+    )
+    # what pilots get
+    pilot_launch: str = setting(
+        "TMS_PILOT_LAUNCH",
+        "`container` (pilot image) or `executable` (`/bin/sh` wrapper)",
+        "container",
+        choices=("container", "executable"),
+    )
+    pilot_image_base: str = setting(
+        "TMS_PILOT_IMAGE_BASE", "pilot image path; `:<tag>` is appended", DEFAULT_PILOT_IMAGE_BASE,
+        aliases=("CVMFS_PILOT_PATH",),
+    )  # fmt: skip
+    pilot_command: str = setting("TMS_PILOT_COMMAND", "what the executable wrapper runs", "ewms-pilot")
+    condor_requirements: str = setting(
+        "TMS_CONDOR_REQUIREMENTS",
+        "ANDed with the taskforce's requirements (set but empty: none)",
+        CONTAINER_REQUIREMENTS,
+        default_doc="Apptainer + CVMFS + user namespaces (container), empty (executable)",
+        keeps_blank=True,
+    )
+    extra_pilot_env: Mapping[str, str] = setting(
+        "TMS_ENV_VARS_AND_VALS_ADD_TO_PILOT",
+        "`K=V K2='v 2'` added to every pilot's environment; only `EWMS_PILOT_*`/`_EWMS_PILOT_*` keys",
+        default_factory=dict,
+        parse=parse_extra_pilot_env,
+    )
+    n_top_task_errors: int = setting("TMS_N_TOP_TASK_ERRORS", "errors kept in `top_task_errors`", 10, ge=0)
+    log_tail_bytes: int = setting(
+        "TMS_LOG_TAIL_BYTES",
+        "bytes of each ended job's stdout and stderr shipped to the WMS (0: none)",
+        16384,
+        ge=0,
+        le=MAX_LOG_TAIL_BYTES,
+    )
+    # local backend
+    local_max_concurrent_jobs: int = setting(
+        "TMS_LOCAL_MAX_CONCURRENT_JOBS", "local backend: pilots run at once", 2, ge=1, default_doc="number of CPUs"
+    )
+    local_pilot_command: tuple[str, ...] = setting(
+        "TMS_LOCAL_PILOT_COMMAND", "local backend: the pilot command, shell words", (), parse=shell_words,
+        default_doc="`<python> -m pilot`",
+    )  # fmt: skip
+    local_monitor_interval: float = setting(
+        "TMS_LOCAL_MONITOR_INTERVAL", "s between runtime/memory checks (local)", 1.0, gt=0
+    )
+    local_kill_grace: float = setting("TMS_LOCAL_KILL_GRACE", "s between SIGTERM and SIGKILL (local)", 5.0, ge=0)
+    # file manager ages (seconds)
+    jel_expiry_short: float = setting(
+        "JOB_EVENT_LOG_MODIFICATION_EXPIRY_SHORT",
+        "s: gzip a log this old if no unfinished taskforce uses it",
+        86400.0,
+        ge=0,
+    )
+    jel_expiry_long: float = setting(
+        "JOB_EVENT_LOG_MODIFICATION_EXPIRY_LONG", "s: gzip a log this old regardless (must be >= SHORT)", 604800.0,
+        ge=0,
+    )  # fmt: skip
+    jel_archive_delete_expiry: float = setting(
+        "JOB_EVENT_LOG_ARCHIVE_DELETE_EXPIRY", "s: delete `*.tms.jel.gz` this old", 604800.0, ge=0
+    )
+    taskforce_dirs_expiry: float = setting(
+        "TASKFORCE_DIRS_EXPIRY",
+        "s: tar.gz an `ewms-taskforce-*` dir unchanged this long (newest file inside)",
+        432000.0,
+        ge=0,
+    )
+    taskforce_dirs_tar_expiry: float = setting(
+        "TASKFORCE_DIRS_TAR_EXPIRY", "s: delete those tarballs this old", 432000.0, ge=0
+    )
+    # operations
+    metrics_port: int | None = setting(
+        "TMS_METRICS_PORT", "serve Prometheus metrics (`ewms_tms_*`) on this port", None, ge=0, le=65535
+    )
+    log_level: str = setting("LOG_LEVEL", "log level", "INFO", parse=str.upper)
+
+    def __post_init__(self) -> None:
+        if not self.ewms_token and not (self.ewms_token_url and self.ewms_client_id and self.ewms_client_secret):
+            raise ConfigError("set EWMS_TOKEN, or all of EWMS_TOKEN_URL, EWMS_CLIENT_ID and EWMS_CLIENT_SECRET")
+        if self.jel_expiry_long < self.jel_expiry_short:
+            raise ConfigError("JOB_EVENT_LOG_MODIFICATION_EXPIRY_LONG must be >= ..._SHORT")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TMSConfig:
+        """Read the settings from ``environ`` (default: ``os.environ``); raises ConfigError listing every problem."""
+        problems: list[str] = []
+        values = read(cls, os.environ if environ is None else environ, problems)
+        if problems:
+            raise ConfigError(problems)
+        values.setdefault("schedd", default_schedd(values.get("backend", "htcondor")))
+        values.setdefault("job_event_log_dir", values.get("state_dir", STATE_DIR) / "job-event-logs")
+        if "condor_requirements" not in values and values.get("pilot_launch") == "executable":
+            values["condor_requirements"] = ""
+        values.setdefault("local_max_concurrent_jobs", os.cpu_count() or 2)
+        return cls(**values)

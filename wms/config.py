@@ -1,4 +1,4 @@
-"""WMS settings, all from environment variables with documented defaults (see Docs/operations.md)."""
+"""WMS settings, each declared once below with its environment variable (table: Docs/settings/wms.md)."""
 
 from __future__ import annotations
 
@@ -9,129 +9,151 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ewms_settings import ConfigError as ConfigError  # re-exported: the one settings error
+from ewms_settings import read, setting
+
 DEFAULT_OPENAPI_PATH = Path(__file__).resolve().parent.parent / "Docs" / "openapi.json"
 
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed."""
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    try:
-        return int(env.get(name, default))
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {env.get(name)!r}") from exc
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    try:
-        return float(env.get(name, default))
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {env.get(name)!r}") from exc
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw not in ("true", "false"):
-        raise ConfigError(f"{name} must be true or false, got {env.get(name)!r}")
-    return raw == "true"
-
-
-def _clusters(env: Mapping[str, str]) -> dict[str, str]:
-    """Cluster location -> schedd, from ``EWMS_CLUSTERS`` (JSON) or ``EWMS_CLUSTERS_FILE`` (JSON file)."""
-    raw = env.get("EWMS_CLUSTERS", "")
-    if not raw and env.get("EWMS_CLUSTERS_FILE"):
-        raw = Path(env["EWMS_CLUSTERS_FILE"]).read_text()
-    if not raw:
-        return {"local": socket.gethostname()}
+def parse_clusters(raw: str) -> dict[str, str]:
+    """Cluster location -> schedd, from a JSON object like ``{"osg": "ap1.example.org"}``."""
     try:
         parsed = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"EWMS_CLUSTERS is not JSON: {exc}") from exc
+        raise ValueError(f"is not JSON: {exc}") from None
     if not isinstance(parsed, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and k and v for k, v in parsed.items()
     ):
-        raise ConfigError('EWMS_CLUSTERS must map location -> schedd, e.g. {"osg": "ap1.example.org"}')
+        raise ValueError('must map location -> schedd, e.g. {"osg": "ap1.example.org"}')
     return dict(parsed)
+
+
+def _clusters_file(raw: str) -> dict[str, str]:
+    try:
+        text = Path(raw).read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot be read: {exc.strerror}") from None
+    return parse_clusters(text)
 
 
 @dataclass(frozen=True)
 class WMSConfig:
     """Everything the WMS process reads from its environment."""
 
-    mongodb_uri: str = ""
-    db_name: str = "ewms"
-    data_dir: str = ".ewms-data"
-    rest_host: str = "127.0.0.1"
-    rest_port: int = 8080
-    auth_audience: str = "ewms"
-    auth_signing_key: str = ""
-    auth_openid_url: str = ""
-    auth_user_group_pattern: str = ""
-    clusters: dict[str, str] = field(default_factory=dict)
-    default_priority: int = 50
-    max_priority: int = 100
-    default_n_workers: int = 1
-    tms_action_retries: int = 2
-    query_page_size_default: int = 100
-    query_page_size_max: int = 1000
-    query_max_bytes: int = 10 * 1024 * 1024
-    max_body_bytes: int = 1024 * 1024
-    mq_retry_min_seconds: float = 1.0
-    mq_retry_max_seconds: float = 60.0
-    daemon_poll_seconds: float = 1.0
-    launch_batch_size: int = 200
-    orphan_grace_seconds: float = 300.0
-    max_tasks_per_workflow: int = 100
-    max_workers_per_taskforce: int = 10000
-    max_active_workflows_per_user: int = 100
-    retention_days: float = 15.0
-    archive_retention_days: float = 30.0
-    retention_interval_seconds: float = 3600.0
-    run_daemons: bool = True
-    openapi_path: str = str(DEFAULT_OPENAPI_PATH)
+    mongodb_uri: str = setting(
+        "MONGODB_URI", "any MongoDB URI; `python -m wms` needs one (`ewms dev up` runs a local server)", ""
+    )
+    db_name: str = setting("WMS_DB_NAME", "database name", "ewms")
+    rest_host: str = setting("REST_HOST", "listening address", "127.0.0.1")
+    rest_port: int = setting("REST_PORT", "listening port (`0` picks a free port)", 8080, ge=0, le=65535)
+    auth_audience: str = setting("AUTH_AUDIENCE", "production: the `aud` tokens must carry", "ewms")
+    auth_signing_key: str = setting("AUTH_SIGNING_KEY", "HS256 key for bearer tokens (dev stack, tests)", "")
+    auth_openid_url: str = setting(
+        "AUTH_OPENID_URL", "production: tokens from this OpenID provider (RS256 via its JWKS)", ""
+    )
+    auth_user_group_pattern: str = setting(
+        "AUTH_USER_GROUP_PATTERN", "regex: a token whose `groups` claim matches gets the `user` role", ""
+    )
+    clusters: dict[str, str] = setting(
+        "EWMS_CLUSTERS",
+        'JSON map cluster location -> schedd name, e.g. `{"osg": "ap1.example.org"}`',
+        default_factory=dict,
+        parse=parse_clusters,
+        default_doc='`EWMS_CLUSTERS_FILE`, else `{"local": "<hostname>"}`',
+    )
+    clusters_file: dict[str, str] = setting(
+        "EWMS_CLUSTERS_FILE", "a file holding that JSON map (when `EWMS_CLUSTERS` is unset)", default_factory=dict,
+        parse=_clusters_file,
+    )  # fmt: skip
+    default_priority: int = setting(
+        "DEFAULT_WORKFLOW_PRIORITY", "priority of a workflow that names none (at most the maximum)", 50, ge=0
+    )
+    max_priority: int = setting("MAX_WORKFLOW_PRIORITY", "requested priorities are capped at this", 100, ge=0)
+    default_n_workers: int = setting(
+        "DEFAULT_N_WORKERS", "workers per taskforce when a task omits `n_workers`", 1, ge=1
+    )
+    tms_action_retries: int = setting(
+        "TMS_ACTION_RETRIES",
+        "failed `condor-submit`/`condor-rm` attempts retried before the taskforce is no longer offered",
+        2,
+        ge=0,
+    )
+    query_page_size_default: int = setting("QUERY_PAGE_SIZE_DEFAULT", "query page size", 100, ge=1)
+    query_page_size_max: int = setting("QUERY_PAGE_SIZE_MAX", "largest query page size", 1000, ge=1)
+    query_max_bytes: int = setting(
+        "USER_QUERY_MAX_BYTES", "a query page is cut before it exceeds this size (bytes)", 10 * 1024 * 1024, ge=1
+    )
+    max_body_bytes: int = setting("MAX_BODY_BYTES", "larger request bodies get 413", 1024 * 1024, ge=1)
+    mq_retry_min_seconds: float = setting(
+        "MQ_ACTIVATION_RETRY_MIN_SECONDS", "first back-off of a failed queue activation", 1.0, ge=0
+    )
+    mq_retry_max_seconds: float = setting(
+        "MQ_ACTIVATION_RETRY_MAX_SECONDS", "longest back-off of failed queue activations", 60.0, ge=0
+    )
+    daemon_poll_seconds: float = setting(
+        "DAEMON_POLL_SECONDS", "daemons' poll period; they also wake at once when a request creates work", 1.0, gt=0
+    )
+    launch_batch_size: int = setting(
+        "LAUNCH_BATCH_SIZE", "taskforces released to the TMS per launch-control pass", 200, ge=1
+    )
+    orphan_grace_seconds: float = setting(
+        "ORPHAN_GRACE_SECONDS",
+        "age after which children of a request that never wrote its workflow are deleted",
+        300.0,
+        ge=0,
+    )
+    max_tasks_per_workflow: int = setting("MAX_TASKS_PER_WORKFLOW", "more tasks in one request: 422", 100, ge=1)
+    max_workers_per_taskforce: int = setting(
+        "MAX_WORKERS_PER_TASKFORCE", "larger `n_workers` (request or add-workers): 422", 10000, ge=1
+    )
+    max_active_workflows_per_user: int = setting(
+        "MAX_ACTIVE_WORKFLOWS_PER_USER",
+        "a user with this many active workflows gets 429 with `Retry-After: 60`",
+        100,
+        ge=0,
+    )
+    max_retries_per_task: int = setting(
+        "MAX_RETRIES_PER_TASK", "retries of a task's failed taskforces beyond this: 422", 10, ge=0
+    )
+    max_added_taskforces_per_task: int = setting(
+        "MAX_ADDED_TASKFORCES_PER_TASK", "add-workers calls for one task beyond this: 422", 20, ge=0
+    )
+    retention_days: float = setting(
+        "RETENTION_DAYS",
+        "deactivated workflows older than this are archived, then deleted with their task directives, taskforces,"
+        " job logs and queue profiles (once their queues are gone)",
+        15.0,
+        ge=0,
+    )
+    archive_retention_days: float = setting(
+        "ARCHIVE_RETENTION_DAYS",
+        "archived workflows older than this are purged (admins: `GET /v0/admin/archive/workflows`,"
+        " `POST /v0/admin/archive/purge`)",
+        30.0,
+        ge=0,
+    )
+    retention_interval_seconds: float = setting(
+        "RETENTION_INTERVAL_SECONDS", "how often the retention daemon runs", 3600.0, gt=0
+    )
+    run_daemons: bool = setting("WMS_RUN_DAEMONS", "`false`: serve REST only (see Processes)", True)
+    openapi_path: str = setting(
+        "WMS_OPENAPI_PATH",
+        "the document requests are validated against",
+        str(DEFAULT_OPENAPI_PATH),
+        default_doc="`Docs/openapi.json`",
+    )
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WMSConfig:
-        """Read the configuration (``env`` defaults to ``os.environ``)."""
+        """Read the configuration (``env`` defaults to ``os.environ``); raises ConfigError listing every problem."""
         env = dict(os.environ if env is None else env)
-        cfg = cls(
-            mongodb_uri=env.get("MONGODB_URI", ""),
-            db_name=env.get("WMS_DB_NAME", "ewms"),
-            data_dir=env.get("EWMS_DATA_DIR", ".ewms-data"),
-            rest_host=env.get("REST_HOST", "127.0.0.1"),
-            rest_port=_int(env, "REST_PORT", 8080),
-            auth_audience=env.get("AUTH_AUDIENCE", "ewms"),
-            auth_signing_key=env.get("AUTH_SIGNING_KEY", ""),
-            auth_openid_url=env.get("AUTH_OPENID_URL", ""),
-            auth_user_group_pattern=env.get("AUTH_USER_GROUP_PATTERN", ""),
-            clusters=_clusters(env),
-            default_priority=_int(env, "DEFAULT_WORKFLOW_PRIORITY", 50),
-            max_priority=_int(env, "MAX_WORKFLOW_PRIORITY", 100),
-            default_n_workers=_int(env, "DEFAULT_N_WORKERS", 1),
-            tms_action_retries=_int(env, "TMS_ACTION_RETRIES", 2),
-            query_page_size_default=_int(env, "QUERY_PAGE_SIZE_DEFAULT", 100),
-            query_page_size_max=_int(env, "QUERY_PAGE_SIZE_MAX", 1000),
-            query_max_bytes=_int(env, "USER_QUERY_MAX_BYTES", 10 * 1024 * 1024),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
-            mq_retry_min_seconds=_float(env, "MQ_ACTIVATION_RETRY_MIN_SECONDS", 1.0),
-            mq_retry_max_seconds=_float(env, "MQ_ACTIVATION_RETRY_MAX_SECONDS", 60.0),
-            daemon_poll_seconds=_float(env, "DAEMON_POLL_SECONDS", 1.0),
-            launch_batch_size=_int(env, "LAUNCH_BATCH_SIZE", 200),
-            orphan_grace_seconds=_float(env, "ORPHAN_GRACE_SECONDS", 300.0),
-            max_tasks_per_workflow=_int(env, "MAX_TASKS_PER_WORKFLOW", 100),
-            max_workers_per_taskforce=_int(env, "MAX_WORKERS_PER_TASKFORCE", 10000),
-            max_active_workflows_per_user=_int(env, "MAX_ACTIVE_WORKFLOWS_PER_USER", 100),
-            retention_days=_float(env, "RETENTION_DAYS", 15.0),
-            archive_retention_days=_float(env, "ARCHIVE_RETENTION_DAYS", 30.0),
-            retention_interval_seconds=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
-            run_daemons=_bool(env, "WMS_RUN_DAEMONS", True),
-            openapi_path=env.get("WMS_OPENAPI_PATH", str(DEFAULT_OPENAPI_PATH)),
-            env=env,
-        )
+        problems: list[str] = []
+        values = read(cls, env, problems)
+        if problems:
+            raise ConfigError(problems)
+        values.setdefault("clusters", values.get("clusters_file") or {"local": socket.gethostname()})
+        cfg = cls(**values, env=env)
         if not cfg.auth_signing_key and not cfg.auth_openid_url:
             raise ConfigError("set AUTH_SIGNING_KEY (dev/tests) or AUTH_OPENID_URL + AUTH_AUDIENCE (production)")
         if not 0 <= cfg.default_priority <= cfg.max_priority:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from mqs_helpers import admin_queue_exists, vhost_exists
 
+from ewms_dev.broker_node import BrokerNode
 from mqs_client.broker_admin import BrokerAdmin, BrokerUnavailable, Policy
-from mqs_client.broker_node import BrokerNode
 
 
 class CountingProxy:

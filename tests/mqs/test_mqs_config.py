@@ -53,7 +53,7 @@ def test_values_are_parsed() -> None:
         ({}, "BROKER_ADDRESS, BROKER_MANAGEMENT_URL"),
         (EMBEDDED | {"BROKER_ADDRESS": "broker.example:5672/ewms"}, "vhost of its own"),
         (EMBEDDED | {"BROKER_MANAGEMENT_URL": "amqp://admin:secret@broker.example:5672/%2F"}, "management API"),
-        (EMBEDDED | {"MQ_MAX_LENGTH": "1e6"}, "whole number"),
+        (EMBEDDED | {"MQ_MAX_LENGTH": "1e6"}, "must be an integer"),
         (EMBEDDED | {"MQ_DELIVERY_LIMIT": "0"}, "at least 1"),
         (EMBEDDED | {"BROKER_TOKEN_SIGNING_KEY": ""}, "exactly one of"),
         (EMBEDDED | {"BROKER_TOKEN_PRIVATE_KEY_FILE": "/keys/broker.pem"}, "exactly one of"),

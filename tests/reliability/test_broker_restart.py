@@ -12,9 +12,10 @@ from typing import Any
 import pika
 import pika.exceptions
 from apiclient import Api
-from reliability_support import eventually, one_task_workflow
+from factories import one_task_workflow
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
+from ewms_dev.processes import until
 from pilot.events_io import Event, decode_event, encode_event
 from wms.auth import Role
 
@@ -59,7 +60,7 @@ def ready(node: broker_node.BrokerNode, profile: dict[str, Any]) -> int:
     """Messages ready in the profile's queue (-1 while the broker or the queue is not available)."""
     vhost = profile["broker_address"].partition("/")[2]
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(node.admin_url.rsplit("/", 1)[0] + "/" + vhost))
+        connection = pika.BlockingConnection(pika.URLParameters(node.admin_url_in(vhost)))
     except pika.exceptions.AMQPError:
         return -1
     try:
@@ -93,7 +94,7 @@ async def test_broker_restart_loses_no_event(
     async def public_profiles() -> list[dict[str, Any]]:
         return list((await user.ok("GET", f"/v0/mqs/workflows/{workflow_id}/mq-profiles/public"))["mqprofiles"])
 
-    profiles = await eventually(public_profiles, lambda ps: all(p["is_activated"] for p in ps), 30, "activation")
+    profiles = await until(public_profiles, lambda ps: all(p["is_activated"] for p in ps), 30, "activation")
     inq, outq = ({p["alias"]: p for p in profiles}[alias] for alias in ("in", "out"))
     events = [f"event-{i:04d}" for i in range(N_BEFORE + N_AFTER)]
     publish(inq, events[:N_BEFORE])
@@ -101,7 +102,7 @@ async def test_broker_restart_loses_no_event(
     async def outputs_ready() -> int:
         return ready(node, outq)
 
-    await eventually(outputs_ready, lambda n: n >= RESTART_AFTER_OUTPUTS, 40, "first outputs")
+    await until(outputs_ready, lambda n: n >= RESTART_AFTER_OUTPUTS, 40, "first outputs")
     before_restart = ready(node, outq)
     broker_node.stop(node)
     down_since = time.monotonic()
@@ -120,13 +121,13 @@ async def test_broker_restart_loses_no_event(
     async def progress() -> tuple[int, int]:
         return ready(broker_nodes[-1], inq), ready(broker_nodes[-1], outq)
 
-    await eventually(progress, lambda p: p[0] == 0 and p[1] >= len(events), 40, "every output")
+    await until(progress, lambda p: p[0] == 0 and p[1] >= len(events), 40, "every output")
     await user.ok("POST", f"/v0/workflows/{workflow_id}/actions/finished", {})
 
     async def taskforce() -> dict[str, Any]:
         return dict(await user.ok("GET", f"/v0/taskforces/{uuid}"))
 
-    done = await eventually(taskforce, lambda tf: tf["phase"] in ("condor-rm", "condor-complete"), 30, "the end")
+    done = await until(taskforce, lambda tf: tf["phase"] in ("condor-rm", "condor-complete"), 30, "the end")
     outputs = drain(outq)
     counts = Counter(outputs)
     lost = sorted(set(events) - set(counts))

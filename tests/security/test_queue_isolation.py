@@ -16,8 +16,8 @@ import pika.exceptions
 import pytest
 from mqs_helpers import QUORUM, admin_queue_exists, connect, mq_queue, vhost_exists, vhost_of
 
+from ewms_dev.broker_node import BrokerNode
 from mqs_client import EmbeddedMQS, MQProfile, MQSError
-from mqs_client.broker_node import BrokerNode
 
 MakeMQS = Callable[..., EmbeddedMQS]
 
