@@ -33,9 +33,9 @@ class MQSConfig:
     mqs_client_id: str = setting(
         "MQS_CLIENT_ID", "remote MQS: the WMS's client id (the three credentials: all or none)", ""
     )
-    mqs_client_secret: str = setting("MQS_CLIENT_SECRET", "remote MQS: the WMS's client secret", "")
+    mqs_client_secret: str = setting("MQS_CLIENT_SECRET", "remote MQS: the WMS's client secret", "", secret=True)
     mqs_static_token: str = setting(
-        "MQS_STATIC_TOKEN", "remote MQS: a fixed bearer token instead of client credentials", ""
+        "MQS_STATIC_TOKEN", "remote MQS: a fixed bearer token instead of client credentials", "", secret=True
     )
     broker_type: str = setting("BROKER_TYPE", "embedded MQS: the broker it provisions, only `rabbitmq`", "rabbitmq")
     broker_address: str = setting(
@@ -49,6 +49,7 @@ class MQSConfig:
         "embedded MQS (required): `http[s]://USER:PASSWORD@host:port` of the management API, as an account tagged"
         " `administrator` that creates and deletes each workflow's vhost",
         "",
+        secret=True,
     )
     broker_resource_server_id: str = setting(
         "BROKER_RESOURCE_SERVER_ID",
@@ -56,7 +57,7 @@ class MQSConfig:
         "rabbitmq",
     )
     broker_token_signing_key: str = setting(
-        "BROKER_TOKEN_SIGNING_KEY", "HS256 secret shared with the broker (dev stack, tests)", ""
+        "BROKER_TOKEN_SIGNING_KEY", "HS256 secret shared with the broker (dev stack, tests)", "", secret=True
     )
     broker_token_private_key_file: str = setting(
         "BROKER_TOKEN_PRIVATE_KEY_FILE",

@@ -24,6 +24,7 @@ def test_embedded_defaults() -> None:
     assert config.broker_token_ttl_seconds == 86400 and config.broker_token_refresh_margin_seconds == 3600
     assert config.mq_delete_grace_seconds == 600 and config.housekeeping_interval_seconds == 30
     assert (config.mq_max_length, config.mq_max_length_bytes, config.mq_delivery_limit) == (1_000_000, 1 << 30, 5)
+    assert "secret" not in repr(config) and "s" * 32 not in repr(config)  # the management password, the signing key
 
 
 def test_values_are_parsed() -> None:
