@@ -194,7 +194,7 @@ class BaseHandler(tornado.web.RequestHandler):
         caller cannot tell another user's object from one that does not exist."""
         if not self.require_caller().may_access_owner(doc.get("owner")):
             label, field = NOT_FOUND_KEYS[what]
-            raise Problem(404, f"no {what} found with {label}: {doc.get(field)}")
+            raise Problem(404, f"no {what} found with {label}: {self.path_kwargs.get(field, doc.get(field))}")
 
     def compute_etag(self) -> None:
         """No ETag: API responses change with every status update, and hashing each body costs CPU."""
