@@ -3,8 +3,11 @@ its connection cap, timeouts and body limit."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import socket
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from wms.service import WMS
 
 LOGGER = logging.getLogger(__name__)
+REFUSED_LINGER_SECONDS = 1.0
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 HANDLERS: list[type[BaseHandler]] = [
@@ -83,6 +87,7 @@ class CappedHTTPServer(tornado.httpserver.HTTPServer):
         self.max_connections_per_client = max_connections_per_client
         self._per_client: Counter[str] = Counter()
         self._clients: dict[tornado.iostream.IOStream, str] = {}
+        self._refusing: set[asyncio.Future[None]] = set()
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
         """Serve the connection, or refuse it when a cap is reached."""
@@ -90,7 +95,9 @@ class CappedHTTPServer(tornado.httpserver.HTTPServer):
         per_client = self.max_connections_per_client
         if len(self._connections) >= self.max_connections or (per_client and self._per_client[client] >= per_client):
             LOGGER.info("refused a connection from %s: connection cap reached", client)
-            stream.write(BUSY).add_done_callback(lambda _: stream.close())
+            task = asyncio.ensure_future(_refuse(stream))
+            self._refusing.add(task)
+            task.add_done_callback(self._refusing.discard)
             return
         self._per_client[client] += 1
         self._clients[stream] = client
@@ -104,6 +111,22 @@ class CappedHTTPServer(tornado.httpserver.HTTPServer):
             self._per_client[client] -= 1
             if self._per_client[client] <= 0:
                 del self._per_client[client]
+
+
+async def _refuse(stream: tornado.iostream.IOStream) -> None:
+    """Answer 503, then close once the client has read it: the request it may already have sent is read and
+    dropped for at most ``REFUSED_LINGER_SECONDS`` (closing with it unread would reset the connection, losing the
+    answer)."""
+    deadline = time.monotonic() + REFUSED_LINGER_SECONDS
+    try:
+        await stream.write(BUSY)
+        stream.socket.shutdown(socket.SHUT_WR)
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait_for(stream.read_bytes(65536, partial=True), left)
+    except (tornado.iostream.StreamClosedError, OSError, TimeoutError):
+        pass
+    finally:
+        stream.close()
 
 
 def make_http_server(app: tornado.web.Application, config: WMSConfig) -> CappedHTTPServer:
