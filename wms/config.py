@@ -118,11 +118,11 @@ class WMSConfig:
     idle_timeout_seconds: float = setting(
         "HTTP_IDLE_TIMEOUT_SECONDS",
         "a connection that sends no complete request headers for this long (new or kept alive) is closed",
-        60.0,
+        20.0,
         gt=0,
     )
     body_timeout_seconds: float = setting(
-        "HTTP_BODY_TIMEOUT_SECONDS", "a request whose body has not fully arrived after this long is closed", 60.0,
+        "HTTP_BODY_TIMEOUT_SECONDS", "a request whose body has not fully arrived after this long is closed", 30.0,
         gt=0,
     )  # fmt: skip
     metrics_token: str = setting(
