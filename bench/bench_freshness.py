@@ -1,8 +1,9 @@
 """Benchmark freshness: from a pilot-status event appended to a watched job event log to the WMS showing it.
 
-Runs the full dev stack (``wms.devstack.DevStack``) and submits one workflow (1 task at ``local``, 20 workers); the
+Runs the full dev stack (``ewms_dev.devstack.DevStack``) and submits one workflow (1 task at ``local``, 20 workers); the
 local backend starts an idle stand-in pilot per job, so only this benchmark writes pilot statuses. For each job in
-turn it appends the generic event ``HTChirpEWMSPilotStatus: "Tasking"`` (``pilot.joblog.JobEventLogWriter.generic``)
+turn it appends the generic event ``HTChirpEWMSPilotStatus: "Tasking"``
+(``ewms_wire.job_event_log.JobEventLogWriter.generic``)
 to the taskforce's ``job_event_log_fpath`` under its cluster id, and polls ``GET /v0/taskforces/{uuid}`` every
 20 ms until ``compound_statuses`` counts one more ``Tasking`` job. The TMS watcher reads the log, aggregates and
 reports it to the WMS. No floor (absolute). Target: p95 < 2 s.
@@ -18,9 +19,10 @@ import random
 import time
 from typing import Any
 
-from bench.common import check, dev_stack, emit, http_client, idle_pilot_command, log, percentile, run, task_request
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, PilotStatus, format_chirp
+from bench.common import check, dev_stack, emit, http_client, idle_pilot_command, log, percentile, run
+from ewms_dev.factories import task_request
+from ewms_wire.chirp import ChirpAttr, PilotStatus, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
 
 POLL = 0.02
 TIMEOUT = 30.0

@@ -2,7 +2,7 @@
 activated, taskforces released by launch control) and to all ``condor-submit`` (jobs submitted by a TMS with the
 ``local`` backend and confirmed to the WMS).
 
-Runs the full dev stack (``wms.devstack.DevStack``: nx-27017, private RabbitMQ, WMS, TMS). Times come from each
+Runs the full dev stack (``ewms_dev.devstack.DevStack``: nx-27017, private RabbitMQ, WMS, TMS). Times come from each
 taskforce's ``phase_change_log`` (written by the WMS on this machine's clock) against the time the POST was sent.
 The local backend starts an idle stand-in pilot per job: pilot start-up is ``bench/bench_pilot.py``'s business.
 No floor: absolute figures, with the upstream design's figure beside them (queues activated on a 15 s cycle, then
@@ -19,7 +19,8 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import check, dev_stack, emit, http_client, idle_pilot_command, log, run, task_request
+from bench.common import check, dev_stack, emit, http_client, idle_pilot_command, log, run
+from ewms_dev.factories import task_request
 
 PHASES = ("pre-launch", "pending-starter", "condor-submit")
 TIMEOUT = 240.0

@@ -33,7 +33,7 @@ from typing import Any
 import jwt
 import pika
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
 from pilot.events_io import Event, encode_event
 
 QUEUE_ARGS = {"x-queue-type": "quorum"}
@@ -100,7 +100,10 @@ def measure_process_start(work: Path) -> float:
     async def spawn_all() -> float:
         started = time.perf_counter()
         for _ in range(SPAWN_SAMPLES):
-            proc = await asyncio.create_subprocess_exec("cp", str(src), str(dst), stdin=subprocess.DEVNULL)
+            # own session, as the local backend starts pilots and pilots start tasks (autogroup scheduling)
+            proc = await asyncio.create_subprocess_exec(
+                "cp", str(src), str(dst), stdin=subprocess.DEVNULL, start_new_session=True
+            )
             await proc.wait()
         return time.perf_counter() - started
 
@@ -146,6 +149,7 @@ def measure_pilots(
             env=pilot_env(node, key, qin, qout, work, i, concurrency),
             stdout=subprocess.DEVNULL,
             stderr=logs[i],
+            start_new_session=True,  # as the local backend starts them: each pilot its own scheduling group
         )
         for i in range(n_pilots)
     ]

@@ -75,7 +75,7 @@ def job_events(cluster: int, proc: int, n_events: int, rng: random.Random) -> li
 
 def generate(path: Path, n_events: int, n_jobs: int, n_taskforces: int, seed: int = 1) -> dict[int, str]:
     """Write the log (jobs interleaved as they would run); returns cluster id -> taskforce uuid."""
-    from pilot.joblog import format_event
+    from ewms_wire.job_event_log import format_event
 
     rng = random.Random(seed)
     per_tf = n_jobs // n_taskforces

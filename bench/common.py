@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import copy
 import dataclasses
 import json
 import math
@@ -15,7 +14,6 @@ import random
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,9 +26,11 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from mqs_client import broker_node
+from ewms_dev import broker_node, processes
+from ewms_dev import mongo_server as embedded
+from ewms_dev.factories import WORKER_CONFIG, task_request, taskforce
+from ewms_dev.service_env import wms_env
 from wms.auth import Role, issue_token
-from wms.database import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIENCE = "ewms-bench"
@@ -38,6 +38,9 @@ DB_NAME = "ewms"
 OWNER = "bench-user"
 CLUSTERS = {"alpha": "ap-alpha.bench", "beta": "ap-beta.bench", "gamma": "ap-gamma.bench", "delta": "ap-delta.bench"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+WMS_START_TIMEOUT = 120.0  # includes building the indexes over seeded taskforces
+# every request that failed in any run_load of this process: a benchmark that saw one misses its target
+FAILED_REQUESTS: collections.Counter[str] = collections.Counter()
 
 # ---- result format -------------------------------------------------------------------------------------------------
 
@@ -54,10 +57,17 @@ def emit(
 ) -> None:
     """Print one benchmark's result as the single JSON object the runner collects.
 
-    ``ratio`` defaults to figure / floor for every figure that has a floor under the same name.
+    ``ratio`` defaults to figure / floor for every figure that has a floor under the same name. Requests that failed
+    in this process (:data:`FAILED_REQUESTS`) make the result MISSED, with their count among the figures.
     """
     if ratio is None:
         ratio = {k: round(figures[k] / v, 3) for k, v in floor.items() if k in figures and v}
+    failed = sum(FAILED_REQUESTS.values())
+    if failed:
+        figures = {**figures, "failed requests": failed}
+        samples = "; ".join(f"{n} x {text}" for text, n in FAILED_REQUESTS.most_common(3))
+        notes = f"MISSED: {failed} request(s) failed ({samples}). {notes}"
+        met = False
     result = {
         "id": bench_id,
         "figures": figures,
@@ -162,7 +172,8 @@ async def run_load(
 
     ``warmup`` calls are made first and not counted. ``max_ops`` bounds the number of calls; ``watch`` maps
     names to pids whose CPU time is measured over the timed window (to see whether client or server is busy).
-    An exception counts as an error (its call's latency is still recorded).
+    Only calls that returned count (``ops``, latencies); a call that raised (``op`` raises on any answer other than
+    the expected one) is an error, tallied here and in :data:`FAILED_REQUESTS`.
     """
     counter = iter(range(10**12))
     for _ in range(warmup):
@@ -181,7 +192,8 @@ async def run_load(
                 await op(n)
             except Exception as exc:
                 errors[f"{type(exc).__name__}: {exc}"[:300]] += 1
-            latencies.append(time.perf_counter() - started)
+            else:
+                latencies.append(time.perf_counter() - started)
 
     watch = watch or {}
     cpu_before = {name: cpu_seconds(pid) for name, pid in watch.items()}
@@ -190,6 +202,7 @@ async def run_load(
     deadline = started + seconds
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    FAILED_REQUESTS.update(errors)
     return LoadResult(
         ops=len(latencies),
         seconds=elapsed,
@@ -329,28 +342,11 @@ class LeanHTTP:
 
 # ---- documents -----------------------------------------------------------------------------------------------------
 
-WORKER_CONFIG = {
-    "do_transfer_worker_stdouterr": True,
-    "max_worker_runtime": 600,
-    "n_cores": 1,
-    "priority": 99,
-    "worker_disk": "512M",
-    "worker_memory": "512M",
+BENCH_TASK = {
+    "task_image": "/cvmfs/icecube.opensciencegrid.org/containers/bench/task:1.0",
+    "task_env": {"MODE": "bench"},
+    "n_workers": 4,
 }
-
-
-def task_request(locations: list[str], inputs: list[str], outputs: list[str], n_workers: int = 4) -> dict[str, Any]:
-    """One task of a workflow request (the shape of ``examples/workflow-one-task.json``)."""
-    return {
-        "cluster_locations": list(locations),
-        "input_queue_aliases": list(inputs),
-        "output_queue_aliases": list(outputs),
-        "task_image": "/cvmfs/icecube.opensciencegrid.org/containers/bench/task:1.0",
-        "task_args": "cp {{INFILE}} {{OUTFILE}}",
-        "task_env": {"MODE": "bench"},
-        "n_workers": n_workers,
-        "worker_config": copy.deepcopy(WORKER_CONFIG),
-    }
 
 
 def two_by_two_request() -> dict[str, Any]:
@@ -358,8 +354,8 @@ def two_by_two_request() -> dict[str, Any]:
     return {
         "public_queue_aliases": ["in", "out"],
         "tasks": [
-            task_request(["alpha", "beta"], ["in"], ["mid"]),
-            task_request(["alpha", "beta"], ["mid"], ["out"]),
+            task_request(["alpha", "beta"], ["in"], ["mid"], **BENCH_TASK),
+            task_request(["alpha", "beta"], ["mid"], ["out"], **BENCH_TASK),
         ],
     }
 
@@ -421,17 +417,16 @@ def taskforce_docs(n: int, owner: str = OWNER, seed: int = 7) -> Iterator[dict[s
             for k, p in enumerate(PHASE_PATHS[phase])
         ]  # fmt: skip
         jel = f"/var/tmp/ewms-tms/job-event-logs/tms-{int(ts) // 86400}.tms.jel" if submitted else None
-        yield {
-            "taskforce_uuid": _hex_id("TF", int(ts), rng, 3),
-            "task_id": task_id,
-            "workflow_id": workflow_id,
-            "timestamp": ts,
-            "priority": 50,
-            "collector": None,
-            "schedd": CLUSTERS[location],
-            "cluster_location": location,
-            "n_workers": n_workers,
-            "pilot_config": {
+        yield taskforce(
+            _hex_id("TF", int(ts), rng, 3),
+            CLUSTERS[location],
+            n_workers,
+            task_id=task_id,
+            workflow_id=workflow_id,
+            timestamp=ts,
+            priority=50,
+            cluster_location=location,
+            pilot_config={
                 "tag": "latest",
                 "image_source": "cvmfs",
                 "environment": {
@@ -441,20 +436,19 @@ def taskforce_docs(n: int, owner: str = OWNER, seed: int = 7) -> Iterator[dict[s
                 },
                 "input_files": [],
             },
-            "worker_config": {"condor_requirements": "", **WORKER_CONFIG},
-            "cluster_id": cluster_id,
-            "submit_dict": {"request_cpus": 1, "request_memory": "512M", "+EWMS_TASKFORCE_UUID": "bench"}
+            worker_config={"condor_requirements": "", **WORKER_CONFIG},
+            cluster_id=cluster_id,
+            submit_dict={"request_cpus": 1, "request_memory": "512M", "+EWMS_TASKFORCE_UUID": "bench"}
             if submitted
             else {},
-            "job_event_log_fpath": jel,
-            "phase": phase,
-            "phase_change_log": log,
-            "compound_statuses": {"Running": {"Tasking": n_workers}} if phase == "condor-submit" else {},
-            "top_task_errors": {},
-            "owner": owner,
-            "_submit_failures": 0,
-            "_rm_failures": 0,
-        }
+            job_event_log_fpath=jel,
+            phase=phase,
+            phase_change_log=log,
+            compound_statuses={"Running": {"Tasking": n_workers}} if phase == "condor-submit" else {},
+            owner=owner,
+            _submit_failures=0,
+            _rm_failures=0,
+        )
 
 
 def check_taskforce_shape(doc: dict[str, Any]) -> None:
@@ -549,46 +543,13 @@ class WMSProcess:
     @contextlib.contextmanager
     def another(self, **env_overrides: str) -> Iterator[WMSProcess]:
         """A second ``python -m wms`` on the same database server and broker, with its own REST port."""
-        env = {**self.env, "REST_PORT": str(broker_node.free_port()), **env_overrides}
-        proc = _spawn_wms(env, self.work / f"wms-{env['REST_PORT']}.log")
+        env = {**self.env, "REST_PORT": str(processes.free_port()), **env_overrides}
+        proc = processes.start_wms(env, self.work / f"wms-{env['REST_PORT']}.log", WMS_START_TIMEOUT)
         try:
             url = f"http://127.0.0.1:{env['REST_PORT']}"
             yield dataclasses.replace(self, url=url, pid=proc.pid, env=env)
         finally:
-            _stop_wms(proc)
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the WMS exited with {proc.returncode}; see {log_path}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
-            if resp.status == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"the WMS did not answer {url} within {timeout}s")
-
-
-def _spawn_wms(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """``python -m wms``, answering on ``REST_PORT`` (blocks until it does)."""
-    with log_path.open("ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "wms"], env=env, cwd=ROOT, stdout=log_file, stderr=log_file)
-    try:
-        _wait_http(f"http://127.0.0.1:{env['REST_PORT']}/v0/", proc, log_path)
-    except BaseException:
-        _stop_wms(proc)
-        raise
-    return proc
-
-
-def _stop_wms(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+            processes.stop(proc.pid, timeout=20)
 
 
 @contextlib.asynccontextmanager
@@ -614,21 +575,13 @@ async def wms_process(seed: int = 0, **env_overrides: str) -> AsyncIterator[WMSP
         auth_key = secrets.token_urlsafe(32)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "BROKER_", "MQS_", "EWMS_"))},
-            "MONGODB_URI": mongo.uri,
+            **wms_env(mongo.uri, broker, auth_key, AUDIENCE, CLUSTERS, processes.free_port()),
             "WMS_DB_NAME": DB_NAME,
-            "REST_HOST": "127.0.0.1",
-            "REST_PORT": str(broker_node.free_port()),
-            "AUTH_SIGNING_KEY": auth_key,
-            "AUTH_AUDIENCE": AUDIENCE,
-            "EWMS_CLUSTERS": json.dumps(CLUSTERS),
-            "BROKER_ADDRESS": broker.address,
-            "BROKER_ADMIN_URL": broker.admin_url,
-            "BROKER_TOKEN_SIGNING_KEY": broker_key,
             "LOG_LEVEL": "WARNING",
             **env_overrides,
         }
         started = time.perf_counter()
-        proc = _spawn_wms(env, work / "wms.log")
+        proc = processes.start_wms(env, work / "wms.log", WMS_START_TIMEOUT)
         startup = time.perf_counter() - started
         url = f"http://127.0.0.1:{env['REST_PORT']}"
         yield WMSProcess(url, proc.pid, mongo, broker, env, auth_key, work, seeded, startup)
@@ -637,7 +590,7 @@ async def wms_process(seed: int = 0, **env_overrides: str) -> AsyncIterator[WMSP
         raise
     finally:
         if proc is not None:
-            _stop_wms(proc)
+            processes.stop(proc.pid, timeout=20)
         if broker is not None:
             broker_node.stop(broker)
         if mongo is not None:
@@ -660,12 +613,12 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 @contextlib.contextmanager
 def dev_stack(max_local_jobs: int, pilot_command: str | None = None) -> Iterator[Any]:
-    """``wms.devstack.DevStack`` in a temp dir: nx-27017, private broker, WMS and a local-backend TMS.
+    """``ewms_dev.devstack.DevStack`` in a temp dir: nx-27017, private broker, WMS and a local-backend TMS.
 
     ``pilot_command`` replaces the pilot the local backend starts for each job (``TMS_LOCAL_PILOT_COMMAND``,
     which the dev stack passes on to the TMS from this process's environment).
     """
-    from wms.devstack import DevStack
+    from ewms_dev.devstack import DevStack
 
     work = Path(tempfile.mkdtemp(prefix="ewms-bench-stack-"))
     saved = os.environ.get("TMS_LOCAL_PILOT_COMMAND")

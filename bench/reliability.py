@@ -32,7 +32,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,9 +45,11 @@ from typing import Any
 
 import httpx
 
-from mqs_client import broker_node
+from ewms_dev import broker_node, processes
+from ewms_dev import mongo_server as embedded
+from ewms_dev.factories import task_request, workflow_request
+from ewms_dev.service_env import wms_env
 from wms.auth import Role, issue_token
-from wms.database import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "reliability.json"
@@ -62,27 +63,7 @@ FUZZ_CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
     "response_schema_conformance,response_headers_conformance"
 )
-WORKFLOW = {
-    "public_queue_aliases": ["in", "out"],
-    "tasks": [
-        {
-            "cluster_locations": ["local"],
-            "input_queue_aliases": ["in"],
-            "output_queue_aliases": ["out"],
-            "task_image": "/images/reliability",
-            "task_args": "cp {{INFILE}} {{OUTFILE}}",
-            "n_workers": 2,
-            "worker_config": {
-                "do_transfer_worker_stdouterr": False,
-                "max_worker_runtime": 600,
-                "n_cores": 1,
-                "priority": 10,
-                "worker_disk": "512M",
-                "worker_memory": "512M",
-            },
-        }
-    ],
-}
+WORKFLOW = workflow_request(tasks=[task_request(("local",), task_image="/images/reliability", n_workers=2)])
 
 
 def say(message: str) -> None:
@@ -117,50 +98,22 @@ def running_service(work: Path) -> Iterator[Service]:
     proc = None
     try:
         node = broker_node.start(work / "rmq", broker_key)
-        port = broker_node.free_port()
+        port = processes.free_port()
         env = {
             **os.environ,
-            "MONGODB_URI": mongo.uri,
-            "REST_HOST": "127.0.0.1",
-            "REST_PORT": str(port),
-            "AUTH_SIGNING_KEY": auth_key,
-            "AUTH_AUDIENCE": AUDIENCE,
-            "EWMS_CLUSTERS": json.dumps({"local": SCHEDD}),
-            "BROKER_ADDRESS": node.address,
-            "BROKER_ADMIN_URL": node.admin_url,
-            "BROKER_TOKEN_SIGNING_KEY": broker_key,
+            **wms_env(mongo.uri, node, auth_key, AUDIENCE, {"local": SCHEDD}, port),
             "MQ_DELETE_GRACE_SECONDS": "0",
             "MQS_HOUSEKEEPING_INTERVAL_SECONDS": "2",
             "DAEMON_POLL_SECONDS": "0.5",
             "LOG_LEVEL": "WARNING",
         }
         log = work / "wms.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "wms"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the WMS exited at start; see {log}")
-            try:
-                if httpx.get(f"{url}/v0/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the WMS did not become healthy")
-            time.sleep(0.2)
-        yield Service(url, proc, auth_key, log, {"wms": proc.pid, "mongo": mongo.pid, "broker": node.pid})
+        proc = processes.start_wms(env, log)
+        groups = {"wms": proc.pid, "mongo": mongo.pid, "broker": node.pid}
+        yield Service(f"http://127.0.0.1:{port}", proc, auth_key, log, groups)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            processes.stop(proc.pid, timeout=30)
         if node is not None:
             broker_node.stop(node)
         embedded.stop(mongo)

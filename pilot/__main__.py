@@ -8,12 +8,12 @@ import os
 import sys
 from collections.abc import Mapping
 
+from ewms_wire.chirp import PilotStatus
 from pilot.config import load_config, load_reporting_config
 from pilot.errors import ConfigError
 from pilot.pilot import Pilot
 from pilot.reporting import StatusReporter, make_sinks
 from pilot.runners import make_runner
-from pilot.status import PilotStatus
 
 LOGGER = logging.getLogger("pilot")
 THIRD_PARTY_LOGGERS = ("pika", "htchirp", "asyncio")

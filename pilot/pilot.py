@@ -18,13 +18,13 @@ import traceback
 import uuid
 from pathlib import Path
 
+from ewms_wire.chirp import PilotStatus
 from pilot.config import PilotConfig
 from pilot.errors import BrokerError, InitTaskError, PilotError, TaskError, TaskInputError
 from pilot.events_io import decode_event, encode_event, read_outfile, write_infile
 from pilot.queues import Delivery, InputLink, LinkLostError, OutputLink
 from pilot.reporting import StatusReporter
 from pilot.runners import Runner, TaskFiles, dump_output, execute, use_pidfd_child_watcher
-from pilot.status import PilotStatus
 
 LOGGER = logging.getLogger(__name__)
 

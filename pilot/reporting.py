@@ -1,4 +1,4 @@
-"""Status reports as chirp lines (``"<Attr>: <value>"``, see :mod:`pilot.status`), sent to one or more sinks.
+"""Status reports as chirp lines (``"<Attr>: <value>"``, see :mod:`ewms_wire.chirp`), sent to one or more sinks.
 
 Sinks: HTChirp inside HTCondor (``EWMS_PILOT_HTCHIRP=true``; ``ulog`` into the job event log, or job attributes
 with ``EWMS_PILOT_HTCHIRP_DEST=JOB_ATTR``), and the local backend's job event log (``_EWMS_PILOT_JOB_EVENT_LOG``).
@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import htchirp
 
+from ewms_wire.chirp import ChirpAttr, ChirpValue, PilotStatus, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
 from pilot.config import ReportingConfig
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, ChirpValue, PilotStatus, format_chirp
 
 LOGGER = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ URL="$(.venv/bin/python -c "import json; print('http://127.0.0.1:%d' % json.load
 TOKEN="$(.venv/bin/python -c "
 import json
 from wms.auth import Role, issue_token
-from wms.devstack import AUDIENCE
+from ewms_dev.devstack import AUDIENCE
 print(issue_token(json.load(open('$DATA_DIR/keys.json'))['auth_key'], 'fuzzer', Role.ADMIN, AUDIENCE))")"
 .venv/bin/schemathesis run Docs/openapi.json --url "$URL" -H "Authorization: Bearer $TOKEN" \
     -n "${FUZZ_EXAMPLES:-250}" --checks \

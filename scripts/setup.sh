@@ -19,7 +19,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import wms, tms, pilot, mqs_client, pytest, htcondor2" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import wms, tms, pilot, mqs_client, ewms_wire, ewms_dev, pytest, htcondor2" >/dev/null 2>&1 \
     || [ pyproject.toml -nt .venv/.installed ]; then
     echo "setup: installing the project and its dependencies into .venv"
     .venv/bin/pip install -q --disable-pip-version-check -U pip

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from apiclient import AUDIENCE, Api
 
-from mqs_client import broker_node
+from ewms_dev import broker_node, processes
+from ewms_dev import mongo_server as embedded
+from ewms_dev.service_env import wms_env
 from wms.auth import Role, issue_token
 from wms.config import WMSConfig
-from wms.database import embedded
 from wms.service import WMS
 
 
@@ -78,19 +75,11 @@ class WMSUnderTest:
 WMS_CLUSTERS = {"test-alpha": "schedd-alpha.test", "test-beta": "schedd-beta.test", "local": "local-ap.test"}
 
 
-def wms_env(mongo_uri: str, broker: broker_node.BrokerNode, broker_key: str, auth_key: str) -> dict[str, str]:
-    """Environment for a WMS under test (embedded MQS on the private broker, fast daemons)."""
+def wms_test_env(mongo_uri: str, broker: broker_node.BrokerNode, auth_key: str, port: int = 0) -> dict[str, str]:
+    """Environment for a WMS under test (embedded MQS on the private broker, fast daemons, a fresh database)."""
     return {
-        "MONGODB_URI": mongo_uri,
+        **wms_env(mongo_uri, broker, auth_key, AUDIENCE, WMS_CLUSTERS, port),
         "WMS_DB_NAME": f"wms_{secrets.token_hex(4)}",
-        "REST_HOST": "127.0.0.1",
-        "REST_PORT": "0",
-        "AUTH_SIGNING_KEY": auth_key,
-        "AUTH_AUDIENCE": AUDIENCE,
-        "EWMS_CLUSTERS": json.dumps(WMS_CLUSTERS),
-        "BROKER_ADDRESS": broker.address,
-        "BROKER_ADMIN_URL": broker.admin_url,
-        "BROKER_TOKEN_SIGNING_KEY": broker_key,
         "MQ_DELETE_GRACE_SECONDS": "0",
         "MQS_HOUSEKEEPING_INTERVAL_SECONDS": "0.5",
         "DAEMON_POLL_SECONDS": "0.2",
@@ -100,11 +89,9 @@ def wms_env(mongo_uri: str, broker: broker_node.BrokerNode, broker_key: str, aut
 
 
 @pytest.fixture
-async def wms_server(
-    mongo_uri: str, broker: broker_node.BrokerNode, broker_signing_key: str, auth_key: str
-) -> AsyncIterator[WMSUnderTest]:
+async def wms_server(mongo_uri: str, broker: broker_node.BrokerNode, auth_key: str) -> AsyncIterator[WMSUnderTest]:
     """A real WMS (REST server, daemons, embedded MQS) with its own fresh database, in the test event loop."""
-    config = WMSConfig.from_env(wms_env(mongo_uri, broker, broker_signing_key, auth_key))
+    config = WMSConfig.from_env(wms_test_env(mongo_uri, broker, auth_key))
     wms = WMS(config)
     await wms.start()
     yield WMSUnderTest(url=f"http://127.0.0.1:{wms.port}", wms=wms, config=config)
@@ -129,13 +116,13 @@ def api_as(wms_server: WMSUnderTest, make_token):  # type: ignore[no-untyped-def
 
 @pytest.fixture
 async def start_wms(
-    mongo_uri: str, broker: broker_node.BrokerNode, broker_signing_key: str, auth_key: str
+    mongo_uri: str, broker: broker_node.BrokerNode, auth_key: str
 ) -> AsyncIterator[Callable[..., Awaitable[WMSUnderTest]]]:
     """Factory: ``await start_wms(**env_overrides)`` -> another WMS (stopped at teardown unless stopped before)."""
     started: list[WMS] = []
 
     async def _start(**overrides: str) -> WMSUnderTest:
-        config = WMSConfig.from_env({**wms_env(mongo_uri, broker, broker_signing_key, auth_key), **overrides})
+        config = WMSConfig.from_env({**wms_test_env(mongo_uri, broker, auth_key), **overrides})
         wms = WMS(config)
         await wms.start()
         started.append(wms)
@@ -157,38 +144,24 @@ class WMSProcess:
 
 @pytest.fixture
 def spawn_wms(
-    mongo_uri: str, broker: broker_node.BrokerNode, broker_signing_key: str, auth_key: str, tmp_path: Path
+    mongo_uri: str, broker: broker_node.BrokerNode, auth_key: str, tmp_path: Path
 ) -> Iterator[Callable[..., WMSProcess]]:
-    """Factory: ``spawn_wms(**env_overrides)`` -> a healthy ``python -m wms`` process; all are stopped at teardown."""
+    """Factory: ``spawn_wms(**env_overrides)`` -> a healthy ``python -m wms`` process; all are stopped at teardown,
+    and each must then exit cleanly."""
     procs: list[WMSProcess] = []
     db_name = f"wms_{secrets.token_hex(4)}"
 
     def _spawn(**overrides: str) -> WMSProcess:
-        port = broker_node.free_port()
-        env = {**os.environ, **wms_env(mongo_uri, broker, broker_signing_key, auth_key)}
-        env.update({"WMS_DB_NAME": db_name, "REST_PORT": str(port), **overrides})
+        port = processes.free_port()
+        env = {**os.environ, **wms_test_env(mongo_uri, broker, auth_key, port), "WMS_DB_NAME": db_name, **overrides}
         log_path = tmp_path / f"wms-{len(procs)}.log"
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "wms"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/v0/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "WMS did not become healthy"
-            time.sleep(0.1)
-        procs.append(WMSProcess(url, proc, log_path))
+        procs.append(WMSProcess(f"http://127.0.0.1:{port}", processes.start_wms(env, log_path), log_path))
         return procs[-1]
 
     yield _spawn
     for wms in procs:
         if wms.proc.poll() is None:
-            wms.proc.terminate()
-            assert wms.proc.wait(timeout=20) == 0, wms.log.read_text()[-3000:]
+            assert processes.stop(wms.proc.pid, timeout=20) == 0, wms.log.read_text()[-3000:]
 
 
 @pytest.fixture

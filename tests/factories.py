@@ -1,49 +1,31 @@
-"""Workflow requests for tests."""
+"""Workflow requests for tests (the shared ones are in :mod:`ewms_dev.factories`)."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-WORKER_CONFIG = {
-    "do_transfer_worker_stdouterr": True,
-    "max_worker_runtime": 600,
-    "n_cores": 1,
-    "priority": 99,
-    "worker_disk": "512M",
-    "worker_memory": "512M",
-}
+from ewms_dev.factories import WORKER_CONFIG, task_request, workflow_request
 
-
-def workflow_request(locations: tuple[str, ...] = ("test-alpha",), **overrides: Any) -> dict[str, Any]:
-    """One task reading ``in`` and writing ``out`` (both public) at the given locations."""
-    request: dict[str, Any] = {
-        "public_queue_aliases": ["in", "out"],
-        "tasks": [
-            {
-                "cluster_locations": list(locations),
-                "input_queue_aliases": ["in"],
-                "output_queue_aliases": ["out"],
-                "task_image": "/cvmfs/example/image:1.0",
-                "task_args": "cp {{INFILE}} {{OUTFILE}}",
-                "task_env": {"MODE": "fast"},
-                "n_workers": 3,
-                "worker_config": copy.deepcopy(WORKER_CONFIG),
-            }
-        ],
-    }
-    request.update(overrides)
-    return request
+__all__ = ["SEED_README_REQUEST", "chained_request", "one_task_workflow", "workflow_request"]
 
 
 def chained_request() -> dict[str, Any]:
     """Two tasks chained through the private queue ``mid``."""
-    first = workflow_request()["tasks"][0]
-    second = copy.deepcopy(first)
-    first["output_queue_aliases"] = ["mid"]
-    second["input_queue_aliases"] = ["mid"]
-    second["cluster_locations"] = ["test-beta"]
-    return {"public_queue_aliases": ["in", "out"], "tasks": [first, second]}
+    return {
+        "public_queue_aliases": ["in", "out"],
+        "tasks": [task_request(outputs=["mid"]), task_request(("test-beta",), inputs=["mid"])],
+    }
+
+
+def one_task_workflow(task_args: str, n_workers: int, task_image: str = "/images/stand-in", **pilot_env: Any) -> dict:
+    """One task at location ``local`` (which the tests' TMS serves) running ``task_args``, with extra pilot
+    environment; public queues ``in`` and ``out``."""
+    task = task_request(
+        ("local",), task_args=task_args, n_workers=n_workers, task_image=task_image,
+        pilot_config={"environment": pilot_env},
+    )  # fmt: skip
+    return workflow_request(tasks=[task])
 
 
 # the example request of the seed README, exactly as written there
@@ -57,14 +39,7 @@ SEED_README_REQUEST = {
             "task_image": "/cvmfs/icecube.opensciencegrid.org/containers/path/to/my-apptainer-container:1.2.3",
             "task_args": "cp {{INFILE}} {{OUTFILE}}",
             "n_workers": 1000,
-            "worker_config": {
-                "do_transfer_worker_stdouterr": True,
-                "max_worker_runtime": 600,
-                "n_cores": 1,
-                "priority": 99,
-                "worker_disk": "512M",
-                "worker_memory": "512M",
-            },
+            "worker_config": copy.deepcopy(WORKER_CONFIG),
         }
     ],
 }

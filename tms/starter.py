@@ -2,15 +2,13 @@
 
 A taskforce is submitted at most once, also across a crash between submitting and confirming: before submitting,
 the starter asks the backend for a cluster already submitted for the taskforce and, if there is one, confirms
-that cluster instead. ``TMS_TEST_CRASH_AFTER_SUBMIT=1`` is a fault-injection knob for tests only: the process
-exits at once (``os._exit(137)``, as if killed) right after a submission, before confirming it.
+that cluster instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +24,6 @@ from tms.wms_client import WMSClient, WMSError
 LOGGER = logging.getLogger(__name__)
 
 PENDING_STARTER = "pending-starter"
-CRASH_AFTER_SUBMIT = "TMS_TEST_CRASH_AFTER_SUBMIT"
 
 
 @dataclass(frozen=True)
@@ -51,9 +48,6 @@ class Starter:
         self.stop = stop
         # submitted but not yet confirmed (the WMS was unreachable): confirm again rather than submit twice
         self._unconfirmed: dict[str, Submission] = {}
-        self._crash_after_submit = os.environ.get(CRASH_AFTER_SUBMIT) == "1"
-        if self._crash_after_submit:
-            LOGGER.warning("fault injection: %s=1, this TMS exits right after its first submission", CRASH_AFTER_SUBMIT)
 
     async def step(self) -> bool:
         """Start the next pending taskforce, if any; True when there was one."""
@@ -94,9 +88,6 @@ class Starter:
         else:
             spec, n_workers = build_job_spec(self.config, pending, self.backend.job_event_log_path())
             result = await self.backend.submit(spec, n_workers)
-            if self._crash_after_submit:
-                LOGGER.critical("fault injection: exiting after submitting cluster %d", result.cluster_id)
-                os._exit(137)
             submission = Submission(spec, result.cluster_id, result.n_jobs)
             metrics.SUBMITTED_JOBS.inc(result.n_jobs)
             verb = "submitted"

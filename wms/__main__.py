@@ -1,7 +1,4 @@
-"""Run the WMS: ``python -m wms`` / ``ewms-wms``.
-
-Without ``MONGODB_URI`` it starts an embedded wire-protocol MongoDB (``nx-27017``) on disk under ``EWMS_DATA_DIR``.
-"""
+"""Run the WMS: ``python -m wms`` / ``ewms-wms`` (``MONGODB_URI`` is required; ``ewms dev up`` runs a database)."""
 
 from __future__ import annotations
 
@@ -10,12 +7,10 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 import uvloop
 
 from wms.config import ConfigError, WMSConfig
-from wms.database import embedded
 from wms.service import WMS
 
 LOGGER = logging.getLogger("wms")
@@ -33,10 +28,6 @@ def setup_logging() -> None:
 
 async def serve(config: WMSConfig) -> None:
     """Run until SIGINT/SIGTERM."""
-    server = None
-    if not config.mongodb_uri:
-        server = embedded.start(Path(config.data_dir) / "mongo")
-        config = WMSConfig.from_env({**config.env, "MONGODB_URI": server.uri})
     wms = WMS(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -48,8 +39,6 @@ async def serve(config: WMSConfig) -> None:
         LOGGER.info("shutting down")
     finally:
         await wms.stop()
-        if server is not None:
-            embedded.stop(server)
 
 
 def main() -> int:
@@ -59,6 +48,9 @@ def main() -> int:
         config = WMSConfig.from_env()
     except ConfigError as exc:
         print(f"ewms-wms: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not config.mongodb_uri:
+        print("ewms-wms: configuration error: MONGODB_URI is required (`ewms dev up` runs one)", file=sys.stderr)
         return 2
     uvloop.run(serve(config))  # faster sockets and callbacks than asyncio's default loop
     return 0

@@ -40,9 +40,10 @@ def _clusters_file(raw: str) -> dict[str, str]:
 class WMSConfig:
     """Everything the WMS process reads from its environment."""
 
-    mongodb_uri: str = setting("MONGODB_URI", "any MongoDB URI", "", default_doc="(embedded server)")
+    mongodb_uri: str = setting(
+        "MONGODB_URI", "any MongoDB URI; `python -m wms` needs one (`ewms dev up` runs a local server)", ""
+    )
     db_name: str = setting("WMS_DB_NAME", "database name", "ewms")
-    data_dir: str = setting("EWMS_DATA_DIR", "where the embedded database lives", ".ewms-data")
     rest_host: str = setting("REST_HOST", "listening address", "127.0.0.1")
     rest_port: int = setting("REST_PORT", "listening port (`0` picks a free port)", 8080, ge=0, le=65535)
     auth_audience: str = setting("AUTH_AUDIENCE", "production: the `aud` tokens must carry", "ewms")
@@ -161,6 +162,12 @@ class WMSConfig:
         "a user with this many active workflows gets 429 with `Retry-After: 60`",
         100,
         ge=0,
+    )
+    max_retries_per_task: int = setting(
+        "MAX_RETRIES_PER_TASK", "retries of a task's failed taskforces beyond this: 422", 10, ge=0
+    )
+    max_added_taskforces_per_task: int = setting(
+        "MAX_ADDED_TASKFORCES_PER_TASK", "add-workers calls for one task beyond this: 422", 20, ge=0
     )
     retention_days: float = setting(
         "RETENTION_DAYS",

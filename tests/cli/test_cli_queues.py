@@ -10,8 +10,9 @@ from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import pytest
-from cli_support import RunCLI, closed_port, workflow_request
+from cli_support import RunCLI, workflow_request
 
+from ewms_dev.processes import free_port
 from wms.cli.exits import CLIError, Exit
 from wms.cli.mq import broker_errors, open_queue
 from wms.client import WMSClient
@@ -80,7 +81,7 @@ async def test_unreachable_broker_is_unavailable() -> None:
         "alias": "in",
         "mqid": "q1",
         "broker_type": "rabbitmq",
-        "broker_address": f"127.0.0.1:{closed_port()}",
+        "broker_address": f"127.0.0.1:{free_port()}",
         "auth_token": "t",
     }
     with pytest.raises(CLIError) as info, broker_errors(profile):

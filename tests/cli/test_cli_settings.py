@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_support import RunCLI, closed_port
+from cli_support import RunCLI
 
+from ewms_dev.processes import free_port
 from wms.cli.main import main
 
 
@@ -32,7 +33,7 @@ async def test_flags_then_environment_then_config_file(
     run = await ewms("query", "workflows", "--token", token, connect=False)  # a flag wins, even after the command
     assert run.code == 0, run.err
 
-    monkeypatch.setenv("EWMS_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("EWMS_URL", f"http://127.0.0.1:{free_port()}")
     run = await ewms("--url", wms_server.url, "query", "workflows", "--token", token, connect=False)
     assert run.code == 0, run.err
 
@@ -60,6 +61,6 @@ def test_bad_url_is_a_usage_error(url: str, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_unreachable_server_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     assert main(["--url", url, "--token", "t", "status", "WF-1"]) == 3
     assert capsys.readouterr().err.startswith(f"error: cannot reach the WMS at {url}: ")

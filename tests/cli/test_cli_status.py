@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from cli_support import RunCLI, workflow_request
 
+from ewms_dev.processes import wait_for_phase
 from wms.auth import Role
 from wms.client import WMSClient
 
 
-async def wait_for_phase(client: WMSClient, workflow_id: str, phase: str, within: float = 20) -> None:
-    """Poll until every taskforce of the workflow is in ``phase``."""
-    deadline = time.monotonic() + within
-    while {tf["phase"] for tf in await client.taskforces_of(workflow_id)} != {phase}:
-        assert time.monotonic() < deadline, f"taskforces of {workflow_id} not {phase}"
-        await asyncio.sleep(0.1)
-
-
 async def test_status_table_summarises_statuses_and_errors(ewms: RunCLI, client: WMSClient, api_as) -> None:
     workflow_id = (await client.submit_workflow(workflow_request()))["workflow"]["workflow_id"]
-    await wait_for_phase(client, workflow_id, "pending-starter")
+    await wait_for_phase(lambda: client.taskforces_of(workflow_id), "pending-starter")
     tms = api_as(Role.TMS, "tms-alpha")
     work = await tms.ok("GET", "/v0/tms/pending-starter/taskforces", params={"schedd": "schedd-alpha.test"})
     uuid = work["taskforce"]["taskforce_uuid"]

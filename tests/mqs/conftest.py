@@ -11,8 +11,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from ewms_dev.broker_node import BrokerNode
 from mqs_client import EmbeddedMQS, MQSConfig
-from mqs_client.broker_node import BrokerNode
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from mqs_helpers import admin_queue_exists
 
+from ewms_dev.broker_node import BrokerNode
 from mqs_client.broker_admin import BrokerAdmin, BrokerUnavailable
-from mqs_client.broker_node import BrokerNode
 
 
 class CountingProxy:

@@ -12,7 +12,8 @@ import pytest
 from mqs_helpers import admin_queue_exists, mqclient_roundtrip, pika_get, pika_publish
 from pymongo.asynchronous.database import AsyncDatabase
 
-from mqs_client import EmbeddedMQS, MQSConfig, TryAgainLater, broker_node
+from ewms_dev import broker_node
+from mqs_client import EmbeddedMQS, MQSConfig, TryAgainLater
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from ewms_dev.processes import free_port
 from mqs_client import MQSConfig, MQSError, MQSNotFound, RemoteMQS, TryAgainLater
-from mqs_client.broker_node import free_port
 
 CLIENT_ID, CLIENT_SECRET = "wms", "s3cret"
 WF = r"/v0/mqs/workflows/(?P<wid>[\w-]+)"

@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mqs_helpers import connect, pika_roundtrip
 
-from mqs_client import ConfigError, MQSConfig, broker_node
+from ewms_dev import broker_node
+from ewms_dev.broker_node import BrokerNode
+from mqs_client import ConfigError, MQSConfig
 from mqs_client.broker_admin import BrokerAdmin
-from mqs_client.broker_node import BrokerNode
 from mqs_client.tokens import TokenMinter, queue_scopes
 
 

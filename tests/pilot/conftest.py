@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pilot_helpers import Broker, queue_env
 
-from mqs_client.broker_node import BrokerNode
+from ewms_dev.broker_node import BrokerNode
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ import htcondor2
 import jwt
 import pika
 
-from mqs_client.broker_node import BrokerNode
+from ewms_dev.broker_node import BrokerNode
+from ewms_wire.chirp import ChirpAttr, ChirpValue, parse_chirp
 from pilot.events_io import Event, decode_event, encode_event
-from pilot.status import ChirpAttr, ChirpValue, parse_chirp
 
 PILOT_TIMEOUT = 60
 

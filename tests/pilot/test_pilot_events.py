@@ -11,7 +11,7 @@ import mqclient
 import pytest
 from pilot_helpers import Broker, last_values, mint_token, run_pilot, statuses
 
-from pilot.status import ChirpAttr
+from ewms_wire.chirp import ChirpAttr
 
 TASKS = Path(__file__).parent / "tasks"
 EnvFactory = Callable[..., dict[str, str]]

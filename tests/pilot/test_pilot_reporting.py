@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pilot_helpers import FakeChirpServer, chirps
 
+from ewms_wire.chirp import ChirpAttr, ChirpValue, PilotStatus, parse_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
 from pilot.config import ReportingConfig
-from pilot.joblog import JobEventLogWriter
 from pilot.reporting import ChirpItems, HTChirpSink, JobEventLogSink, StatusReporter, make_sinks
-from pilot.status import ChirpAttr, ChirpValue, PilotStatus, parse_chirp
 
 
 class ListSink:

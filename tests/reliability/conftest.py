@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from mqs_client import broker_node
+from ewms_dev import broker_node, processes
+from ewms_dev.service_env import tms_env
 
 FIGURES_ENV = "EWMS_RELIABILITY_FIGURES"
 
@@ -42,21 +42,21 @@ def broker(broker_nodes: list[broker_node.BrokerNode]) -> broker_node.BrokerNode
 
 @pytest.fixture
 def spawn_tms(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Factory: ``spawn_tms(wms_url, token, **env)`` -> a ``python -m tms`` process (local backend, fast loops).
+    """Factory: ``spawn_tms(wms_url, token, entry=("-m", "tms"), **env)`` -> a TMS process (local backend, fast
+    loops); ``entry`` is what follows ``python`` (e.g. a test entry module that installs a crash point).
 
     Its state lives in ``tmp_path / "tms"`` (shared by every TMS of the test, so a restart finds the state of the
     previous one); its output goes to ``tmp_path / "tms-<n>.log"``. Stopped with SIGTERM at teardown.
     """
     procs: list[subprocess.Popen[bytes]] = []
 
-    def _spawn(wms_url: str, token: str, **overrides: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        wms_url: str, token: str, entry: tuple[str, ...] = ("-m", "tms"), **overrides: str
+    ) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
-            "EWMS_ADDRESS": wms_url,
-            "EWMS_TOKEN": token,
-            "TMS_SCHEDD": "local-ap.test",  # the schedd of location "local" in the test WMS
-            "TMS_BACKEND": "local",
-            "TMS_STATE_DIR": str(tmp_path / "tms"),
+            # the schedd of location "local" in the test WMS
+            **tms_env(wms_url, token, "local-ap.test", tmp_path / "tms"),
             "TMS_POLL_INTERVAL": "0.2",
             "TMS_WATCHER_INTERVAL": "0.25",
             "TMS_ERROR_WAIT": "1",
@@ -64,20 +64,13 @@ def spawn_tms(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]
             "TMS_LOCAL_MAX_CONCURRENT_JOBS": "4",
             **overrides,
         }
-        with open(tmp_path / f"tms-{len(procs)}.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "tms"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
+        procs.append(processes.spawn([sys.executable, *entry], env, tmp_path / f"tms-{len(procs)}.log"))
+        return procs[-1]
 
     yield _spawn
     for proc in procs:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            processes.stop(proc.pid, timeout=30)
 
 
 @pytest.fixture

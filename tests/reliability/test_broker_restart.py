@@ -12,9 +12,10 @@ from typing import Any
 import pika
 import pika.exceptions
 from apiclient import Api
-from reliability_support import eventually, one_task_workflow
+from factories import one_task_workflow
 
-from mqs_client import broker_node
+from ewms_dev import broker_node
+from ewms_dev.processes import until
 from pilot.events_io import Event, decode_event, encode_event
 from wms.auth import Role
 
@@ -90,7 +91,7 @@ async def test_broker_restart_loses_no_event(
     async def public_profiles() -> list[dict[str, Any]]:
         return list((await user.ok("GET", f"/v0/mqs/workflows/{workflow_id}/mq-profiles/public"))["mqprofiles"])
 
-    profiles = await eventually(public_profiles, lambda ps: all(p["is_activated"] for p in ps), 30, "activation")
+    profiles = await until(public_profiles, lambda ps: all(p["is_activated"] for p in ps), 30, "activation")
     inq, outq = ({p["alias"]: p for p in profiles}[alias] for alias in ("in", "out"))
     events = [f"event-{i:04d}" for i in range(N_BEFORE + N_AFTER)]
     publish(inq, events[:N_BEFORE])
@@ -98,7 +99,7 @@ async def test_broker_restart_loses_no_event(
     async def outputs_ready() -> int:
         return ready(node, outq["mqid"])
 
-    await eventually(outputs_ready, lambda n: n >= RESTART_AFTER_OUTPUTS, 40, "first outputs")
+    await until(outputs_ready, lambda n: n >= RESTART_AFTER_OUTPUTS, 40, "first outputs")
     before_restart = ready(node, outq["mqid"])
     broker_node.stop(node)
     down_since = time.monotonic()
@@ -117,13 +118,13 @@ async def test_broker_restart_loses_no_event(
     async def progress() -> tuple[int, int]:
         return ready(broker_nodes[-1], inq["mqid"]), ready(broker_nodes[-1], outq["mqid"])
 
-    await eventually(progress, lambda p: p[0] == 0 and p[1] >= len(events), 40, "every output")
+    await until(progress, lambda p: p[0] == 0 and p[1] >= len(events), 40, "every output")
     await user.ok("POST", f"/v0/workflows/{workflow_id}/actions/finished", {})
 
     async def taskforce() -> dict[str, Any]:
         return dict(await user.ok("GET", f"/v0/taskforces/{uuid}"))
 
-    done = await eventually(taskforce, lambda tf: tf["phase"] in ("condor-rm", "condor-complete"), 30, "the end")
+    done = await until(taskforce, lambda tf: tf["phase"] in ("condor-rm", "condor-complete"), 30, "the end")
     outputs = drain(outq)
     counts = Counter(outputs)
     lost = sorted(set(events) - set(counts))

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 from apiclient import Api
-from reliability_support import eventually, one_task_workflow
+from factories import one_task_workflow
 
-from mqs_client.broker_node import free_port
+from ewms_dev import mongo_server as embedded
+from ewms_dev.processes import free_port, until
 from wms.auth import Role
-from wms.database import embedded
 
 OUTAGE_SECONDS = 10.0
 SCHEDD = "local-ap.test"
@@ -68,7 +68,7 @@ async def test_database_outage_gives_503_then_recovers(spawn_wms, make_token, tm
             return str((await user.ok("GET", f"/v0/taskforces/{taskforce_uuid}"))["phase"])
 
         # the TMS calls in the table need the taskforce released to the TMS before the outage
-        await eventually(lambda: phase_of(uuid), lambda p: p == "pending-starter", 30, "pending-starter before")
+        await until(lambda: phase_of(uuid), lambda p: p == "pending-starter", 30, "pending-starter before")
 
         async def send(caller: str, method: str, path: str, body: Any) -> httpx.Response:
             return await clients[caller].call(method, path, body)
@@ -90,7 +90,7 @@ async def test_database_outage_gives_503_then_recovers(spawn_wms, make_token, tm
             assert response.headers.get("Retry-After") == "5", route
 
         # recovery: no restart, the same requests succeed
-        await eventually(lambda: send("anyone", "GET", "/v0/", None), lambda r: r.status_code == 200, 30, "health")
+        await until(lambda: send("anyone", "GET", "/v0/", None), lambda r: r.status_code == 200, 30, "health")
         recovered_after = time.monotonic() - up_since
         for caller, method, path, body in table:
             response = await send(caller, method, path, body)
@@ -99,7 +99,7 @@ async def test_database_outage_gives_503_then_recovers(spawn_wms, make_token, tm
         again = await user.ok("POST", "/v0/workflows", one_task_workflow("sleep", 1))
 
         new_uuid = again["taskforces"][0]["taskforce_uuid"]
-        await eventually(lambda: phase_of(new_uuid), lambda p: p == "pending-starter", 30, "pending-starter after")
+        await until(lambda: phase_of(new_uuid), lambda p: p == "pending-starter", 30, "pending-starter after")
         assert wms.proc.poll() is None
         assert "Uncaught exception" not in wms.log.read_text()
         figures.update(

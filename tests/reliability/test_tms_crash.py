@@ -1,37 +1,27 @@
 """A TMS killed between submitting a taskforce's jobs and confirming ``condor-submit``: the restarted TMS finds the
 cluster it submitted (by taskforce uuid) and confirms it; the taskforce is never submitted twice.
 
-The fault is injected with ``TMS_TEST_CRASH_AFTER_SUBMIT=1``: the process exits with ``os._exit(137)`` (no cleanup,
-as after ``kill -9``) right after ``backend.submit`` returned. With the local backend the crashed TMS's pilots are
-killed when the backend starts again, so the recovered taskforce ends ``condor-complete`` with its jobs REMOVED.
+The fault is injected by running the TMS through ``crashing_tms.py``: the process exits with ``os._exit(137)`` (no
+cleanup, as after ``kill -9``) right after ``backend.submit`` returned. With the local backend the crashed TMS's
+pilots are killed when the backend starts again, so the recovered taskforce ends ``condor-complete`` with its jobs
+REMOVED.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import htcondor2
 from apiclient import Api
-from processes import alive
-from reliability_support import eventually, one_task_workflow
+from factories import one_task_workflow
 
+from ewms_dev.processes import alive, until
 from wms.auth import Role
 
-T = TypeVar("T")
 FAKE_PILOT = Path(__file__).resolve().parents[1] / "tms" / "data" / "fake_pilot.py"
-
-
-def async_value(function: Callable[[], T]) -> Callable[[], Awaitable[T]]:
-    """``function`` as a coroutine function, for :func:`eventually`."""
-
-    async def call() -> T:
-        return function()
-
-    return call
+CRASHING_TMS = Path(__file__).resolve().with_name("crashing_tms.py")
 
 
 async def test_crash_after_submit_is_confirmed_with_the_first_cluster(
@@ -43,13 +33,13 @@ async def test_crash_after_submit_is_confirmed_with_the_first_cluster(
     async def taskforce() -> dict:
         return dict(await api.ok("GET", f"/v0/taskforces/{uuid}"))
 
-    await eventually(taskforce, lambda tf: tf["phase"] == "pending-starter", 20, "pending-starter")
+    await until(taskforce, lambda tf: tf["phase"] == "pending-starter", 20, "pending-starter")
     token = make_token(Role.TMS, "tms")
     pilot = f"{sys.executable} {FAKE_PILOT}"
 
-    crashed = spawn_tms(wms_server.url, token, TMS_LOCAL_PILOT_COMMAND=pilot, TMS_TEST_CRASH_AFTER_SUBMIT="1")
+    crashed = spawn_tms(wms_server.url, token, entry=(str(CRASHING_TMS),), TMS_LOCAL_PILOT_COMMAND=pilot)
     # (polled: the WMS runs in this event loop)
-    assert await eventually(async_value(crashed.poll), lambda code: code is not None, 30, "the crash") == 137
+    assert await until(crashed.poll, lambda code: code is not None, 30, "the crash") == 137
     state_file = tmp_path / "tms" / "local-backend-jobs.json"
     state = json.loads(state_file.read_text())
     assert [(c["cluster"], c["taskforce_uuid"], c["n_jobs"]) for c in state["clusters"]] == [(1, uuid, 2)]
@@ -58,7 +48,7 @@ async def test_crash_after_submit_is_confirmed_with_the_first_cluster(
 
     spawn_tms(wms_server.url, token, TMS_LOCAL_PILOT_COMMAND=pilot)
     # the crashed TMS's pilots were killed by the restarted local backend: the watcher ends the taskforce
-    done = await eventually(taskforce, lambda tf: tf["phase"] == "condor-complete", 20, "condor-complete")
+    done = await until(taskforce, lambda tf: tf["phase"] == "condor-complete", 20, "condor-complete")
     assert (done["cluster_id"], done["n_workers"]) == (1, 2)
     steps = [(e["target_phase"], e["was_successful"]) for e in done["phase_change_log"]]
     assert steps.count(("condor-submit", True)) == 1 and ("condor-submit", False) not in steps

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from tms_fakes import TOKEN, FakeWMS
 
+from ewms_dev.processes import free_port, until
+from ewms_dev.service_env import tms_env
 from tms.config import CONTAINER_REQUIREMENTS, ConfigError, TMSConfig, parse_extra_pilot_env
 
 
@@ -74,29 +74,16 @@ def test_extra_pilot_env_only_takes_pilot_variables() -> None:
         parse_extra_pilot_env("EWMS_PILOT_X")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_daemon_starts_serves_metrics_and_stops_on_sigterm(fake_wms: FakeWMS, tmp_path: Path) -> None:
     metrics_port = free_port()
     env = {
         **os.environ,
-        "EWMS_ADDRESS": fake_wms.url,
-        "EWMS_TOKEN": TOKEN,
-        "TMS_SCHEDD": "ap.test",
-        "TMS_BACKEND": "local",
-        "TMS_STATE_DIR": str(tmp_path / "state"),
+        **tms_env(fake_wms.url, TOKEN, "ap.test", tmp_path / "state"),
         "TMS_POLL_INTERVAL": "0.2",
         "TMS_METRICS_PORT": str(metrics_port),
     }
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tms", env=env, stderr=asyncio.subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while not fake_wms.calls_to("pending-stopper"):
-        assert time.monotonic() < deadline, "the TMS never polled the WMS"
-        await asyncio.sleep(0.05)
+    await until(lambda: fake_wms.calls_to("pending-stopper"), what="the TMS polling the WMS")
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
     assert "ewms_tms_job_events_read_total" in metrics

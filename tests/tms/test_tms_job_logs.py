@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -13,10 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from test_tms_with_real_wms import running_tms, tms_config, wait_for, workflow
+from factories import one_task_workflow
+from test_tms_with_real_wms import running_tms, tms_config, wait_for
 
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, format_chirp
+from ewms_dev.processes import until
+from ewms_wire.chirp import ChirpAttr, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
 from tms.config import ConfigError, TMSConfig
 from tms.submit_description import taskforce_dir
 from tms.watcher import job_logs
@@ -29,8 +30,8 @@ from wms.auth import Role
 # a stand-in pilot: 500 numbered lines on stdout and stderr, then ok (exit 0) or fail (chirped error, exit 3)
 PILOT = """
 import os, sys
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
+from ewms_wire.chirp import ChirpAttr, format_chirp
 log = JobEventLogWriter(os.environ["_EWMS_PILOT_JOB_EVENT_LOG"])
 cluster, proc = int(os.environ["_EWMS_PILOT_CLUSTER_ID"]), int(os.environ["_EWMS_PILOT_PROC_ID"])
 log.generic(cluster, proc, format_chirp(ChirpAttr.STATUS, "Tasking"))
@@ -271,13 +272,10 @@ async def test_failed_posts_are_retried_and_the_queue_is_bounded(make_config, mo
 
 
 async def job_logs_of(api: Any, uuid: str, n_jobs: int, within: float = 10.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + within
-    while True:
-        body = await api.ok("GET", f"/v0/taskforces/{uuid}/logs")
-        if len(body["jobs"]) >= n_jobs:
-            return list(body["jobs"])
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.1)
+    body = await until(
+        lambda: api.ok("GET", f"/v0/taskforces/{uuid}/logs"), lambda b: len(b["jobs"]) >= n_jobs, within, "job logs"
+    )
+    return list(body["jobs"])
 
 
 async def test_failed_and_successful_jobs_end_to_end(api, wms_server, make_token, make_config, tmp_path) -> None:
@@ -287,8 +285,8 @@ async def test_failed_and_successful_jobs_end_to_end(api, wms_server, make_token
     config = tms_config(
         make_config, wms_server, make_token, local_pilot_command=(sys.executable, str(pilot)), log_tail_bytes=1024
     )
-    failing = workflow("fail", 1)  # output in cluster-<C>/0.out|.err
-    succeeding = workflow("ok", 1)  # output in cluster-<C>/job-0/_condor_stdout|stderr
+    failing = one_task_workflow("fail", 1)  # output in cluster-<C>/0.out|.err
+    succeeding = one_task_workflow("ok", 1)  # output in cluster-<C>/job-0/_condor_stdout|stderr
     succeeding["tasks"][0]["worker_config"]["do_transfer_worker_stdouterr"] = False
     created = [await api.ok("POST", "/v0/workflows", request) for request in (failing, succeeding)]
     uuids = [c["taskforces"][0]["taskforce_uuid"] for c in created]
@@ -321,7 +319,7 @@ class FlakyTransport(httpx.AsyncHTTPTransport):
 async def test_a_failed_logs_post_is_retried_next_pass(api, wms_server, make_token, make_config) -> None:
     """A hand-written log against the real WMS: the first logs post fails, the next pass delivers."""
     config = tms_config(make_config, wms_server, make_token, log_tail_bytes=100)
-    created = await api.ok("POST", "/v0/workflows", workflow("fail", 1))
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("fail", 1))
     uuid = created["taskforces"][0]["taskforce_uuid"]
     log = config.job_event_log_dir / "f.tms.jel"
     writer = JobEventLogWriter(log)

@@ -6,15 +6,13 @@ import asyncio
 import json
 import signal
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import htcondor2
-from processes import alive
 from tms_fakes import FAKE_PILOT, make_pending, make_taskforce
 
+from ewms_dev.processes import alive, until
 from tms.backends import local
 from tms.backends.base import FoundCluster, JobSpec
 from tms.backends.local import LocalBackend
@@ -57,14 +55,6 @@ def summary(log: Path, cluster_id: int) -> tuple[dict, dict]:
     watched.consume(10_000)
     jobs = list(watched.clusters[cluster_id].jobs.values())
     return compound_statuses(jobs), top_task_errors(jobs, 10)
-
-
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def count(log: Path, event_type: int, cluster: int) -> int:
@@ -222,5 +212,5 @@ async def test_jobs_of_a_crashed_backend_are_cleaned_up(make_config, tmp_path: P
 
 
 async def _dies(pid: int) -> bool:
-    await until(lambda: not alive(pid), 5.0)
+    await until(lambda: not alive(pid), within=5.0)
     return True

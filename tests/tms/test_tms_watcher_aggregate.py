@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tms_fakes import DATA
 
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, format_chirp
+from ewms_wire.chirp import ChirpAttr, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
 from tms.watcher.aggregate import StatusTracker, compound_statuses, top_task_errors
 from tms.watcher.cluster_map import ClusterMap, TaskforceRef
 from tms.watcher.job_state import JobState

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from factories import one_task_workflow
+
+from ewms_dev.processes import until
+from tms import __main__ as tms_main
 from tms.__main__ import run
+from tms.backends.base import Backend, JobSpec, Submitted
 from tms.backends.htcondor import HTCondorBackend
 from tms.config import TMSConfig
 from tms.starter import Starter
@@ -19,31 +23,6 @@ from tms.wms_client import WMSClient
 from wms.auth import Role
 
 SCHEDD = "local-ap.test"  # the schedd of cluster location "local" in the test WMS
-WORKER_CONFIG = {
-    "do_transfer_worker_stdouterr": True,
-    "max_worker_runtime": 600,
-    "n_cores": 1,
-    "priority": 10,
-    "worker_disk": "512M",
-    "worker_memory": "512M",
-}
-
-
-def workflow(task_args: str, n_workers: int) -> dict[str, Any]:
-    return {
-        "public_queue_aliases": ["in", "out"],
-        "tasks": [
-            {
-                "cluster_locations": ["local"],
-                "input_queue_aliases": ["in"],
-                "output_queue_aliases": ["out"],
-                "task_image": "/images/stand-in",
-                "task_args": task_args,
-                "n_workers": n_workers,
-                "worker_config": copy.deepcopy(WORKER_CONFIG),
-            }
-        ],
-    }
 
 
 @contextlib.asynccontextmanager
@@ -58,13 +37,7 @@ async def running_tms(config: TMSConfig) -> AsyncIterator[None]:
 
 
 async def wait_for(api: Any, uuid: str, check: Callable[[dict], bool], within: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
-        taskforce: dict[str, Any] = await api.ok("GET", f"/v0/taskforces/{uuid}")
-        if check(taskforce):
-            return taskforce
-        assert time.monotonic() < deadline, taskforce
-        await asyncio.sleep(0.1)
+    return await until(lambda: api.ok("GET", f"/v0/taskforces/{uuid}"), check, within, f"taskforce {uuid}")
 
 
 def files_on_disk(config: TMSConfig, uuid: str, log: str) -> tuple[bool, str]:
@@ -81,7 +54,7 @@ def tms_config(make_config: Callable[..., TMSConfig], wms_server: Any, make_toke
 
 async def test_workflow_runs_and_is_stopped(api, wms_server, make_token, make_config) -> None:
     config = tms_config(make_config, wms_server, make_token, local_max_concurrent_jobs=4)
-    created = await api.ok("POST", "/v0/workflows", workflow("sleep", 2))
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("sleep", 2))
     uuid = created["taskforces"][0]["taskforce_uuid"]
     async with running_tms(config):
         running = await wait_for(api, uuid, lambda tf: tf["compound_statuses"] == {"RUNNING": {"Tasking": 2}})
@@ -100,7 +73,7 @@ async def test_workflow_runs_and_is_stopped(api, wms_server, make_token, make_co
 
 async def test_jobs_that_finish_complete_the_taskforce(api, wms_server, make_token, make_config) -> None:
     config = tms_config(make_config, wms_server, make_token)
-    created = await api.ok("POST", "/v0/workflows", workflow("fail", 2))
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("fail", 2))
     uuid = created["taskforces"][0]["taskforce_uuid"]
     async with running_tms(config):
         done = await wait_for(api, uuid, lambda tf: tf["phase"] == "condor-complete")
@@ -113,7 +86,7 @@ async def test_jobs_that_finish_complete_the_taskforce(api, wms_server, make_tok
 async def test_failed_submission_is_reported(api, wms_server, make_token, make_config) -> None:
     """The htcondor backend finds no schedd on this machine: the WMS learns why, and the TMS backs off."""
     config = tms_config(make_config, wms_server, make_token, backend="htcondor", error_wait=0.1)
-    created = await api.ok("POST", "/v0/workflows", workflow("ok", 1))
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("ok", 1))
     uuid = created["taskforces"][0]["taskforce_uuid"]
     await wait_for(api, uuid, lambda tf: tf["phase"] == "pending-starter")
     wms = WMSClient.from_config(config)
@@ -130,9 +103,10 @@ async def test_failed_submission_is_reported(api, wms_server, make_token, make_c
 async def test_real_pilot_reports_through_the_job_event_log(api, wms_server, make_token, make_config) -> None:
     """The real pilot, started by the local backend with the queue variables, chirps into the shared log."""
     config = tms_config(make_config, wms_server, make_token, local_pilot_command=(sys.executable, "-m", "pilot"))
-    request = workflow("cp {{INFILE}} {{OUTFILE}}", 1)
-    request["tasks"][0]["task_image"] = sys.prefix  # a local directory: the pilot's process runner
-    request["tasks"][0]["pilot_config"] = {"environment": {"EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE": 3}}
+    # the task image, a local directory, selects the pilot's process runner
+    request = one_task_workflow(
+        "cp {{INFILE}} {{OUTFILE}}", 1, task_image=sys.prefix, EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE=3
+    )
     created = await api.ok("POST", "/v0/workflows", request)
     uuid = created["taskforces"][0]["taskforce_uuid"]
     seen: list[dict] = []
@@ -147,3 +121,36 @@ async def test_real_pilot_reports_through_the_job_event_log(api, wms_server, mak
     # no message arrived within the wait: the pilot ends Done after waiting for one
     assert done["compound_statuses"] == {"COMPLETED": {"Done": 1}}, seen
     assert {"RUNNING": {"AwaitingFirstMessage": 1}} in seen
+
+
+async def test_late_submit_is_recorded_and_its_jobs_are_stopped(api, wms_server, make_token, make_config, monkeypatch):  # type: ignore[no-untyped-def]
+    """The user finishes the workflow while the TMS submits: the WMS records the late cluster on the stopping
+    taskforce, and the TMS's stopper removes those jobs."""
+    config = tms_config(make_config, wms_server, make_token, local_max_concurrent_jobs=4)
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("sleep", 2))
+    wid, uuid = created["workflow"]["workflow_id"], created["taskforces"][0]["taskforce_uuid"]
+    make_backend = tms_main.make_backend
+
+    def finishing_during_submit(tms_config: TMSConfig) -> Backend:
+        backend = make_backend(tms_config)
+        submit = backend.submit
+
+        async def submit_then_finish(spec: JobSpec, count: int) -> Submitted:
+            submitted = await submit(spec, count)
+            await api.ok("POST", f"/v0/workflows/{wid}/actions/finished")
+            return submitted
+
+        backend.submit = submit_then_finish  # type: ignore[method-assign]
+        return backend
+
+    monkeypatch.setattr(tms_main, "make_backend", finishing_during_submit)
+    async with running_tms(config):
+        done = await wait_for(api, uuid, lambda tf: tf["phase"] == "condor-complete", within=40)
+    log = done["phase_change_log"]
+    (late,) = [e for e in log if e["target_phase"] == "condor-submit"]
+    assert not late["was_successful"] and "submitted after deactivation" in late["context"]
+    assert late["source_entity"] == "TMS" and done["cluster_id"] is not None
+    steps = [(e["target_phase"], e["was_successful"]) for e in log]
+    assert steps.index(("pending-stopper", True)) < steps.index(("condor-submit", False))
+    assert ("condor-rm", True) in steps and steps[-1] == ("condor-complete", True)
+    assert set(done["compound_statuses"]) == {"REMOVED"}

@@ -9,7 +9,7 @@ from apiclient import Api
 from factories import workflow_request
 from test_workflow_lifecycle import wait_for_phase
 
-from mqs_client.broker_node import free_port
+from ewms_dev.processes import free_port
 
 
 async def test_broker_down_keeps_taskforces_waiting_with_logged_retries_then_recovers(

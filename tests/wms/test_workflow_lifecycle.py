@@ -10,6 +10,7 @@ from typing import Any
 from apiclient import Api
 from factories import SEED_README_REQUEST, workflow_request
 
+from ewms_dev import processes
 from wms.auth import Role
 
 ALPHA, BETA = "schedd-alpha.test", "schedd-beta.test"
@@ -17,13 +18,9 @@ ALPHA, BETA = "schedd-alpha.test", "schedd-beta.test"
 
 async def wait_for_phase(api: Api, uuids: list[str], phase: str, within: float = 20.0) -> list[dict[str, Any]]:
     """Poll until every taskforce is in ``phase`` (at most ``within`` seconds)."""
-    deadline = time.monotonic() + within
-    while True:
-        docs = [await api.ok("GET", f"/v0/taskforces/{u}") for u in uuids]
-        if all(d["phase"] == phase for d in docs):
-            return docs
-        assert time.monotonic() < deadline, [(d["taskforce_uuid"], d["phase"]) for d in docs]
-        await asyncio.sleep(0.1)
+    return await processes.wait_for_phase(
+        lambda: asyncio.gather(*(api.ok("GET", f"/v0/taskforces/{u}") for u in uuids)), phase, within
+    )
 
 
 async def submit(api: Api, request: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pilot.joblog import TERMINATED, JobEventLogWriter, format_event
+from ewms_wire.job_event_log import JobEventLogWriter
 from tms.backends.base import Backend, BackendError, FoundCluster, JobSpec, Submitted
 from tms.files import atomic_write_text
 
@@ -53,23 +53,6 @@ PASSED_ENV = (
     "REQUESTS_CA_BUNDLE",
 )
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-class JobEventLog(JobEventLogWriter):
-    """The shared writer plus the abnormal-termination (killed by a signal) event."""
-
-    def terminated_by_signal(self, cluster: int, proc: int, signum: int) -> None:
-        """Job ended because of a signal (the pilot did not exit by itself)."""
-        usage = (
-            "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Remote Usage\n"
-            "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Local Usage\n"
-            "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Total Remote Usage\n"
-            "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Total Local Usage\n"
-            "\t0  -  Run Bytes Sent By Job\n\t0  -  Run Bytes Received By Job\n"
-            "\t0  -  Total Bytes Sent By Job\n\t0  -  Total Bytes Received By Job"
-        )
-        body = f"Job terminated.\n\t(0) Abnormal termination (signal {int(signum)})\n\t(0) No core file\n{usage}"
-        self._append(format_event(TERMINATED, cluster, proc, body))
 
 
 class JobPhase(enum.Enum):
@@ -154,7 +137,7 @@ class LocalBackend(Backend):
         self._jobs: dict[tuple[int, int], LocalJob] = {}
         self._clusters: dict[int, ClusterRecord] = {}
         self._queue: list[LocalJob] = []
-        self._logs: dict[Path, JobEventLog] = {}
+        self._logs: dict[Path, JobEventLogWriter] = {}
         self._monitor: asyncio.Task[None] | None = None
         self._closed = False
         self._load_state()
@@ -384,9 +367,9 @@ class LocalBackend(Backend):
 
     # -- bookkeeping -----------------------------------------------------------------------------------------------
 
-    def _log(self, path: Path) -> JobEventLog:
+    def _log(self, path: Path) -> JobEventLogWriter:
         if path not in self._logs:
-            self._logs[path] = JobEventLog(path)
+            self._logs[path] = JobEventLogWriter(path)
         return self._logs[path]
 
     def _save_jobs(self) -> None:
@@ -423,7 +406,8 @@ class LocalBackend(Backend):
         for row in rows:
             if row.get("pgid"):
                 _kill_group(int(row["pgid"]), signal.SIGKILL)
-            JobEventLog(row["log"]).aborted(row["cluster"], row["proc"], "orphaned by a restart of the local backend")
+            reason = "orphaned by a restart of the local backend"
+            JobEventLogWriter(row["log"]).aborted(row["cluster"], row["proc"], reason)
         if rows:
             LOGGER.warning("local: recorded %d jobs of a previous run as aborted", len(rows))
         self._save_jobs()

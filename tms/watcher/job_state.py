@@ -6,30 +6,26 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pilot.status import ChirpAttr, parse_chirp
-
-# JobEventType numbers (htcondor2.JobEventType) the watcher acts on
-SUBMIT, EXECUTE, JOB_EVICTED, JOB_TERMINATED, SHADOW_EXCEPTION, GENERIC = 0, 1, 4, 5, 7, 8
-JOB_ABORTED, JOB_SUSPENDED, JOB_UNSUSPENDED, JOB_HELD, JOB_RELEASED = 9, 10, 11, 12, 13
-JOB_RECONNECT_FAILED, CLUSTER_REMOVE = 24, 36
+from ewms_wire.chirp import ChirpAttr, parse_chirp
+from ewms_wire.job_event_log import EventType
 
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, SUSPENDED = "IDLE", "RUNNING", "REMOVED", "COMPLETED", "HELD", "SUSPENDED"
 FINISHED = frozenset({REMOVED, COMPLETED})
 ENDED = frozenset({REMOVED, COMPLETED, HELD})  # a job in one of these no longer runs: its output tails are shipped
 
 # event type -> condor status (as condor_watch_q, except that an unsuspended job is running again)
-STATUS_AFTER_EVENT = {
-    SUBMIT: IDLE,
-    EXECUTE: RUNNING,
-    JOB_EVICTED: IDLE,
-    JOB_TERMINATED: COMPLETED,
-    SHADOW_EXCEPTION: IDLE,
-    JOB_ABORTED: REMOVED,
-    JOB_SUSPENDED: SUSPENDED,
-    JOB_UNSUSPENDED: RUNNING,
-    JOB_HELD: HELD,
-    JOB_RELEASED: IDLE,
-    JOB_RECONNECT_FAILED: IDLE,
+STATUS_AFTER_EVENT: dict[int, str] = {
+    EventType.SUBMIT: IDLE,
+    EventType.EXECUTE: RUNNING,
+    EventType.JOB_EVICTED: IDLE,
+    EventType.JOB_TERMINATED: COMPLETED,
+    EventType.SHADOW_EXCEPTION: IDLE,
+    EventType.JOB_ABORTED: REMOVED,
+    EventType.JOB_SUSPENDED: SUSPENDED,
+    EventType.JOB_UNSUSPENDED: RUNNING,
+    EventType.JOB_HELD: HELD,
+    EventType.JOB_RELEASED: IDLE,
+    EventType.JOB_RECONNECT_FAILED: IDLE,
 }
 
 # HoldReasonCode -> what it means (HTCondor manual, "HoldReasonCode"); the reason text itself varies per job
@@ -190,7 +186,7 @@ class ClusterState:
 
     def update(self, proc: int, event_type: int, event: Mapping[str, Any], stamp: str) -> None:
         """Apply a non-generic event (``stamp``: its time as ``YYYY-MM-DD HH:MM:SS``)."""
-        if event_type == CLUSTER_REMOVE:
+        if event_type == EventType.CLUSTER_REMOVE:
             self.removed = self.dirty = True
             self.finished_stamp = max(self.finished_stamp, stamp)
             return
@@ -199,17 +195,17 @@ class ClusterState:
             return
         job = self.job(proc)
         before = job.condor_key
-        if event_type == JOB_HELD:
+        if event_type == EventType.JOB_HELD:
             job.hold(int(event.get("HoldReasonCode", 0) or 0), str(event.get("HoldReason", "")))
             self.ended[proc] = stamp
         else:
             job.set_status(status)
-            if event_type == JOB_TERMINATED:
+            if event_type == EventType.JOB_TERMINATED:
                 job.return_value = event.get("ReturnValue")
         if status in FINISHED:
             self.finished_stamp = max(self.finished_stamp, stamp)
             self.ended[proc] = stamp
-        if job.condor_key != before or event_type == SUBMIT:
+        if job.condor_key != before or event_type == EventType.SUBMIT:
             self.dirty = True
 
     @property

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pilot.status import ATTR_PREFIX
+from ewms_wire.chirp import ATTR_PREFIX
+from ewms_wire.job_event_log import EventType
 from tms import metrics
 from tms.backends.base import JEL_SUFFIX
 from tms.config import TMSConfig
@@ -25,7 +26,7 @@ from tms.daemon import poll_loop
 from tms.watcher.aggregate import CompoundStatuses, StatusTracker, TopTaskErrors, compound_statuses, top_task_errors
 from tms.watcher.cluster_map import ClusterMap, TaskforceRef
 from tms.watcher.job_logs import JobLogShipper
-from tms.watcher.job_state import ENDED, GENERIC, ClusterState, JobState
+from tms.watcher.job_state import ENDED, ClusterState, JobState
 from tms.watcher.log_reader import LogGone, LogReader
 from tms.wms_client import WMSClient, WMSError, WMSUnavailable
 
@@ -34,6 +35,7 @@ LOGGER = logging.getLogger(__name__)
 CHUNK_EVENTS = 5000
 TARGET_CACHE_MAX = 200_000
 PASS_READ_BUDGET = 0.5  # seconds of parsing per pass before reporting what was read so far
+GENERIC = EventType.GENERIC  # the event type that carries pilot chirps
 
 
 # what an event header ("008 (101.000.000") leads to: (event type, proc, cluster state, job state); no state: ignored

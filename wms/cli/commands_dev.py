@@ -1,4 +1,4 @@
-"""``ewms dev up|down|env``: the whole system on this machine (see wms/devstack.py)."""
+"""``ewms dev up|down|env``: the whole system on this machine (see ewms_dev/devstack.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ewms_dev.devstack import STATE_FILE, DevStack, StackState
 from wms.cli.exits import CLIError, Exit
-from wms.devstack import STATE_FILE, DevStack, StackState
 
 DEFAULT_DIR = ".ewms-dev"
 

@@ -23,6 +23,7 @@ from tornado.http1connection import HTTP1Connection
 
 from mqs_client.interface import MQSError, TryAgainLater
 from wms.auth import AuthError, Caller, Role
+from wms.operations.errors import OperationError
 from wms.schema import SchemaViolation
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ewms"'}
 STREAMED_BODY_TRANSPORT_LIMIT = 1 << 50
 
 # failures answered with a status of their own (4xx/503): logged without a traceback
-EXPECTED_ERRORS = (tornado.web.HTTPError, PyMongoError, BSONError, OverflowError, TryAgainLater, MQSError)
+EXPECTED_ERRORS = (
+    tornado.web.HTTPError, OperationError, PyMongoError, BSONError, OverflowError, TryAgainLater, MQSError
+)  # fmt: skip
 
 USERS = frozenset({Role.USER, Role.ADMIN})
 TMS = frozenset({Role.TMS, Role.ADMIN})
@@ -58,14 +61,6 @@ class Problem(tornado.web.HTTPError):
         self.detail = detail
         self.errors = errors
         self.headers = headers or {}
-
-
-# what an owned object is called -> how its 404 names it, and its id field
-NOT_FOUND_KEYS = {
-    "workflow": ("id", "workflow_id"),
-    "task directive": ("id", "task_id"),
-    "taskforce": ("uuid", "taskforce_uuid"),
-}
 
 
 def json_too_deep(value: Any, limit: int) -> bool:
@@ -189,13 +184,6 @@ class BaseHandler(tornado.web.RequestHandler):
         assert self.caller is not None
         return self.caller
 
-    def check_owner(self, doc: dict[str, Any], what: str) -> None:
-        """404, worded as for a missing ``what``, unless the caller owns ``doc``, is an admin, or is the TMS: a
-        caller cannot tell another user's object from one that does not exist."""
-        if not self.require_caller().may_access_owner(doc.get("owner")):
-            label, field = NOT_FOUND_KEYS[what]
-            raise Problem(404, f"no {what} found with {label}: {self.path_kwargs.get(field, doc.get(field))}")
-
     def compute_etag(self) -> None:
         """No ETag: API responses change with every status update, and hashing each body costs CPU."""
         return None
@@ -214,6 +202,10 @@ class BaseHandler(tornado.web.RequestHandler):
         errors: list[str] | None = None
         if isinstance(exc, Problem):
             detail, errors = exc.detail, exc.errors
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        elif isinstance(exc, OperationError):
+            status_code, detail = exc.status, exc.detail
             for name, value in exc.headers.items():
                 self.set_header(name, value)
         elif isinstance(exc, TryAgainLater | MQSError):

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from pilot.joblog import JobEventLogWriter
-from pilot.status import ChirpAttr, PilotStatus, format_chirp
+from ewms_wire.chirp import ChirpAttr, PilotStatus, format_chirp
+from ewms_wire.job_event_log import JobEventLogWriter
 
 log = JobEventLogWriter(os.environ["_EWMS_PILOT_JOB_EVENT_LOG"])
 cluster, proc = int(os.environ["_EWMS_PILOT_CLUSTER_ID"]), int(os.environ["_EWMS_PILOT_PROC_ID"])

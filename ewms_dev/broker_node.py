@@ -3,7 +3,7 @@
 The node runs beside any system broker. Its OAuth2 backend accepts HS256 JWTs signed with the key given here
 as AMQP passwords (resource server id ``rabbitmq``); the internal backend keeps ``guest/guest`` for loopback admin.
 
-CLI: ``python -m mqs_client.broker_node up DATA_DIR`` prints the node's settings as JSON; ``down DATA_DIR`` stops it.
+CLI: ``python -m ewms_dev.broker_node up DATA_DIR`` prints the node's settings as JSON; ``down DATA_DIR`` stops it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ewms_dev.processes import free_port, port_open, spawn
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,19 +54,6 @@ class BrokerNode:
     def admin_url(self) -> str:
         """AMQP URL with the loopback-only internal admin account."""
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _b64url(raw: bytes) -> str:
@@ -206,8 +194,7 @@ def start(
         RABBITMQ_ENABLED_PLUGINS_FILE=str(conf_dir / "enabled_plugins"),
         RABBITMQ_PID_FILE=str(data / "node.pid"),
     )
-    log = open(data / "server.out", "ab")  # kept open by the child
-    proc = subprocess.Popen([command], cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = spawn([command], env, data / "server.out", cwd=data)
     node = BrokerNode(nodename, amqp_port, mgmt_port, dist_port, str(data), signing_key, proc.pid)
     (data / STATE_FILE).write_text(json.dumps(asdict(node)))
     deadline = time.monotonic() + timeout
@@ -216,7 +203,7 @@ def start(
         if proc.poll() is not None:
             raise RuntimeError(f"rabbitmq-server exited with {proc.returncode}; see {data / 'server.out'}")
         # await_startup called too early fails at once: poll again
-        if _port_open(amqp_port) and ctl(node, "await_startup", "--timeout", "60", check=False).returncode == 0:
+        if port_open(amqp_port) and ctl(node, "await_startup", "--timeout", "60", check=False).returncode == 0:
             LOGGER.info("private RabbitMQ node %s ready", nodename)
             return node
         time.sleep(0.3)
@@ -271,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) == 2 and args[0] == "down":
         stop(load(args[1]))
         return 0
-    print("usage: python -m mqs_client.broker_node up DATA_DIR [SIGNING_KEY] | down DATA_DIR", file=sys.stderr)
+    print("usage: python -m ewms_dev.broker_node up DATA_DIR [SIGNING_KEY] | down DATA_DIR", file=sys.stderr)
     return 2
 
 

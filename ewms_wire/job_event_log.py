@@ -1,17 +1,36 @@
-"""Write HTCondor-format job event log entries that ``htcondor2.JobEventLog`` parses.
+"""The HTCondor job event log format: event type numbers, and a writer of entries that ``htcondor2.JobEventLog``
+parses.
 
-Used by the TMS ``local`` backend (submit, execute, terminated, aborted, held, released) and by pilots run by it
-(generic events carrying chirp lines). Each event is appended with one ``write`` on an ``O_APPEND`` descriptor,
-so concurrent writers (backend and pilots) never interleave inside an event.
+Written by the TMS ``local`` backend (submit, execute, terminated, aborted, held, released) and by pilots run by it
+(generic events carrying chirp lines); read by the TMS watcher. Each event is appended with one ``write`` on an
+``O_APPEND`` descriptor, so concurrent writers (backend and pilots) never interleave inside an event.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from pathlib import Path
 
-SUBMIT, EXECUTE, GENERIC, TERMINATED, ABORTED, HELD, RELEASED = 0, 1, 8, 5, 9, 12, 13
+
+class EventType(enum.IntEnum):
+    """The job event types (``htcondor2.JobEventType`` numbers) that are written or acted on."""
+
+    SUBMIT = 0
+    EXECUTE = 1
+    JOB_EVICTED = 4
+    JOB_TERMINATED = 5
+    SHADOW_EXCEPTION = 7
+    GENERIC = 8
+    JOB_ABORTED = 9
+    JOB_SUSPENDED = 10
+    JOB_UNSUSPENDED = 11
+    JOB_HELD = 12
+    JOB_RELEASED = 13
+    JOB_RECONNECT_FAILED = 24
+    CLUSTER_REMOVE = 36
+
 
 _USAGE = (
     "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Remote Usage\n"
@@ -21,7 +40,7 @@ _USAGE = (
     "\t0  -  Run Bytes Sent By Job\n"
     "\t0  -  Run Bytes Received By Job\n"
     "\t0  -  Total Bytes Sent By Job\n"
-    "\t0  -  Total Bytes Received By Job\n"
+    "\t0  -  Total Bytes Received By Job"
 )
 
 
@@ -51,30 +70,35 @@ class JobEventLogWriter:
 
     def submit(self, cluster: int, proc: int) -> None:
         """Job entered the queue (idle)."""
-        self._append(format_event(SUBMIT, cluster, proc, "Job submitted from host: <127.0.0.1:0>"))
+        self._append(format_event(EventType.SUBMIT, cluster, proc, "Job submitted from host: <127.0.0.1:0>"))
 
     def execute(self, cluster: int, proc: int) -> None:
         """Job started running."""
-        self._append(format_event(EXECUTE, cluster, proc, "Job executing on host: <127.0.0.1:0>"))
+        self._append(format_event(EventType.EXECUTE, cluster, proc, "Job executing on host: <127.0.0.1:0>"))
 
     def terminated(self, cluster: int, proc: int, return_value: int) -> None:
         """Job exited normally with ``return_value``."""
         body = f"Job terminated.\n\t(1) Normal termination (return value {int(return_value)})\n{_USAGE}"
-        self._append(format_event(TERMINATED, cluster, proc, body.rstrip("\n")))
+        self._append(format_event(EventType.JOB_TERMINATED, cluster, proc, body))
+
+    def terminated_by_signal(self, cluster: int, proc: int, signum: int) -> None:
+        """Job ended because of a signal (the pilot did not exit by itself)."""
+        body = f"Job terminated.\n\t(0) Abnormal termination (signal {int(signum)})\n\t(0) No core file\n{_USAGE}"
+        self._append(format_event(EventType.JOB_TERMINATED, cluster, proc, body))
 
     def aborted(self, cluster: int, proc: int, reason: str) -> None:
         """Job was removed (condor_rm)."""
-        self._append(format_event(ABORTED, cluster, proc, f"Job was aborted.\n\t{_one_line(reason)}"))
+        self._append(format_event(EventType.JOB_ABORTED, cluster, proc, f"Job was aborted.\n\t{_one_line(reason)}"))
 
     def held(self, cluster: int, proc: int, reason: str, code: int, subcode: int = 0) -> None:
         """Job was put on hold with an HTCondor ``HoldReasonCode``."""
         body = f"Job was held.\n\t{_one_line(reason)}\n\tCode {int(code)} Subcode {int(subcode)}"
-        self._append(format_event(HELD, cluster, proc, body))
+        self._append(format_event(EventType.JOB_HELD, cluster, proc, body))
 
     def released(self, cluster: int, proc: int) -> None:
         """Job was released from hold."""
-        self._append(format_event(RELEASED, cluster, proc, "Job was released.\n\tvia local backend"))
+        self._append(format_event(EventType.JOB_RELEASED, cluster, proc, "Job was released.\n\tvia local backend"))
 
     def generic(self, cluster: int, proc: int, info: str) -> None:
         """A generic (ulog) event, e.g. a pilot chirp line."""
-        self._append(format_event(GENERIC, cluster, proc, _one_line(info)[:1000]))
+        self._append(format_event(EventType.GENERIC, cluster, proc, _one_line(info)[:1000]))

@@ -1,7 +1,7 @@
 """The pilot's status contract: statuses and the ``HTChirpEWMSPilot*`` attributes the TMS watcher reads.
 
 A pilot reports ``"<Attr>: <classad-quoted value>"`` lines, as HTChirp ``ulog`` generic events in the job event log
-(inside HTCondor) or through :mod:`pilot.joblog` (local backend). Same strings as the ecosystem pilot.
+(inside HTCondor) or through :mod:`ewms_wire.job_event_log` (local backend). Same strings as the ecosystem pilot.
 """
 
 from __future__ import annotations
