@@ -78,6 +78,11 @@ class WMSConfig:
     auth_openid_url: str = setting(
         "AUTH_OPENID_URL", "production: tokens from this OpenID provider (RS256 via its JWKS)", ""
     )
+    auth_issuer: str = setting(
+        "AUTH_ISSUER",
+        "tokens must carry this `iss` (with `AUTH_OPENID_URL`, defaults to the provider's `issuer`)",
+        "",
+    )
     auth_user_group_pattern: str = setting(
         "AUTH_USER_GROUP_PATTERN", "regex: a token whose `groups` claim matches gets the `user` role", ""
     )
@@ -110,7 +115,53 @@ class WMSConfig:
     query_max_bytes: int = setting(
         "USER_QUERY_MAX_BYTES", "a query page is cut before it exceeds this size (bytes)", 10 * 1024 * 1024, ge=1
     )
-    max_body_bytes: int = setting("MAX_BODY_BYTES", "larger request bodies get 413", 1024 * 1024, ge=1)
+    query_time_ms: int = setting(
+        "USER_QUERY_TIME_MS",
+        "time budget of one user query (`maxTimeMS`; the embedded server ignores it, so the filter bounds below"
+        " are what protects it)",
+        5000,
+        ge=1,
+    )
+    query_max_depth: int = setting("USER_QUERY_MAX_DEPTH", "deeper user query filters get 400", 6, ge=1)
+    query_max_terms: int = setting(
+        "USER_QUERY_MAX_TERMS", "user query filters with more keys and list items get 400", 100, ge=1
+    )
+    query_regex_max_length: int = setting(
+        "USER_QUERY_REGEX_MAX_LENGTH", "longest `$regex` (an anchored literal prefix such as `^abc`)", 64, ge=1
+    )
+    max_body_bytes: int = setting(
+        "MAX_BODY_BYTES", "larger request bodies get 413 (by `Content-Length`, else as they stream in)", 1024 * 1024,
+        ge=1,
+    )  # fmt: skip
+    max_json_depth: int = setting("MAX_JSON_DEPTH", "request bodies nested deeper get 400", 32, ge=1)
+    max_connections: int = setting(
+        "MAX_CONNECTIONS", "open client connections; more get 503 and are closed at once", 1000, ge=1
+    )
+    max_connections_per_client: int = setting(
+        "MAX_CONNECTIONS_PER_CLIENT",
+        "open connections from one client address (`0`: no per-client cap, e.g. behind a reverse proxy)",
+        100,
+        ge=0,
+    )
+    idle_timeout_seconds: float = setting(
+        "HTTP_IDLE_TIMEOUT_SECONDS",
+        "a connection that sends no complete request headers for this long (new or kept alive) is closed",
+        20.0,
+        gt=0,
+    )
+    body_timeout_seconds: float = setting(
+        "HTTP_BODY_TIMEOUT_SECONDS", "a request whose body has not fully arrived after this long is closed", 30.0,
+        gt=0,
+    )  # fmt: skip
+    metrics_token: str = setting(
+        "METRICS_TOKEN",
+        "bearer credential Prometheus sends to `GET /metrics` (an admin token works too; neither: 401)",
+        "",
+    )
+    metrics_refresh_seconds: float = setting(
+        "METRICS_REFRESH_SECONDS", "the database counts `/metrics` serves are refreshed at most this often", 5.0,
+        ge=0,
+    )  # fmt: skip
     mq_retry_min_seconds: float = setting(
         "MQ_ACTIVATION_RETRY_MIN_SECONDS", "first back-off of a failed queue activation", 1.0, ge=0
     )

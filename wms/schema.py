@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from functools import cache
@@ -107,9 +108,15 @@ class Spec:
         pointer = f"{op_pointer}/requestBody/content/application~1json/schema"
         self._check(pointer, body, "invalid request body")
 
-    def validate_parameters(self, path: str, method: str, values: dict[str, dict[str, Any]]) -> None:
-        """Validate path and query parameters; ``values`` maps location ("path"/"query") -> name -> value."""
+    def validate_parameters(
+        self, path: str, method: str, values: dict[str, dict[str, str]]
+    ) -> dict[str, dict[str, Any]]:
+        """Validate path and query parameters; ``values`` maps location ("path"/"query") -> name -> text.
+
+        Each text is first converted to its schema's type (``"5"`` for an integer is 5); the converted values are
+        returned by location, those the document does not declare left out."""
         problems: list[str] = []
+        converted: dict[str, dict[str, Any]] = {"path": {}, "query": {}}
         for param, schema_pointer in self._parameters(path, method):
             given = values.get(param["in"], {})
             name = param["name"]
@@ -117,10 +124,13 @@ class Spec:
                 if param.get("required"):
                     problems.append(f"{param['in']} parameter '{name}' is required")
                 continue
-            errors = self._validator(schema_pointer).iter_errors(given[name])
-            problems += [f"{param['in']} parameter '{name}': {e.message}" for e in errors]
+            validator = self._validator(schema_pointer)
+            value = coerce(given[name], validator.schema)
+            problems += [f"{param['in']} parameter '{name}': {e.message}" for e in validator.iter_errors(value)]
+            converted.setdefault(param["in"], {})[name] = value
         if problems:
             raise SchemaViolation("invalid request parameters", problems)
+        return converted
 
     def _parameters(self, path: str, method: str) -> list[tuple[dict[str, Any], str]]:
         """Each parameter of the operation (path-level ones included) with a pointer to its schema."""
@@ -159,6 +169,23 @@ class Spec:
             problems += [f"{key}: {e.message}" for e in errors]
         if problems:
             raise SchemaViolation(f"invalid update of {name}", problems)
+
+
+def coerce(text: str, schema: Any) -> Any:
+    """A parameter's text as its schema's type (integer, number or boolean), or unchanged when it is not one."""
+    declared = schema.get("type") if isinstance(schema, dict) else None
+    types = declared if isinstance(declared, list) else [declared]
+    if "integer" in types and re.fullmatch(r"[+-]?[0-9]{1,18}", text):
+        return int(text)
+    if "number" in types and re.fullmatch(r"[0-9eE.+-]{1,40}", text):
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
+    if "boolean" in types and text in ("true", "false"):
+        return text == "true"
+    return text
 
 
 def _escape(path: str) -> str:
