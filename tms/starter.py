@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ewms_client import WMSError
 from tms import metrics
 from tms.backends.base import Backend, BackendError, JobSpec
 from tms.config import TMSConfig
@@ -21,7 +22,7 @@ from tms.daemon import wait_or_stop
 from tms.submit_description import TaskforceSpecError, build_job_spec
 from tms.watcher.cluster_map import TaskforceRef
 from tms.watcher.loop import Watcher
-from tms.wms_client import WMSClient, WMSError
+from tms.wms_client import WMSClient
 
 LOGGER = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from cli_support import RunCLI, closed_port, workflow_request
 
+from ewms_client import WMSClient
 from wms.cli.exits import CLIError, Exit
 from wms.cli.mq import broker_errors, open_queue
-from wms.client import WMSClient
 
 
 async def submit(client: WMSClient) -> str:

@@ -8,8 +8,8 @@ import time
 
 from cli_support import RunCLI, workflow_request
 
+from ewms_client import WMSClient
 from wms.auth import Role
-from wms.client import WMSClient
 
 
 async def wait_for_phase(client: WMSClient, workflow_id: str, phase: str, within: float = 20) -> None:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from wms.client import WMSClient, WMSError
+from ewms_client import WMSClient, WMSError
 
 Reply = tuple[int, str, str, bytes]  # status, reason, content type, body
 PROBLEM_503 = (

@@ -14,7 +14,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from wms.client import WMSClient
+from ewms_client import WMSClient
 from wms.devstack import DevStack
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
