@@ -125,6 +125,8 @@ class Starter:
                 str(submission.spec.job_event_log),
             )
         except WMSError as exc:
+            if exc.is_unavailable:
+                raise  # kept as unconfirmed: confirmed, not submitted again, when offered next
             self._unconfirmed.pop(uuid, None)
             if exc.status not in (404, 409):
                 raise
