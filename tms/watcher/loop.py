@@ -254,7 +254,7 @@ class Watcher:
 
     async def _report_statuses(self) -> bool:
         """Send what changed, in reports under ``status_report_max_bytes`` (a 413 splits a report further); what the
-        WMS did not accept is kept and sent again next pass. True when everything was accepted."""
+        WMS did not accept is kept and sent again next pass. False when the WMS is away (nothing more is sent)."""
         snapshots = {**self._unsent, **self._snapshots()}
         self._clear_dirty()
         changes = self.tracker.changes(snapshots)
@@ -269,13 +269,16 @@ class Watcher:
                     pending[:0] = chunk.chunks(len(json.dumps(asdict(chunk))) // 2)
                     LOGGER.warning("watcher: WMS refused a status report as too large; splitting it: %s", exc)
                     continue
-                self._unsent.update({uuid: snapshots[uuid] for uuid in chunk.taskforces})
+                kept = [chunk, *pending] if exc.is_unavailable else [chunk]  # the WMS is away: the rest waits too
+                self._unsent.update({uuid: snapshots[uuid] for part in kept for uuid in part.taskforces})
                 LOGGER.warning(
                     "watcher: status report for %d taskforces not accepted (sent again next pass): %s",
-                    len(chunk.taskforces),
+                    sum(len(part.taskforces) for part in kept),
                     exc,
                 )
                 metrics.STATUS_REPORTS.labels("failed" if exc.is_unavailable else "refused").inc()
+                if exc.is_unavailable:
+                    return False
                 continue
             for result in results:
                 if result.get("status") == "failed":
@@ -288,7 +291,7 @@ class Watcher:
             LOGGER.debug("watcher: reported %s", chunk)
             self.tracker.mark_sent(chunk)
             metrics.STATUS_REPORTS.labels("sent").inc()
-        return not self._unsent
+        return True
 
     def _collect_ended(self) -> None:
         """Hand the jobs that ended (and still are ended) in mapped clusters of caught-up logs to the log shipper."""
