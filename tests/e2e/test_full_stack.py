@@ -14,8 +14,8 @@ import pika
 import pika.exceptions
 import pytest
 
+from ewms_client import WMSClient
 from ewms_dev.devstack import DevStack
-from wms.client import WMSClient
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
