@@ -265,7 +265,9 @@ class RecordingSchedd:
         self.submits: list[tuple[Any, int]] = []
         self.actions: list[tuple[Any, str, str | None]] = []
         self.queries: list[tuple[str, list[str]]] = []
+        self.history_queries: list[tuple[str | None, list[str], int]] = []
         self.job_ads: list[dict[str, Any]] = []  # the queue, as the ads a query projects
+        self.history_ads: list[dict[str, Any]] = []  # jobs that left the queue, most recent first
 
     def submit(self, description: Any, count: int = 0) -> Any:
         if self.fail_with is not None:
@@ -283,16 +285,36 @@ class RecordingSchedd:
         if self.fail_with is not None:
             raise self.fail_with
         self.queries.append((constraint, list(projection or [])))
-        match = re.fullmatch(r'EWMSTaskforceUUID == "([^"]*)"', constraint)
-        assert match, constraint
-        found = [ad for ad in self.job_ads if ad["EWMSTaskforceUUID"] == match.group(1)]
-        return [{k: ad[k] for k in projection} if projection else ad for ad in found]
+        return _select(self.job_ads, constraint, projection)
+
+    def history(
+        self, constraint: str | None = None, projection: list[str] | None = None, match: int = -1
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`query`, over the jobs that left the queue (at most ``match`` of them unless -1)."""
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.history_queries.append((constraint, list(projection or []), match))
+        found = _select(self.history_ads, constraint or "", projection)
+        return found if match < 0 else found[:match]
+
+    def leave_queue(self, cluster_id: int) -> None:
+        """The cluster's jobs complete: they move from the queue to the history."""
+        gone = [ad for ad in self.job_ads if ad["ClusterId"] == cluster_id]
+        self.job_ads = [ad for ad in self.job_ads if ad["ClusterId"] != cluster_id]
+        self.history_ads[:0] = reversed(gone)
 
     def act(self, action: Any, job_spec: str, reason: str | None = None) -> dict[str, int]:
         if self.fail_with is not None:
             raise self.fail_with
         self.actions.append((action, job_spec, reason))
         return {"TotalSuccess": 3, "TotalNotFound": 0}
+
+
+def _select(ads: list[dict[str, Any]], constraint: str, projection: list[str] | None) -> list[dict[str, Any]]:
+    match = re.fullmatch(r'EWMSTaskforceUUID == "([^"]*)"', constraint)
+    assert match, constraint
+    found = [ad for ad in ads if ad["EWMSTaskforceUUID"] == match.group(1)]
+    return [{k: ad[k] for k in projection} if projection else ad for ad in found]
 
 
 @dataclass
