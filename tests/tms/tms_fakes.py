@@ -16,6 +16,7 @@ import tornado.netutil
 import tornado.web
 
 from ewms_dev.factories import taskforce
+from ewms_wire.job_event_log import JobEventLogWriter
 
 TOKEN = "test-tms-token"
 DATA = Path(__file__).parent / "data"
@@ -259,9 +260,12 @@ async def start_fake_wms() -> tuple[FakeWMS, tornado.httpserver.HTTPServer]:
 class RecordingSchedd:
     """Stands in for ``htcondor2.Schedd``: records calls, answers like a schedd."""
 
-    def __init__(self, first_cluster: int = 500, fail_with: Exception | None = None) -> None:
+    def __init__(
+        self, first_cluster: int = 500, fail_with: Exception | None = None, writes_job_event_log: bool = False
+    ) -> None:
         self.next_cluster = first_cluster
         self.fail_with = fail_with
+        self.writes_job_event_log = writes_job_event_log  # a submit event per job, as a schedd writes to ``log``
         self.submits: list[tuple[Any, int]] = []
         self.actions: list[tuple[Any, str, str | None]] = []
         self.queries: list[tuple[str, list[str]]] = []
@@ -278,6 +282,8 @@ class RecordingSchedd:
         for proc in range(count):
             ad = {"ClusterId": cluster, "ProcId": proc, "UserLog": description["log"], "EWMSTaskforceUUID": uuid}
             self.job_ads.append(ad)
+            if self.writes_job_event_log:
+                JobEventLogWriter(description["log"]).submit(cluster, proc)
         return _Result(cluster, count)
 
     def query(self, constraint: str = "True", projection: list[str] | None = None) -> list[dict[str, Any]]:

@@ -38,7 +38,8 @@ class HTCondorBackend(Backend):
         super().__init__(job_event_log_dir)
         self._schedd = schedd
 
-    def _get_schedd(self) -> ScheddLike:
+    def schedd(self) -> ScheddLike:
+        """The schedd (located on first use); raises BackendError when there is none."""
         if self._schedd is None:
             try:
                 self._schedd = htcondor2.Schedd()
@@ -49,7 +50,7 @@ class HTCondorBackend(Backend):
     async def submit(self, spec: JobSpec, count: int) -> Submitted:
         """``schedd.submit(Submit(spec.submit_dict), count=count)``."""
         description = htcondor2.Submit(spec.submit_dict)
-        schedd = self._get_schedd()
+        schedd = self.schedd()
         try:
             result = await asyncio.to_thread(schedd.submit, description, count=count)
         except (htcondor2.HTCondorException, RuntimeError, ValueError) as exc:
@@ -64,7 +65,7 @@ class HTCondorBackend(Backend):
         """The first cluster with jobs of the taskforce in the schedd's queue (``schedd.query``) or already gone from it
         (``schedd.history``: completed or removed while no TMS was watching), both with the constraint
         ``EWMSTaskforceUUID == "<uuid>"`` and the projection ``ClusterId, ProcId, UserLog``."""
-        schedd = self._get_schedd()
+        schedd = self.schedd()
         constraint = f"EWMSTaskforceUUID == {classad2.quote(taskforce_uuid)}"
         try:
             queued = await asyncio.to_thread(schedd.query, constraint=constraint, projection=list(FIND_PROJECTION))
@@ -87,7 +88,7 @@ class HTCondorBackend(Backend):
 
     async def remove(self, cluster_id: int, reason: str) -> int:
         """``schedd.act(JobAction.Remove, "ClusterId == N", reason)`` (condor_rm)."""
-        schedd = self._get_schedd()
+        schedd = self.schedd()
         try:
             ad = await asyncio.to_thread(
                 schedd.act, htcondor2.JobAction.Remove, f"ClusterId == {int(cluster_id)}", reason=reason
