@@ -14,6 +14,7 @@ import pika
 import pika.exceptions
 import pytest
 
+from ewms_dev.broker_node import BrokerNode
 from ewms_dev.devstack import DevStack
 from wms.client import WMSClient
 
@@ -79,7 +80,7 @@ async def test_two_task_chain_over_200_events(stack: DevStack) -> None:
         directives = [d async for d in client.query("task-directives", {"workflow_id": workflow_id})]
         mqids = {q for d in directives for q in d["input_queues"] + d["output_queues"]}
         assert len(mqids) == 3
-        admin_url = f"amqp://guest:guest@127.0.0.1:{state.broker['amqp_port']}/%2F"
+        admin_url = BrokerNode(**state.broker).admin_url
         deadline = time.monotonic() + 20
         while any(_queue_exists(admin_url, q) for q in mqids):
             assert time.monotonic() < deadline, "queues still on the broker"
