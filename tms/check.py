@@ -74,7 +74,7 @@ class Checker:
     async def run(self) -> list[Result]:
         """Every check, then the removal of any job the check left in the queue."""
         await self._step("directories writable", self._directories)
-        await self._step("WMS answers the TMS's credentials", self._wms)
+        await self._step("WMS answers the TMS's credentials", lambda: ask_wms(self.config))
         await self._step("pilot available", self._pilot)
         if self.backend is None:
             self._skip(SCHEDD_STEPS, f"backend {self.config.backend}: no schedd")
@@ -115,16 +115,13 @@ class Checker:
         shutil.rmtree(dirs[1], ignore_errors=True)
         return ", ".join(str(p) for p in dirs)
 
-    async def _wms(self) -> str:
-        return await ask_wms(self.config)
-
     async def _pilot(self) -> str:
         config = self.config
         if config.backend == "local":
             command = config.local_pilot_command or (sys.executable,)
             return _command_exists(command[0], "TMS_LOCAL_PILOT_COMMAND")
         if config.pilot_launch == "executable":
-            return _command_exists(config.pilot_command.split()[0], "TMS_PILOT_COMMAND")
+            return _command_exists((config.pilot_command.split() or [""])[0], "TMS_PILOT_COMMAND")
         image_dir = Path(config.pilot_image_base)
         tags = sorted(p.name.split(":", 1)[1] for p in image_dir.parent.glob(f"{image_dir.name}:*"))
         if not tags:
