@@ -35,15 +35,21 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+EXTENSION = "x-ewms-extension"  # marks an object, field or route of this project's, not upstream EWMS's
+EXTENSION_NOTE = "*Extension of this project (not in upstream EWMS).*"
+
+
 def object_page(name: str, schema: dict[str, Any]) -> str:
     """Markdown for one object."""
     lines = [f"# {name}", "", _cell(schema.get("description", "")), ""]
+    if schema.get(EXTENSION):
+        lines += [EXTENSION_NOTE, ""]
     props = schema.get("properties", {})
     if props:
         required = set(schema.get("required", []))
         lines += ["| field | type | required | description |", "|---|---|---|---|"]
         for field, sub in props.items():
-            desc = _cell(sub.get("description", ""))
+            desc = _cell(sub.get("description", "")) + (" (extension)" if sub.get(EXTENSION) else "")
             lines.append(f"| `{field}` | {_type(sub)} | {'yes' if field in required else 'no'} | {desc} |")
     else:
         lines.append(f"Type: {_type(schema)}")
@@ -55,6 +61,8 @@ def route_page(tag: str, operations: list[tuple[str, str, dict[str, Any]]]) -> s
     lines = [f"# Routes: {tag}", ""]
     for method, path, op in operations:
         lines += [f"## `{method.upper()} {path}`", "", f"**{_cell(op.get('summary', ''))}**", ""]
+        if op.get(EXTENSION):
+            lines += [EXTENSION_NOTE, ""]
         lines += [op.get("description", "").strip(), ""]
         body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
         if body:

@@ -83,7 +83,7 @@ class WMSClient(UserClient):
         top_task_errors: Mapping[str, Mapping[str, int]],
         event_counters: Mapping[str, Mapping[str, int]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Bulk status report (with the taskforces' ``EventCounters``); returns the per-taskforce results (some may
+        """Bulk status report (with the taskforces' ``event_counters``); returns the per-taskforce results (some may
         be ``failed`` on 207)."""
         body: dict[str, Any] = {}
         if compound_statuses:

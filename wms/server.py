@@ -32,6 +32,7 @@ HANDLERS: list[type[BaseHandler]] = [
     misc.SchemaHandler,
     workflows.WorkflowsHandler,
     workflows.WorkflowIDHandler,
+    workflows.WorkflowProgressHandler,
     workflows.WorkflowAbortHandler,
     workflows.WorkflowFinishedHandler,
     queries.WorkflowsQueryHandler,
