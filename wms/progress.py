@@ -66,19 +66,23 @@ def health(doc: Doc, submit_retries: int) -> tuple[str, str | None]:
     attempts = int(doc.get(SUBMIT_FAILURES, 0) or 0)
     if doc["phase"] == str(Phase.PENDING_STARTER) and attempts > submit_retries:
         return FAILED, f"submit given up after {attempts} failed attempts: {_last_submit_error(doc)}"
-    n_jobs = bad = 0
+    n_jobs = fatal = 0
     held: dict[str, int] = {}
     for condor, pilots in (doc.get("compound_statuses") or {}).items():
         for pilot, n in pilots.items():
             n_jobs += n
-            if condor.startswith(HELD_PREFIX) or pilot == PilotStatus.FATAL_ERROR:
-                bad += n
             if condor.startswith(HELD_PREFIX):
                 held[condor] = held.get(condor, 0) + n
+            elif pilot == PilotStatus.FATAL_ERROR:
+                fatal += n
+    bad = fatal + sum(held.values())
     if not bad:
         return OK, None
     errors = doc.get("top_task_errors") or {}
-    why = max(errors, key=lambda e: errors[e]) if errors else max(held, key=lambda h: held[h]) if held else "unknown"
+    if sum(held.values()) >= fatal or not errors:  # the held reason, else the pilots' most common last error
+        why = max(held, key=lambda h: held[h]) if held else "no error reported"
+    else:
+        why = max(errors, key=lambda e: errors[e])
     if bad == n_jobs:
         return FAILED, f"all {n_jobs} workers ended in fatal errors or are held: {why}"
     return FAILING, f"{bad} of {n_jobs} workers ended in fatal errors or are held: {why}"
