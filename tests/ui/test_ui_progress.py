@@ -78,5 +78,8 @@ def test_progress_bars_and_red_failed_state(browser, wms_process, make_token, tm
     assert card.evaluate("e => getComputedStyle(e).borderColor") == RED
     done_colour = card.locator(".seg-ev-done").evaluate("e => getComputedStyle(e).backgroundColor")
     assert done_colour != RED  # success keeps its own colour
+    workers = card.locator(".bar")  # the workers' statuses: a fatal error is red, not "done"
+    assert workers.get_attribute("aria-label") == "Workers: 2 fatal error"
+    assert workers.locator(".seg-fatal").evaluate("e => getComputedStyle(e).backgroundColor") == RED
     page.screenshot(path=str(tmp_path / "progress-failed.png"), full_page=True)
     assert not console_errors, console_errors

@@ -18,7 +18,9 @@ const TASKFORCE_FIELDS = [
   "cluster_id", "phase", "phase_change_log", "compound_statuses", "top_task_errors",
 ];
 // condor status -> bar segment; the first match wins
+const FATAL = "FatalError"; // a worker whose pilot ended in a fatal error: its own (red) segment, whatever its status
 const STATUS_KINDS = [
+  { kind: "fatal", label: "Fatal error", test: () => false },
   { kind: "running", label: "Running", test: (s) => s === "RUNNING" },
   { kind: "idle", label: "Idle", test: (s) => s === "IDLE" },
   { kind: "held", label: "Held", test: (s) => s === "HELD" || s.startsWith("HELD:") },
@@ -547,8 +549,15 @@ function taskforceCard(tf, active, progress) {
 /** Group `compound_statuses` ({condor status: {pilot status: n}}) into bar segments. */
 function statusSegments(compound) {
   const segments = STATUS_KINDS.map((k) => ({ ...k, count: 0, parts: [] }));
-  for (const [condor, pilots] of Object.entries(compound)) {
+  const fatal = segments[0];
+  for (const [condor, all] of Object.entries(compound)) {
     const segment = segments.find((s) => s.test(condor));
+    const split = segment.kind !== "held" && all[FATAL] > 0; // a held worker stays held, whatever its pilot said
+    const pilots = split ? Object.fromEntries(Object.entries(all).filter(([p]) => p !== FATAL)) : all;
+    if (split) {
+      fatal.count += all[FATAL];
+      fatal.parts.push(`${condor.toLowerCase()} ${all[FATAL]}`);
+    }
     const count = Object.values(pilots).reduce((a, b) => a + b, 0);
     if (count === 0) continue;
     segment.count += count;
