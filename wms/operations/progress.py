@@ -9,15 +9,25 @@ import time
 from mqs_client import ManagedMQSClient, MQSError, QueueDepth, TryAgainLater
 from wms.auth import Caller
 from wms.config import WMSConfig
-from wms.database.store import RETRIED_AS, Doc, Store
+from wms.database.store import RETRIED_AS, SUBMIT_FAILURES, Doc, Store
 from wms.operations.errors import found
-from wms.progress import counted, counters_of, eta, health, overall, rate
+from wms.progress import (
+    EVENT_COUNTERS,
+    RATE_SETTLED,
+    RATE_TS,
+    counted,
+    counters_of,
+    eta,
+    health,
+    overall,
+    rate,
+)
 
 LOGGER = logging.getLogger(__name__)
 
 _TASKFORCE_FIELDS = (
     "taskforce_uuid", "task_id", "cluster_location", "phase", "compound_statuses", "top_task_errors",
-    "phase_change_log", "event_counters", "_submit_failures", "_rate_ts", "_rate_settled", RETRIED_AS,
+    "phase_change_log", EVENT_COUNTERS, SUBMIT_FAILURES, RATE_TS, RATE_SETTLED, RETRIED_AS,
 )  # fmt: skip
 
 
@@ -114,7 +124,7 @@ def _taskforce_progress(tf: Doc, retries: int, now: float) -> Doc:
         "rate": rate(tf, now),
         "health": state,
         "health_reason": reason,
-        "updated_ts": (tf.get("event_counters") or {}).get("updated_ts"),
+        "updated_ts": (tf.get(EVENT_COUNTERS) or {}).get("updated_ts"),
         "retried_as": tf.get(RETRIED_AS),
     }
 
