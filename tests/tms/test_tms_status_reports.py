@@ -16,10 +16,10 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 from apiclient import Api
-from pilot.joblog import JobEventLogWriter
 from test_tms_with_real_wms import SCHEDD, tms_config, workflow
 
 from ewms_client import ClientCredentials, RetryPolicy
+from ewms_wire.job_event_log import JobEventLogWriter
 from tms.config import TMSConfig
 from tms.watcher.loop import Watcher
 from tms.wms_client import WMSClient
