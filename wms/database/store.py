@@ -22,6 +22,7 @@ MQ_ACTIVATED_TS = "_mq_activated_ts"
 MQ_FAILURES = "_mq_failures"
 MQ_RETRY_AT = "_mq_retry_at"
 MQ_RETIRED = "_mq_retired"  # False until the queues of a deactivated workflow are scheduled for deletion
+UNSUBMITTED_SINCE = "_unsubmitted_since"  # taskforce: first seen pending-stopper without a cluster (epoch s)
 ABORTED, FINISHED = "ABORTED", "FINISHED"  # the values of Workflow ``deactivated`` besides null
 DEACTIVATION_KINDS = (ABORTED, FINISHED)
 

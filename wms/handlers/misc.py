@@ -10,14 +10,15 @@ from wms.handlers.workflows import load_workflow
 
 
 class HealthHandler(BaseHandler):
-    """``GET /v0/``: 200 when the database answers."""
+    """``GET /v0/``: 200 when the database answers, with this instance's id and the daemon lease's holder."""
 
     ROUTE = "/v0/"
 
     async def get(self) -> None:
-        """Ping the database."""
+        """Ping the database; say which instance this is and which one holds the daemon lease."""
         await self.wms.store.db.command("ping")
-        self.send({"status": "ok"})
+        lease = await self.wms.daemons.lease.records.read()
+        self.send({"status": "ok", "instance_id": self.wms.instance_id, "daemon_lease_holder": lease.holder})
 
 
 class MetricsHandler(BaseHandler):
