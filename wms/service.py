@@ -1,4 +1,5 @@
-"""The WMS process: store, MQS client, daemons and REST server, started and stopped together."""
+"""The WMS process: builds and wires the store, MQS client, operations, daemons and REST server, and starts and
+stops them together. What each part does lives in its own module (``wms.operations``, ``wms.daemons``, ...)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from wms.config import WMSConfig
 from wms.daemons.loop import Wakeups
 from wms.daemons.retention import Retention
 from wms.daemons.runner import DaemonRunner
-from wms.database.store import Store, public
+from wms.database.store import Store
 from wms.lifecycle import Lifecycle
 from wms.metrics import Metrics
+from wms.operations import Operations
 from wms.server import make_app
 
 LOGGER = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ MAX_TRANSPORT_BODY = 64 * 1024 * 1024  # hard limit; the configured limit (413) 
 
 
 class WMS:
-    """Everything a request handler needs, and the lifecycle of the whole service."""
+    """The service's parts, wired together (what handlers reach through ``self.wms``), and its start and stop."""
 
     def __init__(self, config: WMSConfig, mqs: ManagedMQSClient | None = None) -> None:
         self.config = config
@@ -48,11 +50,11 @@ class WMS:
         self.retention = Retention(self.store, self.mqs, config)
         self.metrics = Metrics()
         self.wakeups = Wakeups()
+        self.operations = Operations.build(self.store, self.lifecycle, self.mqs, config, self.wakeups)
         self.instance_id = secrets.token_hex(8)
         self.daemons = DaemonRunner(
             self.store, self.lifecycle, self.mqs, self.retention, config, self.wakeups, self.metrics, self.instance_id
         )
-        self.public = public
         self._stop = asyncio.Event()
         self._daemons_task: asyncio.Task[None] | None = None
         self._http: tornado.httpserver.HTTPServer | None = None
