@@ -57,6 +57,10 @@ class DaemonRunner:
         self._daemons_stop = asyncio.Event()
         self._daemon_wakeups: list[Wakeup] = []
 
+    async def holder(self) -> str | None:
+        """The id of the instance holding the lease now (None: free; a dead holder's until its lease time passed)."""
+        return (await self.lease.records.read()).holder
+
     async def run(self, stop: asyncio.Event) -> None:
         """Hold the lease and run the daemons while holding it, until ``stop``; then stop them and release it."""
         lease = self.lease

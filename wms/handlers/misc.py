@@ -16,8 +16,8 @@ class HealthHandler(BaseHandler):
     async def get(self) -> None:
         """Ping the database; say which instance this is and which one holds the daemon lease."""
         await self.wms.store.db.command("ping")
-        lease = await self.wms.daemons.lease.records.read()
-        self.send({"status": "ok", "instance_id": self.wms.instance_id, "daemon_lease_holder": lease.holder})
+        holder = await self.wms.daemons.holder()
+        self.send({"status": "ok", "instance_id": self.wms.instance_id, "daemon_lease_holder": holder})
 
 
 class MetricsHandler(BaseHandler):
