@@ -27,16 +27,16 @@ async def health(url: str) -> dict[str, Any]:
         return dict((await client.get(f"{url}/v0/")).json())
 
 
-async def runs_daemons(url: str) -> bool:
-    """The instance's own ``ewms_wms_daemon_lease_held`` gauge."""
+async def runs_daemons(url: str, admin: str) -> bool:
+    """The instance's own ``ewms_wms_daemon_lease_held`` gauge (read with the admin token ``admin``)."""
     async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{url}/metrics")).text
+        text = (await client.get(f"{url}/metrics", headers={"Authorization": f"Bearer {admin}"})).text
     found = re.search(r"^ewms_wms_daemon_lease_held (\S+)$", text, re.MULTILINE)
     assert found, text[-2000:]
     return float(found[1]) == 1.0
 
 
-async def holder_and_standby(instances: list[Any]) -> tuple[Any, Any]:
+async def holder_and_standby(instances: list[Any], admin: str) -> tuple[Any, Any]:
     """The instance holding the lease and the other one, once both agree on the holder."""
     states = await until(
         lambda: asyncio.gather(*(health(w.url) for w in instances)),
@@ -49,8 +49,8 @@ async def holder_and_standby(instances: list[Any]) -> tuple[Any, Any]:
     )
     first_holds = states[0]["daemon_lease_holder"] == states[0]["instance_id"]
     holder, standby = instances if first_holds else instances[::-1]
-    await until(lambda: runs_daemons(holder.url), within=10, what="the holder's daemons")
-    assert not await runs_daemons(standby.url)
+    await until(lambda: runs_daemons(holder.url, admin), within=10, what="the holder's daemons")
+    assert not await runs_daemons(standby.url, admin)
     return holder, standby
 
 
@@ -77,7 +77,8 @@ async def test_kill_9_of_the_daemon_holder_hands_the_daemons_to_the_other_instan
     spawn_wms, make_token, figures
 ) -> None:  # type: ignore[no-untyped-def]
     instances = [spawn_wms(DAEMON_LEASE_SECONDS=str(LEASE_SECONDS)) for _ in range(2)]
-    holder, standby = await holder_and_standby(instances)
+    admin = make_token(Role.ADMIN, "operator")
+    holder, standby = await holder_and_standby(instances, admin)
     api = Api(standby.url, make_token(Role.USER, "failover"))
     await submit_and_wait_for_launch(api, within=30)  # served by the standby, run by the holder's daemons
 
@@ -88,7 +89,7 @@ async def test_kill_9_of_the_daemon_holder_hands_the_daemons_to_the_other_instan
     taken_in, launched_in = await asyncio.gather(
         lease_taken_by(standby.url, killed, bound), submit_and_wait_for_launch(api, bound)
     )
-    assert await runs_daemons(standby.url)
+    assert await runs_daemons(standby.url, admin)
     assert "daemon lease taken by" in standby.log.read_text()
     figures.update(
         faults_injected=1,
@@ -101,7 +102,8 @@ async def test_kill_9_of_the_daemon_holder_hands_the_daemons_to_the_other_instan
 
 async def test_a_paused_holder_gives_the_daemons_up_to_the_other_instance(spawn_wms, make_token, figures) -> None:  # type: ignore[no-untyped-def]
     instances = [spawn_wms(DAEMON_LEASE_SECONDS=str(LEASE_SECONDS)) for _ in range(2)]
-    holder, standby = await holder_and_standby(instances)
+    admin = make_token(Role.ADMIN, "operator")
+    holder, standby = await holder_and_standby(instances, admin)
     os.kill(holder.proc.pid, signal.SIGSTOP)  # a frozen VM or a long pause: it cannot renew
     try:
         taken_in = await lease_taken_by(standby.url, time.monotonic(), TAKEOVER_BOUND + LIVENESS_MARGIN)
@@ -109,9 +111,9 @@ async def test_a_paused_holder_gives_the_daemons_up_to_the_other_instance(spawn_
         os.kill(holder.proc.pid, signal.SIGCONT)
     state = await health(standby.url)
     # the old holder wakes up past its lease: it stops its daemons and does not take the lease back
-    await until(lambda: runs_daemons(holder.url), lambda running: not running, within=20, what="daemons stopped")
+    await until(lambda: runs_daemons(holder.url, admin), lambda running: not running, within=20, what="daemons stopped")
     assert (await health(holder.url))["daemon_lease_holder"] == state["instance_id"]
-    assert await runs_daemons(standby.url)
+    assert await runs_daemons(standby.url, admin)
     # the REST API of the old holder still serves; the new holder's daemons launch what it accepts
     await submit_and_wait_for_launch(Api(holder.url, make_token(Role.USER, "paused")), within=30)
     assert "stopping the daemons" in holder.log.read_text()
