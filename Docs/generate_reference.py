@@ -155,7 +155,8 @@ def parameter_rows(spec: dict[str, Any], params: list[dict[str, Any]]) -> list[s
         schema = param.get("schema", {})
         target = resolve(spec, schema)
         example = param.get("example", example_of(target))
-        cells = [f"`{param['name']}`", param["in"], type_of(spec, schema), format_of(target),
+        shape = "; ".join(w for w in (format_of(target), "deprecated" if param.get("deprecated") else "") if w)
+        cells = [f"`{param['name']}`", param["in"], type_of(spec, schema), shape,
                  "yes" if param.get("required") else "no", _code(example) if example is not None else "",
                  param.get("description", "")]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
