@@ -3,16 +3,20 @@ sends in a request body has one (or is an object whose own page shows its fields
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jsonschema
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-DOC = json.loads((Path(__file__).resolve().parents[2] / "Docs" / "openapi.json").read_text())
+DOCS = Path(__file__).resolve().parents[2] / "Docs"
+DOC = json.loads((DOCS / "openapi.json").read_text())
 URI = "urn:ewms-wms:openapi"
 REGISTRY = Registry().with_resource(URI, DRAFT202012.create_resource(DOC))
 SCHEMAS = "#/components/schemas/"
@@ -53,13 +57,20 @@ def request_objects() -> set[str]:
     return {ref.removeprefix(SCHEMAS) for ref in refs if ref.removeprefix(SCHEMAS).isidentifier()}
 
 
+@functools.cache
+def generator() -> ModuleType:
+    """Docs/generate_reference.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("generate_reference", DOCS / "generate_reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def resolve(node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        target: Any = DOC
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
+    """The schema a `$ref` points to, as the generator resolves it."""
+    resolved: dict[str, Any] = generator().resolve(DOC, node)
+    return resolved
 
 
 def test_every_example_is_valid_against_its_schema() -> None:
