@@ -79,13 +79,13 @@ async def test_users_only_see_and_act_on_their_own_workflows(api: Api, api_as) -
         f"/v0/taskforces/{uuid}",
         f"/v0/mqs/workflows/{wid}/mq-profiles/public",
     ):
-        await bob.problem("GET", path, status=403)
-    await bob.problem("POST", f"/v0/workflows/{wid}/actions/abort", status=403)
+        await bob.problem("GET", path, status=404)
+    await bob.problem("POST", f"/v0/workflows/{wid}/actions/abort", status=404)
     await bob.problem(
         "POST",
         f"/v0/task-directives/{tid}/actions/add-workers",
         {"cluster_location": "test-alpha", "n_workers": 1},
-        status=403,
+        status=404,
     )
     for kind in ("workflows", "task-directives", "taskforces"):
         page = await bob.ok("POST", f"/v0/query/{kind}", {"query": {"workflow_id": wid}})

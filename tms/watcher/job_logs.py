@@ -15,17 +15,19 @@ import functools
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ewms_client import WMSError
 from tms import metrics
 from tms.config import MAX_LOG_TAIL_BYTES, TMSConfig
 from tms.submit_description import taskforce_dir
 from tms.watcher.job_state import COMPLETED, JobState
-from tms.wms_client import WMSClient, WMSError, WMSUnavailable
+from tms.wms_client import WMSClient
 
 LOGGER = logging.getLogger(__name__)
 
@@ -76,11 +78,14 @@ def output_files(cluster_dir: Path, names: Container[str], proc: int) -> tuple[P
 
 def read_tail(path: Path | None, n_bytes: int) -> str:
     """The last ``n_bytes`` of a file as UTF-8 (bad bytes replaced, a character cut at the start dropped), at most
-    ``MAX_CHARS`` characters; ``""`` without a readable file."""
+    ``MAX_CHARS`` characters; ``""`` without a readable regular file. A symlink is not followed: the job directory
+    belongs to the pilot's account, which must not make the TMS ship another file."""
     if path is None or n_bytes <= 0:
         return ""
     try:
-        with open(path, "rb") as f:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return ""
             start = max(f.seek(0, os.SEEK_END) - n_bytes, 0)
             f.seek(start)
             data = f.read(n_bytes)
@@ -255,15 +260,15 @@ class JobLogShipper:
         for uuid, keys in self._batches().items():
             try:
                 await self._wms.send_job_logs(uuid, [self._queue[key].record for key in keys])
-            except WMSUnavailable as exc:
+            except WMSError as exc:
+                if not exc.is_unavailable:
+                    self._refused(uuid, keys, exc)
+                    continue
                 LOGGER.warning(
                     "watcher: logs of %d jobs of %s not shipped (retrying next pass): %s", len(keys), uuid, exc
                 )
                 metrics.JOB_LOGS.labels("failed").inc(len(keys))
                 return  # the WMS is away: the other taskforces wait for the next pass too
-            except WMSError as exc:
-                self._refused(uuid, keys, exc)
-                continue
             self._remove(keys)
             metrics.JOB_LOGS.labels("sent").inc(len(keys))
             LOGGER.debug("watcher: shipped the logs of %d jobs of %s", len(keys), uuid)
