@@ -1,5 +1,6 @@
 """The benchmark harness: only successful calls count, a failed request makes a result MISSED, a missing or crashed
-benchmark fails ``bench/run``, and the rest-query floor sends the database exactly the ``find`` the handler sends."""
+benchmark fails ``bench/run``, and the floor of rest-query and query-first-page sends the database exactly the
+``find`` the handler sends."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 from bench import common, runner
-from bench.bench_rest_query import QUERY, driver_page
+from bench.bench_rest_query import QUERY, driver_page, floor_store
 from wms.auth import Role
 
 
@@ -105,11 +106,11 @@ async def test_the_rest_query_floor_sends_the_handlers_find(
         handler, listener.finds = listener.finds, []
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(under_test.config.mongodb_uri)
     try:
-        floor_db = client[under_test.config.db_name]
-        assert await driver_page(floor_db, 5, None) == (5, after)
-        await driver_page(floor_db, 5, after)
+        floor = await floor_store(client, under_test.config.db_name)
+        assert await driver_page(floor, 5, None) == (5, after)
+        await driver_page(floor, 5, after)
     finally:
         listener.on = False
         await client.close()
-    assert len(handler) == 2 and "_id" in handler[1]["filter"]
+    assert len(handler) == 2 and floor.id_key in handler[1]["filter"] and handler[0]["sort"] == {floor.id_key: 1}
     assert listener.finds == handler
