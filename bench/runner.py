@@ -111,6 +111,8 @@ BENCHES = (
     Bench("pilot", ("bench/bench_pilot.py", "--events", "5000"), ("--events", "300"), adapt_pilot),
     Bench("memory", ("-m", "bench.bench_memory"), ("--taskforces", "5000", "--requests", "500")),
     Bench("pipeline", ("-m", "bench.bench_pipeline"), ("--events", "200", "--rounds", "1"), timeout=900.0),
+    Bench("scale", ("-m", "bench.bench_scale"), ("--workflows", "50", "--samples", "5", "--launch", "100", "--stream",
+          "50"), timeout=1800.0),
 )  # fmt: skip
 
 
