@@ -131,7 +131,7 @@ class Store:
         )  # fmt: skip
         await self.taskforces.create_index([("schedd", ASCENDING), ("phase", ASCENDING), ("timestamp", ASCENDING)])
         await self.taskforces.create_index([("phase", ASCENDING), ("priority", DESCENDING), ("timestamp", ASCENDING)])
-        await self.taskforces.create_index([("schedd", ASCENDING), ("job_event_log_fpath", ASCENDING)])
+        await self.taskforces.create_index([("schedd", ASCENDING), ("job_event_log_fpath", ASCENDING), page])
         await self.task_logs.create_index([("taskforce_uuid", ASCENDING), ("job_id", ASCENDING)], unique=True)
         await self.archive.create_index("workflow_id", unique=True)
         await self.archive.create_index([("archived_ts", ASCENDING)])
