@@ -71,14 +71,18 @@ def test_a_missing_or_crashing_benchmark_fails_the_run(
 
 
 class FindCommands(monitoring.CommandListener):
-    """Records the ``find`` commands on taskforces of every client created after it is registered, while ``on``."""
+    """Records the ``find`` commands on taskforces in database ``db`` of every client created after it is registered,
+    while ``on``."""
 
     def __init__(self) -> None:
         self.on = False
+        self.db = ""
         self.finds: list[dict[str, Any]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.on and event.command_name == "find" and event.command["find"] == "taskforces":
+        if self.on and event.database_name == self.db and event.command_name == "find" and (
+            event.command["find"] == "taskforces"
+        ):
             keys = ("find", "filter", "projection", "sort", "limit", "skip", "batchSize", "hint")
             self.finds.append({k: event.command[k] for k in keys if k in event.command})
 
@@ -94,8 +98,9 @@ async def test_the_rest_query_floor_sends_the_handlers_find(
 ) -> None:
     listener = FindCommands()
     monitoring.register(listener)  # global: it sees the WMS's client, created below
-    under_test = await start_wms()
+    under_test = await start_wms(WMS_RUN_DAEMONS="false")  # only the handler reads taskforces
     db = under_test.wms.store.db
+    listener.db = db.name
     await db.taskforces.insert_many(list(common.taskforce_docs(200)))
     headers = {"Authorization": f"Bearer {make_token(Role.TMS, 'bench-tms')}"}
     async with httpx.AsyncClient(base_url=under_test.url, headers=headers) as http:
