@@ -37,11 +37,14 @@ class PendingStarterHandler(BaseHandler):
         store = self.wms.store
         found = await (
             store.taskforces.find(
-                {
-                    "schedd": self.get_query_argument("schedd"),
-                    "phase": str(Phase.PENDING_STARTER),
-                    SUBMIT_FAILURES: {"$lte": self.wms.config.tms_action_retries},
-                },
+                store.exact(
+                    store.taskforces,
+                    {
+                        "schedd": self.get_query_argument("schedd"),
+                        "phase": str(Phase.PENDING_STARTER),
+                        SUBMIT_FAILURES: {"$lte": self.wms.config.tms_action_retries},
+                    },
+                ),
                 {"_id": False},
             )
             .sort([("priority", -1), (SUBMIT_FAILURES, 1), ("timestamp", 1)])
@@ -158,14 +161,18 @@ class PendingStopperHandler(BaseHandler):
     async def get(self) -> None:
         """Oldest first; only taskforces with a submitted cluster (those without one are ended by the daemons,
         ``wms.daemons.stuck_taskforces``); ``{}`` when there is none."""
+        store = self.wms.store
         found = await (
-            self.wms.store.taskforces.find(
-                {
-                    "schedd": self.get_query_argument("schedd"),
-                    "phase": str(Phase.PENDING_STOPPER),
-                    "cluster_id": {"$ne": None},
-                    RM_FAILURES: {"$lte": self.wms.config.tms_action_retries},
-                },
+            store.taskforces.find(
+                store.exact(
+                    store.taskforces,
+                    {
+                        "schedd": self.get_query_argument("schedd"),
+                        "phase": str(Phase.PENDING_STOPPER),
+                        "cluster_id": {"$ne": None},
+                        RM_FAILURES: {"$lte": self.wms.config.tms_action_retries},
+                    },
+                ),
                 {"_id": False},
             )
             .sort([("timestamp", 1)])
