@@ -50,11 +50,18 @@ def object_page(name: str, schema: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def route_page(tag: str, operations: list[tuple[str, str, dict[str, Any]]]) -> str:
+def _prefixes(servers: list[dict[str, Any]]) -> str:
+    return ", ".join(f"`{s['url']}`" for s in servers)
+
+
+def route_page(tag: str, operations: list[tuple[str, str, dict[str, Any]]], spec: dict[str, Any]) -> str:
     """Markdown for one route group."""
-    lines = [f"# Routes: {tag}", ""]
+    lines = [f"# Routes: {tag}", "", f"Each path is served under every prefix: {_prefixes(spec['servers'])}.", ""]
     for method, path, op in operations:
-        lines += [f"## `{method.upper()} {path}`", "", f"**{_cell(op.get('summary', ''))}**", ""]
+        lines += [f"## `{method.upper()} {path}`", ""]
+        if "servers" in spec["paths"][path]:
+            lines += [f"Served under: {_prefixes(spec['paths'][path]['servers'])} only.", ""]
+        lines += [f"**{_cell(op.get('summary', ''))}**", ""]
         lines += [op.get("description", "").strip(), ""]
         body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
         if body:
@@ -78,7 +85,7 @@ def render(spec: dict[str, Any]) -> dict[Path, str]:
             if method in {"get", "post", "patch", "put", "delete"}:
                 groups.setdefault((op.get("tags") or ["other"])[0], []).append((method, path, op))
     for tag, ops in sorted(groups.items()):
-        pages[OUT / "routes" / f"{tag}.md"] = route_page(tag, ops)
+        pages[OUT / "routes" / f"{tag}.md"] = route_page(tag, ops, spec)
     index = ["# API reference", "", "Generated from `Docs/openapi.json` by `Docs/generate_reference.py`.", ""]
     index += ["## Route groups", ""] + [f"- [{t}](routes/{t}.md)" for t in sorted(groups)] + [""]
     index += ["## Objects", ""] + [f"- [{n}](objects/{n}.md)" for n in sorted(spec["components"]["schemas"])]

@@ -147,7 +147,7 @@ def make_taskforce(
         "worker_config": worker_config,
         "cluster_id": None,
         "submit_dict": {},
-        "job_event_log_fpath": None,
+        "job_event_log_fpath": "",
         "phase": str(phase),
         "phase_change_log": [log_entry(phase, True, source_entity, context)],
         "compound_statuses": {},

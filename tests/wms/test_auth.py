@@ -19,8 +19,8 @@ IDS = {
     "task_id": "TK-1-00000000-00000000",
     "taskforce_uuid": "TF-1-00000000-00000000-00000000",
 }
-PROTECTED = [
-    (method.upper(), path, op.get("x-roles", []))
+PROTECTED = [  # served under /v0 and /v1 alike (tests/wms/test_upstream_compat.py): checked under /v0
+    (method.upper(), "/v0" + path, op.get("x-roles", []))
     for path, item in SPEC["paths"].items()
     for method, op in item.items()
     if method in {"get", "post", "patch"} and op.get("security", None) != []

@@ -15,6 +15,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from mqs_client.interface import MQSError, TryAgainLater
 from wms.auth import AuthError, Caller, Role
+from wms.handlers.reason_phrase import reason_phrase
 from wms.schema import SchemaViolation
 
 if TYPE_CHECKING:
@@ -152,7 +153,8 @@ class BaseHandler(tornado.web.RequestHandler):
             detail = exc.log_message
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
-        self.set_status(status_code)
+        # the detail also goes in the reason phrase: what RestClient and raise_for_status show (as upstream does)
+        self.set_status(status_code, reason=reason_phrase(detail, HTTPStatus(status_code).phrase))
         body: dict[str, Any] = {
             "type": "about:blank",
             "title": HTTPStatus(status_code).phrase,

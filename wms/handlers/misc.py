@@ -12,7 +12,7 @@ from wms.handlers.workflows import load_workflow
 class HealthHandler(BaseHandler):
     """``GET /v0/``: 200 when the database answers."""
 
-    ROUTE = "/v0/"
+    ROUTE = "/"
 
     async def get(self) -> None:
         """Ping the database."""
@@ -35,7 +35,7 @@ class MetricsHandler(BaseHandler):
 class SchemaHandler(BaseHandler):
     """``GET /v0/schema/openapi``."""
 
-    ROUTE = "/v0/schema/openapi"
+    ROUTE = "/schema/openapi"
     ROLES = {"GET": ANYONE}
 
     async def get(self) -> None:
@@ -46,7 +46,7 @@ class SchemaHandler(BaseHandler):
 class PublicMQProfilesHandler(BaseHandler):
     """``GET /v0/mqs/workflows/{workflow_id}/mq-profiles/public``: queue address, name and token for the owner."""
 
-    ROUTE = "/v0/mqs/workflows/{workflow_id}/mq-profiles/public"
+    ROUTE = "/mqs/workflows/{workflow_id}/mq-profiles/public"
     ROLES = {"GET": USERS}
 
     async def get(self, workflow_id: str) -> None:

@@ -18,7 +18,7 @@ MAX_LABELS = 32  # as Docs/openapi.json Labels.maxProperties
 class WorkflowsHandler(BaseHandler):
     """``POST /v0/workflows``: a request becomes a workflow, its task directives and taskforces."""
 
-    ROUTE = "/v0/workflows"
+    ROUTE = "/workflows"
     ROLES = {"POST": USERS}
 
     async def post(self) -> None:
@@ -81,7 +81,7 @@ async def load_workflow(handler: BaseHandler, workflow_id: str) -> dict[str, Any
 class WorkflowIDHandler(BaseHandler):
     """``GET`` and ``PATCH /v0/workflows/{workflow_id}``."""
 
-    ROUTE = "/v0/workflows/{workflow_id}"
+    ROUTE = "/workflows/{workflow_id}"
     ROLES = {"GET": USERS, "PATCH": USERS}
 
     async def get(self, workflow_id: str) -> None:
@@ -143,12 +143,12 @@ class _DeactivateHandler(BaseHandler):
 class WorkflowAbortHandler(_DeactivateHandler):
     """``POST /v0/workflows/{workflow_id}/actions/abort``."""
 
-    ROUTE = "/v0/workflows/{workflow_id}/actions/abort"
+    ROUTE = "/workflows/{workflow_id}/actions/abort"
     KIND = ABORTED
 
 
 class WorkflowFinishedHandler(_DeactivateHandler):
     """``POST /v0/workflows/{workflow_id}/actions/finished``."""
 
-    ROUTE = "/v0/workflows/{workflow_id}/actions/finished"
+    ROUTE = "/workflows/{workflow_id}/actions/finished"
     KIND = FINISHED
