@@ -100,7 +100,10 @@ def measure_process_start(work: Path) -> float:
     async def spawn_all() -> float:
         started = time.perf_counter()
         for _ in range(SPAWN_SAMPLES):
-            proc = await asyncio.create_subprocess_exec("cp", str(src), str(dst), stdin=subprocess.DEVNULL)
+            # own session, as the local backend starts pilots and pilots start tasks (autogroup scheduling)
+            proc = await asyncio.create_subprocess_exec(
+                "cp", str(src), str(dst), stdin=subprocess.DEVNULL, start_new_session=True
+            )
             await proc.wait()
         return time.perf_counter() - started
 
@@ -146,6 +149,7 @@ def measure_pilots(
             env=pilot_env(node, key, qin, qout, work, i, concurrency),
             stdout=subprocess.DEVNULL,
             stderr=logs[i],
+            start_new_session=True,  # as the local backend starts them: each pilot its own scheduling group
         )
         for i in range(n_pilots)
     ]

@@ -3,8 +3,10 @@
 Queries as the TMS does (a ``system-tms`` token: no owner clause), through :class:`bench.common.LeanHTTP`.
 Figures: the first page (default page size, one client, repeated) as pages/s and p50/p99, and a full paginated scan
 (page size 1000, following ``next_after`` to the end) as taskforces/s.
-Floor: the same ``find`` the handler issues (filter, ``_id`` cursor, sort, limit + 1) through
-``pymongo.AsyncMongoClient`` from the bench process against the same database.
+Floor: the ``find`` the handler sends (the filter built by the handler's own ``scoped``, no projection, sort on
+``_id``, limit + 1) through ``pymongo.AsyncMongoClient`` from the bench process against the same database. Floor and
+WMS alternate, first-page windows twice each (the best of each counts), scans while the budget lasts (the best of
+each counts).
 Target: each rate >= 0.5 x floor.
 
     .venv/bin/python -m bench.bench_rest_query [--taskforces 100000] [--seconds 5]
@@ -20,18 +22,26 @@ from bson import ObjectId
 
 from bench.common import CLUSTERS, LeanHTTP, check, emit, log, run, run_load, server_cpu_ms, wms_process
 from wms.auth import Role
+from wms.handlers.queries import scoped
 
 QUERY = {"phase": "condor-submit", "schedd": CLUSTERS["alpha"]}
 FIRST_PAGE = 100  # QUERY_PAGE_SIZE_DEFAULT
 SCAN_PAGE = 1000  # QUERY_PAGE_SIZE_MAX
 MAX_SCANS, SCAN_BUDGET_S = 3, 60.0  # repeat the scans (best is kept) while they are quick
+ROUNDS = 2  # first-page windows of the floor and the WMS alternate; the best of this many counts for each
 
 
 def handler_filter(after: str | None) -> dict[str, Any]:
-    """The filter the WMS builds for the TMS: the query, and the page cursor after the first page."""
-    if not after:
-        return QUERY
-    return {"$and": [QUERY, {"_id": {"$gt": ObjectId(after)}}]}
+    """The filter the WMS sends for the TMS (no owner clause): the query, scoped by the page cursor if any."""
+    return scoped(QUERY, [{"_id": {"$gt": ObjectId(after)}}] if after else [])
+
+
+async def driver_page(db: Any, limit: int, after: str | None) -> tuple[int, str | None]:
+    """The floor: the handler's ``find`` straight through the driver; the page's size and the next cursor."""
+    cursor = db.taskforces.find(handler_filter(after), None).sort("_id", 1).limit(limit + 1)
+    docs = await cursor.to_list(None)
+    more = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
+    return len(docs[:limit]), more
 
 
 async def main() -> None:
@@ -47,11 +57,8 @@ async def main() -> None:
         log(f"{matching} of {args.taskforces} taskforces match {QUERY}")
         watch = {"wms": wms.pid, "nx-27017": wms.mongo.pid}
 
-        async def driver_page(limit: int, after: str | None) -> tuple[int, str | None]:
-            cursor = db.taskforces.find(handler_filter(after)).sort("_id", 1).limit(limit + 1)
-            docs = await cursor.to_list(None)
-            more = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
-            return len(docs[:limit]), more
+        async def floor_page(limit: int, after: str | None) -> tuple[int, str | None]:
+            return await driver_page(db, limit, after)
 
         async with LeanHTTP(wms.url, wms.token(Role.TMS, "bench-tms"), 1) as http:
 
@@ -72,19 +79,22 @@ async def main() -> None:
                     if after is None:
                         return total, time.perf_counter() - started
 
-            first: dict[str, dict[str, Any]] = {}
-            for name, page in (("floor", driver_page), ("rest", rest_page)):
+            windows: dict[str, list[dict[str, Any]]] = {"floor": [], "rest": []}
+            for _ in range(ROUNDS):  # alternating, so that a slow spell of the machine hits both alike
+                for name, page in (("floor", floor_page), ("rest", rest_page)):
 
-                async def first_page(_n: int, page: Any = page) -> None:
-                    await page(FIRST_PAGE, None)
+                    async def first_page(_n: int, page: Any = page) -> None:
+                        await page(FIRST_PAGE, None)
 
-                first[name] = (await run_load(first_page, 1, args.seconds, warmup=5, watch=watch)).summary()
+                    load = await run_load(first_page, 1, args.seconds, warmup=5, watch=watch)
+                    windows[name].append(load.summary())
+            first = {name: max(runs, key=lambda s: s["rate"]) for name, runs in windows.items()}
             scans: dict[str, list[tuple[int, float]]] = {"floor": [], "rest": []}
             started = time.perf_counter()
             while not scans["rest"] or (
                 len(scans["rest"]) < MAX_SCANS and time.perf_counter() - started < SCAN_BUDGET_S
             ):  # alternate, so that both see the same machine state
-                scans["floor"].append(await scan(driver_page))
+                scans["floor"].append(await scan(floor_page))
                 scans["rest"].append(await scan(rest_page))
         await mongo.close()
 
@@ -115,12 +125,12 @@ async def main() -> None:
         "rate >= 0.5 x floor (first page and full scan)",
         all(r >= 0.5 for r in ratios.values()),
         f"query {QUERY} over {args.taskforces} taskforces matches {matching} (the scan reads {best['rest'][0]}); "
-        f"first page = {FIRST_PAGE} items, scan pages of {SCAN_PAGE}; best of {len(scans['rest'])} scan(s) each; "
-        "as the TMS (no owner clause).",
+        f"first page = {FIRST_PAGE} items, scan pages of {SCAN_PAGE}; best of {ROUNDS} first-page windows and of "
+        f"{len(scans['rest'])} scan(s) each, floor and WMS alternating; as the TMS (no owner clause).",
         ratio=ratios,
         details={
             "seed_seconds": round(wms.seeded.seconds, 1),
-            "first_page": first,
+            "first_page_windows": windows,
             "scans": {k: [[n, round(s, 3)] for n, s in v] for k, v in scans.items()},
         },
     )

@@ -112,6 +112,12 @@ class WMSConfig:
         100,
         ge=0,
     )
+    max_retries_per_task: int = setting(
+        "MAX_RETRIES_PER_TASK", "retries of a task's failed taskforces beyond this: 422", 10, ge=0
+    )
+    max_added_taskforces_per_task: int = setting(
+        "MAX_ADDED_TASKFORCES_PER_TASK", "add-workers calls for one task beyond this: 422", 20, ge=0
+    )
     retention_days: float = setting(
         "RETENTION_DAYS",
         "deactivated workflows older than this are archived, then deleted with their task directives, taskforces,"

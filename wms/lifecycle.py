@@ -2,10 +2,7 @@
 
 Every move is one conditional atomic update (``phase`` must be a phase the table allows to move to the target),
 so retries and concurrent callers are safe: the loser of a race matches nothing and changes nothing.
-Every attempt, failed ones included, is appended to ``phase_change_log``.
-
-Log entries are appended with ``$addToSet``: the entries carry a timestamp so they are distinct, and the embedded
-wire-protocol server mangles subdocuments appended with ``$push``.
+Every attempt, failed ones included, is appended to ``phase_change_log`` (``store.append_log``).
 """
 
 from __future__ import annotations
@@ -18,6 +15,8 @@ from typing import Any
 
 from pymongo import ReturnDocument, UpdateMany
 from pymongo.asynchronous.collection import AsyncCollection
+
+from wms.database.store import append_log, one_of
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,6 +44,7 @@ ALLOWED_MOVES: Mapping[Phase, frozenset[Phase]] = {
 }
 
 ENDING_PHASES = frozenset({Phase.PENDING_STOPPER, Phase.CONDOR_RM, Phase.CONDOR_COMPLETE})
+LIVE_PHASES = frozenset(Phase) - ENDING_PHASES
 
 
 def sources_of(target: Phase) -> list[str]:
@@ -89,8 +89,8 @@ class Lifecycle:
         """Move one taskforce into ``target`` if the table allows it; the updated document, else None."""
         entry = log_entry(target, True, source_entity, context, source_event_time)
         doc = await self.taskforces.find_one_and_update(
-            {"taskforce_uuid": uuid, "phase": {"$in": sources_of(target)}},
-            {"$set": {"phase": str(target), **(extra or {})}, "$addToSet": {"phase_change_log": entry}},
+            {"taskforce_uuid": uuid, "phase": one_of(sources_of(target))},
+            {"$set": {"phase": str(target), **(extra or {})}, **append_log(entry)},
             return_document=ReturnDocument.AFTER,
             projection={"_id": False},
         )
@@ -119,16 +119,16 @@ class Lifecycle:
     ) -> int:
         """:meth:`move_many` for each query, all in one bulk write (one round trip); the number moved.
 
-        Each query should select by an indexed equality (``taskforce_uuid``, ``workflow_id``): the embedded server
-        evaluates ``$in`` on every document, so one query over many ids would be the slow form.
+        Each query should select by an indexed equality (``taskforce_uuid``, ``workflow_id``), one per id (see
+        ``store.one_of``).
         """
         if not queries:
             return 0
         update = {
             "$set": {"phase": str(target)},
-            "$addToSet": {"phase_change_log": log_entry(target, True, source_entity, context)},
+            **append_log(log_entry(target, True, source_entity, context)),
         }
-        sources = {"$in": sources_of(target)}
+        sources = one_of(sources_of(target))
         result = await self.taskforces.bulk_write(
             [UpdateMany({**query, "phase": sources}, update) for query in queries], ordered=False
         )
@@ -147,7 +147,7 @@ class Lifecycle:
         extra: Mapping[str, Any] | None = None,
     ) -> int:
         """Log a failed attempt to reach ``target`` on matching taskforces (phase unchanged); the number logged."""
-        update: dict[str, Any] = {"$addToSet": {"phase_change_log": log_entry(target, False, source_entity, context)}}
+        update: dict[str, Any] = append_log(log_entry(target, False, source_entity, context))
         if counter:
             update["$inc"] = {counter: 1}
         if extra:

@@ -1,10 +1,10 @@
-"""The WMS process: store, MQS client, daemons and REST server, started and stopped together."""
+"""The WMS process: builds and wires the store, MQS client, operations, daemons and REST server, and starts and
+stops them together. What each part does lives in its own module (``wms.operations``, ``wms.daemons``, ...)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.httpserver
@@ -15,29 +15,21 @@ from wms import schema
 from wms.auth import TokenValidator
 from wms.config import WMSConfig
 from wms.daemons.launch_control import LaunchControl
-from wms.daemons.loop import Wakeup, run_forever
+from wms.daemons.loop import Wakeups, run_forever
 from wms.daemons.mq_activator import MQActivator
 from wms.daemons.retention import Retention
-from wms.database.store import Store, public
+from wms.database.store import Store
 from wms.lifecycle import Lifecycle
 from wms.metrics import Metrics
+from wms.operations import Operations
 from wms.server import make_app
 
 LOGGER = logging.getLogger(__name__)
 MAX_TRANSPORT_BODY = 64 * 1024 * 1024  # hard limit; the configured limit (413) is checked per request
 
 
-@dataclass
-class Wakeups:
-    """Signals handlers use to make a daemon act at once."""
-
-    mq_activator: Wakeup = field(default_factory=Wakeup)
-    launch: Wakeup = field(default_factory=Wakeup)
-    retention: Wakeup = field(default_factory=Wakeup)
-
-
 class WMS:
-    """Everything a request handler needs, and the lifecycle of the whole service."""
+    """The service's parts, wired together (what handlers reach through ``self.wms``), and its start and stop."""
 
     def __init__(self, config: WMSConfig, mqs: ManagedMQSClient | None = None) -> None:
         self.config = config
@@ -57,7 +49,7 @@ class WMS:
         self.retention = Retention(self.store, self.mqs, config)
         self.metrics = Metrics()
         self.wakeups = Wakeups()
-        self.public = public
+        self.operations = Operations.build(self.store, self.lifecycle, self.mqs, config, self.wakeups)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._http: tornado.httpserver.HTTPServer | None = None

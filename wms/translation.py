@@ -15,10 +15,14 @@ from typing import Any
 from wms import ids
 from wms.config import WMSConfig
 from wms.database.store import (
+    LABELS_REV,
     MQ_ACTIVATED_TS,
     MQ_FAILURES,
     MQ_RETIRED,
     MQ_RETRY_AT,
+    N_ADDED,
+    N_RETRIES,
+    RETRIED_AS,
     RM_FAILURES,
     SUBMIT_FAILURES,
     Doc,
@@ -131,10 +135,11 @@ def make_taskforce(
     source_entity: str,
     phase: Phase = Phase.PRE_MQ_ACTIVATION,
     context: str = "taskforce created",
+    uuid: str | None = None,
 ) -> Doc:
-    """A new Taskforce for one task directive at one cluster location."""
+    """A new Taskforce for one task directive at one cluster location (a new uuid unless one is given)."""
     return {
-        "taskforce_uuid": ids.taskforce_uuid(),
+        "taskforce_uuid": uuid or ids.taskforce_uuid(),
         "task_id": task_directive["task_id"],
         "workflow_id": task_directive["workflow_id"],
         "timestamp": time.time(),
@@ -155,6 +160,7 @@ def make_taskforce(
         "owner": task_directive["owner"],
         SUBMIT_FAILURES: 0,
         RM_FAILURES: 0,
+        RETRIED_AS: None,
     }
 
 
@@ -173,6 +179,7 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
         MQ_FAILURES: 0,
         MQ_RETRY_AT: 0.0,
         MQ_RETIRED: False,
+        LABELS_REV: 0,
     }
     directives: list[Doc] = []
     taskforces: list[Doc] = []
@@ -191,6 +198,8 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
             "input_queues": [mqids[a] for a in task["input_queue_aliases"]],
             "output_queues": [mqids[a] for a in task["output_queue_aliases"]],
             "owner": plan.owner,
+            N_RETRIES: 0,
+            N_ADDED: 0,
         }
         directives.append(directive)
         user_pilot = task.get("pilot_config", {})

@@ -68,9 +68,9 @@ def test_task_timeout(rmq: Broker, pilot_env: EnvFactory, tmp_path: Path) -> Non
     qin, qout = rmq.new_queues(2)
     rmq.publish(qin, ["slow"])
     started = time.monotonic()
-    result = run_pilot(pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS="sleep 30", EWMS_PILOT_TASK_TIMEOUT="0.5"))
+    result = run_pilot(pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS="sleep 300", EWMS_PILOT_TASK_TIMEOUT="0.5"))
     assert result.returncode == 1
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 120, "liveness bound, not a timing target: the 300 s task was not waited for"
     assert "TaskTimeoutError: task timed out after 0.5s (requeued)" in result.stderr
     assert rmq.count(qin) == 1
     errors = [v for a, v in chirps(tmp_path / "pilot.jel") if a is ChirpAttr.ERROR]
@@ -156,11 +156,10 @@ def test_sigterm_returns_the_running_event_and_reports_no_task_error(
 
 def test_a_refused_token_is_fatal_at_once(rmq: Broker, pilot_env: EnvFactory, tmp_path: Path) -> None:
     qin, qout = rmq.new_queues(2)
-    env = pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS="true")
+    env = pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS="true", EWMS_PILOT_RECONNECT_TIMEOUT="600")
     env["EWMS_PILOT_QUEUE_INCOMING_AUTH_TOKEN"] = mint_token("not-the-broker-key-" + "x" * 16, [qin])
-    started = time.monotonic()
-    result = run_pilot(env)
+    result = run_pilot(env)  # its timeout is a liveness bound far below the 600 s a retrying pilot would take
     assert result.returncode == 1
-    assert time.monotonic() - started < 10  # not retried for EWMS_PILOT_RECONNECT_TIMEOUT
+    assert "retrying" not in result.stderr  # not retried for EWMS_PILOT_RECONNECT_TIMEOUT
     error = str(last_values(tmp_path / "pilot.jel")[ChirpAttr.ERROR])
     assert error.startswith(f"input queue {qin} at amqp://{rmq.address}/%2F: the broker refused the pilot")

@@ -218,12 +218,12 @@ async def test_failed_task_reports_exit_code_and_last_stderr_lines(tmp_path: Pat
 
 async def test_timeout_kills_the_task_and_its_children(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    config = make_config(tmp_path, EWMS_PILOT_TASK_ARGS=f"sh -c 'sleep 30 & echo $! > {pid_file}; wait'")
+    config = make_config(tmp_path, EWMS_PILOT_TASK_ARGS=f"sh -c 'sleep 300 & echo $! > {pid_file}; wait'")
     command = make_runner(config).build(config.task, "", _files(tmp_path))
     started = time.monotonic()
     with pytest.raises(TaskTimeoutError, match=r"^task timed out after 0.3s$"):
         await execute(command, _files(tmp_path), 0.3)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 120, "liveness bound, not a timing target: the 300 s task was not waited for"
     await asyncio.sleep(0.1)
     assert _process_gone(int(pid_file.read_text()))
 

@@ -50,7 +50,7 @@ def posted(wms: FakeWMS, uuid: str) -> list[dict]:
     ]
 
 
-async def test_status_change_reaches_the_wms_within_two_seconds(fake_wms: FakeWMS, make_config) -> None:
+async def test_status_changes_reach_the_wms(fake_wms: FakeWMS, make_config) -> None:
     config = make_config(fake_wms.url, watcher_interval=0.25)
     log = config.job_event_log_dir / "2026-03-02.tms.jel"
     submitted_taskforce(fake_wms, "TF-A", 7, log, 2)
@@ -63,17 +63,13 @@ async def test_status_change_reaches_the_wms_within_two_seconds(fake_wms: FakeWM
         await until(lambda: len(fake_wms.status_posts) == 1)
         first = fake_wms.status_posts[0][1]["compound_statuses_by_taskforce"]
         assert first == {"TF-A": {"IDLE": {"null": 2}}, "TF-B": {"IDLE": {"null": 1}}}
-        latencies = []
-        for step in range(3):
-            written = time.monotonic()
+        for step in range(3):  # each change is posted (until's bound is liveness; how fast: bench freshness)
             if step == 0:
                 writer.execute(7, 0)
             else:
                 writer.generic(7, 0, format_chirp(ChirpAttr.STATUS, ["Started", "Tasking", "Done"][step]))
             expected = step + 2
             await until(lambda: len(fake_wms.status_posts) == expected)  # noqa: B023
-            latencies.append(fake_wms.status_posts[-1][0] - written)
-        assert max(latencies) < 2.0, latencies
         # only the changed taskforce is sent, and only its changed part
         assert all(set(body["compound_statuses_by_taskforce"]) == {"TF-A"} for _, body in fake_wms.status_posts[1:])
         assert posted(fake_wms, "TF-A")[-1] == {"IDLE": {"null": 1}, "RUNNING": {"Done": 1}}

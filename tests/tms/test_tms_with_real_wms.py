@@ -13,7 +13,9 @@ from typing import Any
 from factories import one_task_workflow
 
 from ewms_dev.processes import until
+from tms import __main__ as tms_main
 from tms.__main__ import run
+from tms.backends.base import Backend, JobSpec, Submitted
 from tms.backends.htcondor import HTCondorBackend
 from tms.config import TMSConfig
 from tms.starter import Starter
@@ -119,3 +121,36 @@ async def test_real_pilot_reports_through_the_job_event_log(api, wms_server, mak
     # no message arrived within the wait: the pilot ends Done after waiting for one
     assert done["compound_statuses"] == {"COMPLETED": {"Done": 1}}, seen
     assert {"RUNNING": {"AwaitingFirstMessage": 1}} in seen
+
+
+async def test_late_submit_is_recorded_and_its_jobs_are_stopped(api, wms_server, make_token, make_config, monkeypatch):  # type: ignore[no-untyped-def]
+    """The user finishes the workflow while the TMS submits: the WMS records the late cluster on the stopping
+    taskforce, and the TMS's stopper removes those jobs."""
+    config = tms_config(make_config, wms_server, make_token, local_max_concurrent_jobs=4)
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("sleep", 2))
+    wid, uuid = created["workflow"]["workflow_id"], created["taskforces"][0]["taskforce_uuid"]
+    make_backend = tms_main.make_backend
+
+    def finishing_during_submit(tms_config: TMSConfig) -> Backend:
+        backend = make_backend(tms_config)
+        submit = backend.submit
+
+        async def submit_then_finish(spec: JobSpec, count: int) -> Submitted:
+            submitted = await submit(spec, count)
+            await api.ok("POST", f"/v0/workflows/{wid}/actions/finished")
+            return submitted
+
+        backend.submit = submit_then_finish  # type: ignore[method-assign]
+        return backend
+
+    monkeypatch.setattr(tms_main, "make_backend", finishing_during_submit)
+    async with running_tms(config):
+        done = await wait_for(api, uuid, lambda tf: tf["phase"] == "condor-complete", within=40)
+    log = done["phase_change_log"]
+    (late,) = [e for e in log if e["target_phase"] == "condor-submit"]
+    assert not late["was_successful"] and "submitted after deactivation" in late["context"]
+    assert late["source_entity"] == "TMS" and done["cluster_id"] is not None
+    steps = [(e["target_phase"], e["was_successful"]) for e in log]
+    assert steps.index(("pending-stopper", True)) < steps.index(("condor-submit", False))
+    assert ("condor-rm", True) in steps and steps[-1] == ("condor-complete", True)
+    assert set(done["compound_statuses"]) == {"REMOVED"}

@@ -1,4 +1,9 @@
-"""Test doubles for the TMS tests: an in-memory WMS (the TMS routes only) and a recording schedd."""
+"""Test doubles for the TMS tests: an in-memory WMS (the TMS routes only) and a recording schedd.
+
+The fake WMS moves phases by the real phase table (``wms.lifecycle``) and offers what the real WMS offers; flows
+where the real WMS does more (a submit confirmed after the workflow was finished is recorded and sent to the stopper)
+are tested against the real WMS in ``test_tms_with_real_wms.py``.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import tornado.netutil
 import tornado.web
 
 from ewms_dev.factories import taskforce
+from wms.lifecycle import ALLOWED_MOVES, Phase
 
 TOKEN = "test-tms-token"
 DATA = Path(__file__).parent / "data"
@@ -124,6 +130,18 @@ class _Handler(tornado.web.RequestHandler):
             self._problem(404, f"no taskforce found with uuid {uuid}")
         return tf
 
+    def _move(self, uuid: str, target: str, **fields: Any) -> None:
+        """Move by the real phase table; a repeat of a move that took effect is fine, anything else is 409."""
+        tf = self._tf(uuid)
+        if tf is None:
+            return
+        if tf["phase"] != target:
+            if Phase(target) not in ALLOWED_MOVES[Phase(tf["phase"])]:
+                self._problem(409, f"taskforce {uuid} in phase {tf['phase']} cannot move to {target}")
+                return
+            tf.update(fields, phase=target)
+        self.finish({"taskforce_uuid": uuid})
+
 
 class PendingStarter(_Handler):
     def get(self) -> None:
@@ -144,15 +162,8 @@ class TaskforceGet(_Handler):
 
 class CondorSubmit(_Handler):
     def post(self, uuid: str) -> None:
-        tf = self._tf(uuid)
-        if tf is None:
-            return
-        if tf["phase"] != "pending-starter" and tf.get("cluster_id") != self.body["cluster_id"]:
-            self._problem(409, f"taskforce {uuid} is not pending-starter")
-            return
-        tf.update({k: self.body[k] for k in ("cluster_id", "n_workers", "submit_dict", "job_event_log_fpath")})
-        tf["phase"] = "condor-submit"
-        self.finish({"taskforce_uuid": uuid})
+        fields = {k: self.body[k] for k in ("cluster_id", "n_workers", "submit_dict", "job_event_log_fpath")}
+        self._move(uuid, "condor-submit", **fields)
 
 
 class Failed(_Handler):
@@ -172,6 +183,7 @@ class PendingStopper(_Handler):
             if (
                 tf["phase"] == "pending-stopper"
                 and tf["schedd"] == schedd
+                and tf["cluster_id"] is not None
                 and not any(
                     not e["was_successful"] and e["target_phase"] == "condor-rm" for e in tf["phase_change_log"]
                 )
@@ -183,19 +195,12 @@ class PendingStopper(_Handler):
 
 class CondorRm(_Handler):
     def post(self, uuid: str) -> None:
-        tf = self._tf(uuid)
-        if tf is not None:
-            tf["phase"] = "condor-rm"
-            self.finish({"taskforce_uuid": uuid})
+        self._move(uuid, "condor-rm")
 
 
 class CondorComplete(_Handler):
     def post(self, uuid: str) -> None:
-        tf = self._tf(uuid)
-        if tf is not None:
-            tf["phase"] = "condor-complete"
-            tf["condor_complete_ts"] = self.body["condor_complete_ts"]
-            self.finish({"taskforce_uuid": uuid})
+        self._move(uuid, "condor-complete", condor_complete_ts=self.body["condor_complete_ts"])
 
 
 class Statuses(_Handler):

@@ -1,1 +1,2 @@
-"""Background loops of the WMS: queue activation (with queue retirement) and taskforce launch control."""
+"""Background loops of the WMS: queue activation (with queue retirement and the completion of interrupted
+deactivations), taskforce launch control (active workflows only) and retention."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 LOGGER = logging.getLogger(__name__)
 
@@ -27,6 +28,15 @@ class Wakeup:
         except TimeoutError:
             pass
         self._event.clear()
+
+
+@dataclass
+class Wakeups:
+    """The signals operations use to make a daemon act at once."""
+
+    mq_activator: Wakeup = field(default_factory=Wakeup)
+    launch: Wakeup = field(default_factory=Wakeup)
+    retention: Wakeup = field(default_factory=Wakeup)
 
 
 async def run_forever(

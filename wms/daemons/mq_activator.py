@@ -5,6 +5,9 @@ priority first), then advances the taskforces and sets the workflows' activated 
 Failed activations ("try again later", broker down) are logged on every taskforce of the workflow as a failed
 ``pre-launch`` attempt and retried with exponential back-off; the taskforces stay in ``pre-mq-activation``.
 A workflow deactivated while its queues are being activated is safe: the same pass retires its queues afterwards.
+Before retiring a deactivated workflow's queues, a pass stops its live taskforces (``stop_taskforces``, as the
+deactivation itself does): a deactivation interrupted between setting the flag and moving the taskforces is completed,
+and so is a taskforce written under a workflow deactivated meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from wms.config import WMSConfig
 from wms.daemons.loop import Wakeup
 from wms.database.store import DEACTIVATION_KINDS, MQ_ACTIVATED_TS, MQ_FAILURES, MQ_RETIRED, MQ_RETRY_AT, Store
 from wms.lifecycle import Lifecycle, Phase
+from wms.operations.workflows import stop_taskforces
 
 LOGGER = logging.getLogger(__name__)
 SOURCE = "Workflow MQ Activator"
@@ -61,6 +65,9 @@ class MQActivator:
             if (wf := await self.store.workflows.find_one({"workflow_id": wid})) is not None:
                 workflows[wid] = wf
         await self._reap_orphans([wid for wid, ts in oldest.items() if wid not in workflows and self._is_stale(ts)])
+        for wid, wf in workflows.items():
+            if wf["deactivated"] and wid in oldest:
+                await self._stop(wid, wf["deactivated"])
         already = [wid for wid, wf in workflows.items() if wf.get(MQ_ACTIVATED_TS) and not wf["deactivated"]]
         activated = await self._activate_all(
             [
@@ -141,6 +148,7 @@ class MQActivator:
                 {"deactivated": kind, MQ_RETIRED: False}, {"_id": False, "workflow_id": True}
             ).limit(100)
             for wf in await cursor.to_list():
+                await self._stop(wf["workflow_id"], kind)
                 try:
                     await self.mqs.deactivate(wf["workflow_id"])
                 except Exception as exc:  # the MQS may be down: try again next pass
@@ -148,6 +156,9 @@ class MQActivator:
                     continue
                 await self.store.workflows.update_one({"workflow_id": wf["workflow_id"]}, {"$set": {MQ_RETIRED: True}})
                 LOGGER.info("workflow %s: queues scheduled for deletion", wf["workflow_id"])
+
+    async def _stop(self, workflow_id: str, kind: str) -> None:
+        await stop_taskforces(self.lifecycle, workflow_id, kind, SOURCE, f"workflow {kind.lower()}: taskforces stopped")
 
     async def _reap_orphans(self, workflow_ids: list[str]) -> None:
         """Delete children left by a request that crashed before writing its workflow (children are written first)."""

@@ -1,4 +1,10 @@
-"""The WMS's MongoDB collections, their indexes, and validated writes."""
+"""The WMS's MongoDB collections, their indexes, validated writes, and the query forms the database needs.
+
+Workarounds for the embedded wire-protocol server (``nx-27017``) live here and only here: counts by the ``count``
+command with ``$eq`` filters, log entries appended with ``$addToSet``, many-id lookups as one equality query per
+id. Domain code (``wms.operations``, ``wms.lifecycle``, daemons, handlers) calls these helpers and otherwise reads
+as plain MongoDB.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +28,31 @@ MQ_ACTIVATED_TS = "_mq_activated_ts"
 MQ_FAILURES = "_mq_failures"
 MQ_RETRY_AT = "_mq_retry_at"
 MQ_RETIRED = "_mq_retired"  # False until the queues of a deactivated workflow are scheduled for deletion
+RETRIED_AS = "_retried_as"  # taskforce: the uuid of the taskforce that retries it (set once)
+N_RETRIES = "_n_retries"  # task directive: taskforces created by retry
+N_ADDED = "_n_added"  # task directive: taskforces created by add-workers
+LABELS_REV = "_labels_rev"  # workflow: bumped by every labels edit (optimistic concurrency)
 ABORTED, FINISHED = "ABORTED", "FINISHED"  # the values of Workflow ``deactivated`` besides null
 DEACTIVATION_KINDS = (ABORTED, FINISHED)
 
 
 def _is_operator(value: Any) -> bool:
     return isinstance(value, dict) and any(str(key).startswith("$") for key in value)
+
+
+def append_log(entry: Doc) -> Doc:
+    """The update appending one ``phase_change_log`` entry.
+
+    ``$addToSet``, not ``$push``: the embedded server mangles subdocuments appended with ``$push``; the entries carry
+    a timestamp, so they are distinct and nothing is lost.
+    """
+    return {"$addToSet": {"phase_change_log": entry}}
+
+
+def one_of(values: list[str]) -> Doc:
+    """A filter value matching any of ``values``: use it beside an indexed equality (the embedded server evaluates
+    ``$in`` on every document its other clauses select)."""
+    return {"$in": values}
 
 
 def public(doc: Doc) -> Doc:
@@ -80,6 +105,24 @@ class Store:
         filter_ = {k: v if k.startswith("$") or _is_operator(v) else {"$eq": v} for k, v in query.items()}
         reply = await self.db.command("count", coll.name, query=filter_)
         return int(reply["n"])
+
+    async def find_each(self, coll: AsyncCollection[Doc], field: str, values: list[Any], projection: Doc) -> list[Doc]:
+        """The documents whose ``field`` equals one of ``values``, by one indexed equality query per value (the
+        embedded server answers ``{field: {"$in": values}}`` by reading the whole collection)."""
+        found: list[Doc] = []
+        for value in dict.fromkeys(values):
+            found += await coll.find({field: value}, projection).to_list(None)
+        return found
+
+    async def take(self, coll: AsyncCollection[Doc], query: Doc, counter: str, cap: int) -> bool:
+        """Count one more against ``counter`` of the matching document if it is below ``cap`` (one conditional
+        update, so concurrent callers never pass the cap); False when the cap is reached or nothing matches."""
+        result = await coll.update_one({**query, counter: {"$lt": cap}}, {"$inc": {counter: 1}})
+        return bool(result.modified_count)
+
+    async def give_back(self, coll: AsyncCollection[Doc], query: Doc, counter: str) -> None:
+        """Undo a :meth:`take` whose operation did not happen."""
+        await coll.update_one({**query, counter: {"$gt": 0}}, {"$inc": {counter: -1}})
 
     def check(self, object_name: str, doc: Doc) -> None:
         """Validate a whole document (internal fields aside) against its OpenAPI object schema."""

@@ -16,6 +16,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from mqs_client.interface import MQSError, TryAgainLater
 from wms.auth import AuthError, Caller, Role
 from wms.handlers.reason_phrase import reason_phrase
+from wms.operations.errors import OperationError
 from wms.schema import SchemaViolation
 
 if TYPE_CHECKING:
@@ -25,7 +26,9 @@ LOGGER = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 # failures answered with a status of their own (4xx/503): logged without a traceback
-EXPECTED_ERRORS = (tornado.web.HTTPError, PyMongoError, BSONError, OverflowError, TryAgainLater, MQSError)
+EXPECTED_ERRORS = (
+    tornado.web.HTTPError, OperationError, PyMongoError, BSONError, OverflowError, TryAgainLater, MQSError
+)  # fmt: skip
 
 USERS = frozenset({Role.USER, Role.ADMIN})
 TMS = frozenset({Role.TMS, Role.ADMIN})
@@ -112,11 +115,6 @@ class BaseHandler(tornado.web.RequestHandler):
         assert self.caller is not None
         return self.caller
 
-    def check_owner(self, doc: dict[str, Any], what: str) -> None:
-        """403 unless the caller owns ``doc``, is an admin, or is the TMS."""
-        if not self.require_caller().may_access_owner(doc.get("owner")):
-            raise Problem(403, f"this {what} belongs to another user")
-
     def compute_etag(self) -> None:
         """No ETag: API responses change with every status update, and hashing each body costs CPU."""
         return None
@@ -135,6 +133,10 @@ class BaseHandler(tornado.web.RequestHandler):
         errors: list[str] | None = None
         if isinstance(exc, Problem):
             detail, errors = exc.detail, exc.errors
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        elif isinstance(exc, OperationError):
+            status_code, detail = exc.status, exc.detail
             for name, value in exc.headers.items():
                 self.set_header(name, value)
         elif isinstance(exc, TryAgainLater | MQSError):

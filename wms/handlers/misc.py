@@ -6,7 +6,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from mqs_client.interface import MQSNotFound
 from wms.handlers.base import ANYONE, USERS, BaseHandler, Problem
-from wms.handlers.workflows import load_workflow
 
 
 class HealthHandler(BaseHandler):
@@ -51,7 +50,7 @@ class PublicMQProfilesHandler(BaseHandler):
 
     async def get(self, workflow_id: str) -> None:
         """The workflow's public queues (poll ``is_activated``)."""
-        await load_workflow(self, workflow_id)
+        await self.wms.operations.workflows.get(workflow_id, self.require_caller())
         try:
             profiles = await self.wms.mqs.get_public_profiles(workflow_id)
         except MQSNotFound as exc:

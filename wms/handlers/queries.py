@@ -9,6 +9,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from wms.auth import Role
+from wms.database.store import public
 from wms.handlers.base import ANYONE, BaseHandler, Problem
 
 ALLOWED_OPERATORS = frozenset(
@@ -83,7 +84,7 @@ class _QueryHandler(BaseHandler):
         size = 0
         next_after = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
         for doc in docs[:limit]:
-            item = self.wms.public(doc)
+            item = public(doc)
             size += len(json.dumps(item))
             if items and size > config.query_max_bytes:  # page cut by size: resume after the last item sent
                 next_after = str(sent_ids[-1])

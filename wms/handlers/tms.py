@@ -11,7 +11,7 @@ from typing import Any
 
 from pymongo import UpdateOne
 
-from wms.database.store import RM_FAILURES, SUBMIT_FAILURES
+from wms.database.store import RM_FAILURES, SUBMIT_FAILURES, append_log, public
 from wms.handlers.base import TMS, BaseHandler, Problem
 from wms.lifecycle import Phase, log_entry
 
@@ -58,8 +58,8 @@ class PendingStarterHandler(BaseHandler):
         profiles = await self.wms.mqs.get_profiles(directive["input_queues"] + directive["output_queues"])
         self.send(
             {
-                "taskforce": self.wms.public(taskforce),
-                "task_directive": self.wms.public(directive),
+                "taskforce": public(taskforce),
+                "task_directive": public(directive),
                 "mqprofiles": [p.to_dict() for p in profiles],
             }
         )
@@ -91,14 +91,14 @@ class CondorSubmitHandler(BaseHandler):
                 {"taskforce_uuid": taskforce_uuid, "phase": str(Phase.PENDING_STOPPER), "cluster_id": None},
                 {
                     "$set": fields,
-                    "$addToSet": {
-                        "phase_change_log": log_entry(
+                    **append_log(
+                        log_entry(
                             Phase.CONDOR_SUBMIT,
                             False,
                             SOURCE,
                             f"cluster {fields['cluster_id']} submitted after deactivation; it will be removed",
                         )
-                    },
+                    ),
                 },
             )
             if late is not None:
@@ -169,7 +169,7 @@ class PendingStopperHandler(BaseHandler):
             .limit(1)
             .to_list(1)
         )
-        self.send(self.wms.public(found[0]) if found else {})
+        self.send(public(found[0]) if found else {})
 
 
 class _MoveHandler(BaseHandler):
