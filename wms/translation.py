@@ -221,7 +221,7 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
                     priority=plan.priority,
                     pilot_config=json.loads(json.dumps(pilot_config)),
                     worker_config=dict(worker_config),
-                    source_entity="User",
+                    source_entity="USER",  # upstream: the creating role's name
                 )
             )
     return workflow, directives, taskforces

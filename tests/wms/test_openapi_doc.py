@@ -194,7 +194,8 @@ def test_route_census(doc: dict[str, Any]) -> None:
     assert [s["url"] for s in doc["servers"]] == ["/v0", "/v1"]
     for path, item in doc["paths"].items():
         assert not path.startswith(("/v0/", "/v1/")), path
-        assert [s["url"] for s in item.get("servers", doc["servers"])] == (["/"] if path == "/metrics" else ["/v0", "/v1"])
+        expected = ["/"] if path == "/metrics" else ["/v0", "/v1"]
+        assert [s["url"] for s in item.get("servers", doc["servers"])] == expected
 
 
 # ---------------------------------------------------------------------------------------------- operations
