@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
@@ -52,9 +53,11 @@ def pilot_environment(
     mqprofiles: Sequence[Mapping[str, Any]],
     extra_env: Mapping[str, str],
 ) -> dict[str, str]:
-    """The pilot's env: the taskforce's ``pilot_config.environment`` plus queue variables and defaults."""
+    """The pilot's env: the taskforce's ``pilot_config.environment`` (as the user sent it), the task definition from
+    the task directive, queue variables and defaults (as upstream's TMS builds it at submit)."""
     given = (taskforce.get("pilot_config") or {}).get("environment") or {}
     env = {key: _env_value(value) for key, value in given.items()}
+    env.update(_task_variables(task_directive))
     profiles = {p["mqid"]: p for p in mqprofiles}
     for direction, mqids in (
         ("INCOMING", task_directive.get("input_queues", [])),
@@ -79,6 +82,21 @@ def pilot_environment(
     env.setdefault("EWMS_PILOT_HTCHIRP_DEST", "JOB_EVENT_LOG")
     for key, value in extra_env.items():
         env.setdefault(key, value)
+    return env
+
+
+def _task_variables(task_directive: Mapping[str, Any]) -> dict[str, str]:
+    """The pilot variables that define its task and init task: image and args always, environments (as JSON)
+    when not empty."""
+    env = {
+        "EWMS_PILOT_TASK_IMAGE": str(task_directive.get("task_image") or ""),
+        "EWMS_PILOT_TASK_ARGS": str(task_directive.get("task_args") or ""),
+        "EWMS_PILOT_INIT_IMAGE": str(task_directive.get("init_image") or ""),
+        "EWMS_PILOT_INIT_ARGS": str(task_directive.get("init_args") or ""),
+    }
+    for kind in ("TASK", "INIT"):
+        if task_directive.get(f"{kind.lower()}_env"):
+            env[f"EWMS_PILOT_{kind}_ENV_JSON"] = json.dumps(task_directive[f"{kind.lower()}_env"], sort_keys=True)
     return env
 
 
