@@ -78,8 +78,10 @@ def setting(
     parse: Callable[[str], Any] | None = None,
     default_doc: str | None = None,
     keeps_blank: bool = False,
+    secret: bool = False,
 ) -> Any:
-    """A dataclass field read from the variable ``env`` (then ``aliases``), described by ``doc``.
+    """A dataclass field read from the variable ``env`` (then ``aliases``), described by ``doc`` (``secret``: left
+    out of the dataclass's repr).
 
     ``parse`` turns the raw text into the value (raising ValueError with a phrase like "must be ..." when it cannot),
     for types other than str, int, float, bool and Path. ``default_doc`` documents a default computed when the
@@ -88,8 +90,8 @@ def setting(
     spec = Setting(env, doc, aliases, ge, gt, le, choices, parse, default_doc, keeps_blank)
     metadata = {METADATA_KEY: spec}
     if default_factory is not MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+        return dataclasses.field(default_factory=default_factory, metadata=metadata, repr=not secret)
+    return dataclasses.field(default=default, metadata=metadata, repr=not secret)
 
 
 def declared(cls: type) -> list[tuple[dataclasses.Field[Any], Setting]]:

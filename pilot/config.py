@@ -131,6 +131,20 @@ def _external_dirs(raw: str) -> tuple[str, ...]:
     return tuple(dirs)
 
 
+def _shell_command(raw: str) -> str:
+    try:
+        shlex.split(raw)
+    except ValueError as exc:
+        raise ValueError(f"is not valid shell syntax: {exc}") from exc
+    return raw
+
+
+def _http_url(raw: str) -> str:
+    if urllib.parse.urlsplit(raw).scheme not in ("http", "https"):
+        raise ValueError("is not an http(s) URL")
+    return raw
+
+
 def _okay_errors(raw: str) -> frozenset[str]:
     kinds: set[str] = set()
     for word in re.split(r"[\s,;]+", raw.strip("[]")):
@@ -184,6 +198,7 @@ class PilotConfig:
     init: TaskSpec | None
     incoming: tuple[QueueSpec, ...]
     outgoing: tuple[QueueSpec, ...]
+    failed_events: QueueSpec | None
     platform: Platform = setting(
         "_EWMS_PILOT_CONTAINER_PLATFORM", "the task runner", parse=str.lower, choices=PLATFORMS,
         default_doc="`process` for an empty image or a plain local directory, else `docker`",
@@ -204,12 +219,41 @@ class PilotConfig:
         1.0,
         gt=0,
     )
+    token_refresh_command: str = setting(
+        "EWMS_PILOT_QUEUE_TOKEN_REFRESH_COMMAND",
+        "a command printing a fresh token for the queue named by its last argument (renewal before expiry)",
+        "",
+        parse=_shell_command,
+    )
+    token_refresh_url: str = setting(
+        "EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL",
+        "or: an http(s) URL (`{queue}` replaced by the queue name) answering `POST` with `{\"auth_token\": ...}`",
+        "",
+        parse=_http_url,
+    )
+    token_refresh_credential: str = setting(
+        "EWMS_PILOT_QUEUE_TOKEN_REFRESH_CREDENTIAL", "bearer token sent to that URL", "", secret=True
+    )
     stop_listening_on_task_error: bool = setting(
         "EWMS_PILOT_STOP_LISTENING_ON_TASK_ERROR",
-        "stop listening after `EWMS_PILOT_MAX_TASK_FAILURES` failed tasks; false: never stop for failures",
-        True,
+        "true: stop listening after `EWMS_PILOT_MAX_TASK_FAILURES` failed tasks (upstream's rule); false: the"
+        " failure-rate rule below",
+        False,
     )
     max_task_failures: int = setting("EWMS_PILOT_MAX_TASK_FAILURES", "the N of the rule above", 1, ge=1)
+    failure_window: int = setting(
+        "EWMS_PILOT_FAILURE_WINDOW", "failure-rate rule: how many of the last finished tasks are looked at", 20, ge=1
+    )
+    failure_min_count: int = setting(
+        "EWMS_PILOT_FAILURE_MIN_COUNT", "failure-rate rule: failures in the window needed to stop", 5, ge=1
+    )
+    failure_max_fraction: float = setting(
+        "EWMS_PILOT_FAILURE_MAX_FRACTION",
+        "failure-rate rule: stop when the failed share of the window is above this (1: never stop for failures)",
+        0.5,
+        gt=0,
+        le=1,
+    )
     okay_errors: frozenset[str] = setting(
         "EWMS_PILOT_OKAY_ERRORS",
         "error kinds that do not count towards N: `TaskExitError`, `TaskTimeoutError`, `TaskLaunchError`,"
@@ -440,6 +484,9 @@ def load_config(environ: Mapping[str, str]) -> PilotConfig:
     has_init = bool(init.image or init.args.strip())
     incoming = _read_queues(environ, problems, "INCOMING")
     outgoing = _read_queues(environ, problems, "OUTGOING")
+    failed_events = _read_queues(environ, problems, "FAILED")
+    if len(failed_events) > 1:
+        problems.append("EWMS_PILOT_QUEUE_FAILED names more than one queue")
     if not incoming and not _text(environ, "EWMS_PILOT_QUEUE_INCOMING"):
         problems.append("EWMS_PILOT_QUEUE_INCOMING is not set: the pilot needs at least one input queue")
     if _text(environ, "EWMS_PILOT_PREFETCH"):
@@ -454,6 +501,10 @@ def load_config(environ: Mapping[str, str]) -> PilotConfig:
             values["data_dir"] = _data_dir(os.getcwd())
         except ValueError as exc:
             problems.append(f"working directory {os.getcwd()!r} {exc} (set EWMS_PILOT_DATA_DIR_PARENT_PATH_ON_HOST)")
+    if values.get("token_refresh_command") and values.get("token_refresh_url"):
+        problems.append("set EWMS_PILOT_QUEUE_TOKEN_REFRESH_COMMAND or EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL, not both")
+    if values.get("token_refresh_url") and not values.get("token_refresh_credential"):
+        problems.append("EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL needs EWMS_PILOT_QUEUE_TOKEN_REFRESH_CREDENTIAL")
     reporting = read(ReportingConfig, environ, problems)
     _fail_if(problems)
     return PilotConfig(
@@ -461,6 +512,7 @@ def load_config(environ: Mapping[str, str]) -> PilotConfig:
         init=init if has_init else None,
         incoming=incoming,
         outgoing=outgoing,
+        failed_events=failed_events[0] if failed_events else None,
         reporting=ReportingConfig(**reporting),
         **values,
     )

@@ -18,8 +18,20 @@ class InitTaskError(PilotError):
     """The init task failed; the pilot stops before consuming anything."""
 
 
+class OutputUnroutableError(PilotError):
+    """The broker returned a published output (or failed event) as unroutable: its queue no longer exists."""
+
+
 class TaskError(PilotError):
-    """One task (one event) failed; the event is nacked and redelivered."""
+    """One task (one event) failed; the event goes to the failed-events queue, or is nacked and redelivered.
+
+    ``exit_code`` (negative: killed by that signal) and ``stderr_tail`` are set when the task ran.
+    """
+
+    def __init__(self, message: str, *, exit_code: int | None = None, stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
 
     @property
     def kind(self) -> str:

@@ -2,8 +2,11 @@
 
 Per event: decode the envelope, write the input file, run the task, read the output file, publish it to every
 output queue and wait for the broker's confirms, and only then ack the input. A task that writes no output is
-acked with nothing sent; a failed task is nacked (requeued) and counted. Delivery is at-least-once: an event whose
-ack is lost (connection drop after the output was confirmed) is redelivered and its output may be sent twice.
+acked with nothing sent. A failed task's event is published, with its error, to the failed-events queue and then
+acked (without a failed-events queue: nacked and requeued); it is counted, and the pilot stops only by its failure
+rule. An output the broker returns as unroutable (its queue is gone) stops the pilot; the input is not acked.
+Delivery is at-least-once: an event whose ack is lost (connection drop after the output was confirmed) is
+redelivered and its output may be sent twice.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import shutil
 import signal
 import traceback
 import uuid
+from collections import deque
 from pathlib import Path
 
 from ewms_wire.chirp import PilotStatus
 from pilot.config import PilotConfig
-from pilot.errors import BrokerError, InitTaskError, PilotError, TaskError, TaskInputError
+from pilot.errors import BrokerError, InitTaskError, OutputUnroutableError, PilotError, TaskError, TaskInputError
 from pilot.events_io import decode_event, encode_event, read_outfile, write_infile
+from pilot.failed_events import failed_event_body, pilot_identity
 from pilot.queues import Delivery, InputLink, LinkLostError, OutputLink
 from pilot.reporting import StatusReporter
 from pilot.runners import Runner, TaskFiles, dump_output, execute, use_pidfd_child_watcher
+from pilot.tokens import TokenSource, make_token_source
 
 LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ class StopReason(enum.Enum):
     FAILURES = "too many failed tasks"
     SIGNAL = "a termination signal"
     BROKER = "the broker became unreachable"
+    UNROUTABLE = "a queue the pilot publishes to is gone"
 
 
 class _Abandoned(Exception):
@@ -53,6 +60,9 @@ class Pilot:
         self.runner = runner
         self._inputs: list[InputLink] = []
         self._outputs: list[OutputLink] = []
+        self._failed_link: OutputLink | None = None
+        self._token_source: TokenSource | None = make_token_source(config)
+        self._identity = pilot_identity(config.reporting)
         self._slots = asyncio.Semaphore(config.max_concurrent_tasks)
         # one reusable I/O directory per task slot: no mkdir/rmdir per event (slow on some file systems)
         self._free_dirs = [config.data_dir / f"task-io-{i}" for i in range(config.max_concurrent_tasks)]
@@ -63,6 +73,7 @@ class Pilot:
         self._listening = False
         self._received_any = False
         self._counted_failures = 0
+        self._recent_failures: deque[bool] = deque(maxlen=config.failure_window)  # finished tasks: failed?
         self._task_image = ""
         self._init_image = ""
         self._main: asyncio.Task[None] | None = None
@@ -122,7 +133,7 @@ class Pilot:
         for link in self._inputs:
             await link.stop_consuming()
         self.reporter.set_status(PilotStatus.PENDING_REMAINING_TASKS)
-        if self._stop in (StopReason.SIGNAL, StopReason.BROKER):
+        if self._stop in (StopReason.SIGNAL, StopReason.BROKER, StopReason.UNROUTABLE):
             for task in self._tasks:
                 task.cancel()
         if self._tasks:
@@ -159,16 +170,26 @@ class Pilot:
                 dump_output(files, "init task")
         LOGGER.info("init task succeeded")
 
+    @property
+    def _failed_links(self) -> list[OutputLink]:
+        return [self._failed_link] if self._failed_link is not None else []
+
     async def _open_links(self) -> None:
         for spec in self.config.outgoing:
-            output = OutputLink(spec, self.config.reconnect_timeout, self._on_broker_fatal)
+            output = OutputLink(spec, self.config.reconnect_timeout, self._on_broker_fatal, self._token_source)
             self._outputs.append(output)
             await output.open()
+        if self.config.failed_events is not None:
+            self._failed_link = OutputLink(
+                self.config.failed_events, self.config.reconnect_timeout, self._on_broker_fatal, self._token_source
+            )
+            await self._failed_link.open()
         for spec in self.config.incoming:
             link = InputLink(
                 spec,
                 self.config.reconnect_timeout,
                 self._on_broker_fatal,
+                self._token_source,
                 prefetch=self.config.max_concurrent_tasks,
                 on_delivery=self._on_delivery,
                 on_lost=self._on_input_lost,
@@ -197,7 +218,7 @@ class Pilot:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(link.close() for link in [*self._inputs, *self._outputs]))
+        await asyncio.gather(*(link.close() for link in [*self._inputs, *self._outputs, *self._failed_links]))
 
     # -- events ----------------------------------------------------------------------------------------------
 
@@ -239,19 +260,26 @@ class Pilot:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            sent = await self._run_task(delivery, files, event_id)
-        except TaskError as exc:
+            try:
+                sent = await self._run_task(delivery, files, event_id)
+            except TaskError as exc:
+                await self._fail_event(delivery, exc, event_id)
+                return
+        except OutputUnroutableError as exc:
             delivery.nack()
-            self.reporter.task_failed(str(exc))
-            LOGGER.warning("event %s from %s: %s: %s (requeued)", event_id, queue, exc.kind, exc)
-            self._count_failure(exc)
+            self.reporter.task_returned()
+            detail = f"event from {queue} not acked (returned to its queue): {exc}"
+            LOGGER.error("event %s: %s", event_id, detail)
+            self._request_stop(StopReason.UNROUTABLE, detail)
             return
         except (_Abandoned, BrokerError) as exc:
             delivery.nack()
+            self.reporter.task_returned()
             LOGGER.warning("event %s from %s abandoned, the broker redelivers it: %s", event_id, queue, exc)
             return
         except asyncio.CancelledError:
             returned = delivery.nack()
+            self.reporter.task_returned()
             LOGGER.warning(
                 "event %s from %s: task cancelled (%s)",
                 event_id,
@@ -264,6 +292,7 @@ class Pilot:
                 _empty_task_io(files)
         acked = delivery.ack()
         self.reporter.task_succeeded()
+        self._recent_failures.append(False)
         LOGGER.info(
             "event %s from %s: done in %.3fs, output sent to %d queue(s)%s",
             event_id, queue, loop.time() - started, sent,
@@ -306,12 +335,28 @@ class Pilot:
         output = read_outfile(files.outfile)
         if output is None or not self._outputs:
             return 0
-        await self._publish(encode_event(output), delivery)
+        await self._publish(encode_event(output), delivery, self._outputs)
         return len(self._outputs)
 
-    async def _publish(self, body: bytes, delivery: Delivery) -> None:
-        """Publish to every output queue and wait for all confirms, retrying through reconnections."""
-        pending = list(self._outputs)
+    async def _fail_event(self, delivery: Delivery, exc: TaskError, event_id: str) -> None:
+        """Dead-letter the event with its error (then ack it), or requeue it when there is no failed-events queue."""
+        queue = delivery.link.spec.name
+        if self._failed_link is None:
+            delivery.nack()
+            where = "requeued"
+        else:
+            body = failed_event_body(delivery.body, exc, queue, self._identity)
+            await self._publish(body, delivery, self._failed_links)
+            where = f"sent to the failed-events queue {self._failed_link.spec.name}"
+            if not delivery.ack():
+                where += "; ack lost with the connection, the event will be redelivered (duplicate failed event)"
+        self.reporter.task_failed(str(exc))
+        LOGGER.warning("event %s from %s: %s: %s (%s)", event_id, queue, exc.kind, exc, where)
+        self._count_failure(exc)
+
+    async def _publish(self, body: bytes, delivery: Delivery, links: list[OutputLink]) -> None:
+        """Publish to every link and wait for all confirms, retrying through reconnections."""
+        pending = list(links)
         while pending:
             results = await asyncio.gather(*(link.publish(body) for link in pending), return_exceptions=True)
             failed = []
@@ -329,14 +374,26 @@ class Pilot:
             pending = failed
 
     def _count_failure(self, exc: TaskError) -> None:
-        if exc.kind in self.config.okay_errors:
+        """Apply the stop rule: upstream's (N failures) when asked for, else the failure rate over a window."""
+        tolerated = exc.kind in self.config.okay_errors
+        self._recent_failures.append(not tolerated)
+        if tolerated:
             LOGGER.info("%s is listed in EWMS_PILOT_OKAY_ERRORS: not counted towards stopping", exc.kind)
             return
         self._counted_failures += 1
-        limit = self.config.max_task_failures
-        if self.config.stop_listening_on_task_error and self._counted_failures >= limit:
+        c = self.config
+        if c.stop_listening_on_task_error:
+            if self._counted_failures >= c.max_task_failures:
+                self._request_stop(
+                    StopReason.FAILURES, f"stopped after {self._counted_failures} failed task(s); last error: {exc}"
+                )
+            return
+        failures, finished = sum(self._recent_failures), len(self._recent_failures)
+        if failures >= c.failure_min_count and failures / finished > c.failure_max_fraction:
             self._request_stop(
-                StopReason.FAILURES, f"stopped after {self._counted_failures} failed task(s); last error: {exc}"
+                StopReason.FAILURES,
+                f"stopped after {failures} failed task(s) out of the last {finished} "
+                f"(more than {c.failure_max_fraction:.0%}); last error: {exc}",
             )
 
     # -- notifications ---------------------------------------------------------------------------------------

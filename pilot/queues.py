@@ -5,7 +5,10 @@ consumes with manual acks and a prefetch; an output link publishes on the defaul
 A link whose connection drops reconnects with exponential back-off, up to ``reconnect_timeout`` seconds; deliveries
 received on a dropped channel become *stale*: the broker requeues them itself, so they are neither acked nor nacked.
 Refusals (bad token, missing permission, conflicting queue settings) are not retried: they raise
-:class:`~pilot.errors.BrokerError` at once.
+:class:`~pilot.errors.BrokerError` at once. With a token source (:mod:`pilot.tokens`) a link renews its token before
+it expires: with ``update-secret`` on the open connection, and in the parameters of later reconnections. Outputs are
+published ``mandatory``: one the broker returns (its queue is gone) fails with
+:class:`~pilot.errors.OutputUnroutableError` instead of being confirmed and dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,15 +28,18 @@ import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from pilot.config import QueueSpec
-from pilot.errors import BrokerError
+from pilot.errors import BrokerError, OutputUnroutableError
+from pilot.tokens import TokenSource, TokenSourceError, renewal_time, seconds_left
 
 LOGGER = logging.getLogger(__name__)
 
 QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}  # as oms-mqclient declares them
-PERSISTENT = pika.BasicProperties(delivery_mode=2)
+PERSISTENT = 2  # delivery mode
 FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 15.0
 CLOSE_TIMEOUT = 5.0
+TOKEN_RETRY_DELAY = 2.0  # after a failed token renewal
+MIN_RENEWAL_INTERVAL = 1.0  # a source that keeps giving nearly expired tokens is not asked in a tight loop
 REFUSED_CODES = {403, 404, 406, 530}  # access refused, not found, precondition failed, not allowed
 
 
@@ -44,10 +51,10 @@ class LinkLostError(Exception):
         self.reason = reason
 
 
-def connection_parameters(spec: QueueSpec) -> pika.ConnectionParameters:
+def connection_parameters(spec: QueueSpec, token: str) -> pika.ConnectionParameters:
     """pika parameters for ``spec``: the token is the password, the username comes from the address (or is empty)."""
     address = spec.address
-    password = spec.auth_token or address.password
+    password = token or address.password
     kwargs: dict[str, Any] = {
         "host": address.host,
         "virtual_host": address.vhost,
@@ -85,11 +92,20 @@ class _Link:
 
     role = "queue"
 
-    def __init__(self, spec: QueueSpec, reconnect_timeout: float, on_fatal: Callable[[BrokerError], None]) -> None:
+    def __init__(
+        self,
+        spec: QueueSpec,
+        reconnect_timeout: float,
+        on_fatal: Callable[[BrokerError], None],
+        token_source: TokenSource | None = None,
+    ) -> None:
         self.spec = spec
         self.reconnect_timeout = reconnect_timeout
         self._on_fatal = on_fatal
-        self._params = connection_parameters(spec)
+        self._token_source = token_source
+        self._token = spec.auth_token
+        self._token_obtained = time.time()
+        self._renewer: asyncio.Task[None] | None = None
         self._conn: AsyncioConnection | None = None
         self._channel: Any = None
         self._state = "new"  # new | connecting | open | reconnecting | closing | closed | failed
@@ -113,8 +129,10 @@ class _Link:
         return self._channel
 
     async def open(self) -> None:
-        """Connect and set the channel up, retrying transient failures with back-off."""
+        """Connect and set the channel up, retrying transient failures with back-off; then keep the token fresh."""
         await self._connect_with_retry()
+        if self._token_source is not None:
+            self._renewer = asyncio.ensure_future(self._keep_token_fresh(self._token_source))
 
     async def wait_ready(self) -> None:
         """Wait until the link is open again; raise :class:`BrokerError` if it gave up."""
@@ -124,8 +142,9 @@ class _Link:
 
     async def close(self) -> None:
         """Close the connection (pending deliveries are requeued by the broker)."""
-        if self._reconnector is not None:
-            self._reconnector.cancel()
+        for task in (self._reconnector, self._renewer):
+            if task is not None:
+                task.cancel()
         conn, self._state = self._conn, "closing"
         if conn is not None and conn.is_open:
             self._closed = asyncio.get_running_loop().create_future()
@@ -145,6 +164,33 @@ class _Link:
         """Called once when an open link loses its connection."""
 
     # -- internals -------------------------------------------------------------------------------------------
+
+    async def _keep_token_fresh(self, source: TokenSource) -> None:
+        """Renew the token each time half of its remaining life has passed, for as long as the link lives."""
+        while (due := renewal_time(self._token, self._token_obtained)) is not None:
+            await asyncio.sleep(max(MIN_RENEWAL_INTERVAL, due - time.time()))
+            if not await self._renew_token(source):
+                await asyncio.sleep(TOKEN_RETRY_DELAY)
+
+    async def _renew_token(self, source: TokenSource) -> bool:
+        """Get a fresh token and hand it to the open connection (``update-secret``); False when that failed."""
+        try:
+            token = await source.fresh_token(self.spec.name)
+        except TokenSourceError as exc:
+            left = seconds_left(self._token)
+            LOGGER.warning("%s: token renewal failed (the token expires in %.0fs): %s", self, left or 0, exc)
+            return False
+        self._token, self._token_obtained = token, time.time()  # later reconnections use it
+        conn = self._conn
+        if self.is_open and conn is not None:
+            try:
+                await self._call(lambda cb: conn.update_secret(token, "token renewal", callback=cb))
+            except (LinkLostError, pika.exceptions.AMQPError) as exc:
+                # a refused secret closes the connection; the reconnection tries the new token and reports refusals
+                LOGGER.warning("%s: the broker did not take the renewed token: %r", self, exc)
+                return False
+        LOGGER.info("%s: token renewed (expires in %.0fs)", self, seconds_left(token) or 0)
+        return True
 
     async def _call(self, start: Callable[[Callable[..., None]], object]) -> Any:
         """Start a callback-style pika operation and await its callback (failing if the link closes first)."""
@@ -171,6 +217,10 @@ class _Link:
         deadline = loop.time() + self.reconnect_timeout
         delay = FIRST_RETRY_DELAY
         while True:
+            due = renewal_time(self._token, self._token_obtained)
+            if self._token_source is not None and due is not None and due <= time.time():
+                # e.g. the job waited in the scheduler's queue, or a renewal is late: never connect with a stale token
+                await self._renew_token(self._token_source)
             try:
                 await self._connect_once()
                 return
@@ -201,7 +251,7 @@ class _Link:
                 opened.set_exception(exc if isinstance(exc, BaseException) else LinkLostError(exc))
 
         self._conn = AsyncioConnection(
-            self._params,
+            connection_parameters(self.spec, self._token),
             on_open_callback=on_open,
             on_open_error_callback=on_open_error,
             on_close_callback=self._on_connection_closed,
@@ -254,6 +304,8 @@ class _Link:
             fatal = exc if isinstance(exc, BrokerError) else BrokerError(f"{self}: reconnection failed: {exc!r}")
             LOGGER.error("%s: giving up: %s", self, fatal)
             self._state, self._fatal = "failed", fatal
+            if self._renewer is not None:
+                self._renewer.cancel()
             self._ready.set()
             self._on_fatal(fatal)
 
@@ -292,12 +344,13 @@ class InputLink(_Link):
         spec: QueueSpec,
         reconnect_timeout: float,
         on_fatal: Callable[[BrokerError], None],
+        token_source: TokenSource | None = None,
         *,
         prefetch: int,
         on_delivery: Callable[[Delivery], None],
         on_lost: Callable[[InputLink], None],
     ) -> None:
-        super().__init__(spec, reconnect_timeout, on_fatal)
+        super().__init__(spec, reconnect_timeout, on_fatal, token_source)
         self.prefetch = prefetch
         self._on_delivery = on_delivery
         self._on_lost = on_lost
@@ -360,29 +413,50 @@ class InputLink(_Link):
 
 
 class OutputLink(_Link):
-    """Publishes to one output queue (default exchange) and waits for each publisher confirm."""
+    """Publishes to one queue (default exchange, ``mandatory``) and waits for each publisher confirm.
+
+    Each message carries its publish number as ``message_id``, so that a message the broker returns (sent before
+    its confirm) is matched to its publish.
+    """
 
     role = "output"
 
-    def __init__(self, spec: QueueSpec, reconnect_timeout: float, on_fatal: Callable[[BrokerError], None]) -> None:
-        super().__init__(spec, reconnect_timeout, on_fatal)
+    def __init__(
+        self,
+        spec: QueueSpec,
+        reconnect_timeout: float,
+        on_fatal: Callable[[BrokerError], None],
+        token_source: TokenSource | None = None,
+    ) -> None:
+        super().__init__(spec, reconnect_timeout, on_fatal, token_source)
         self._seq = 0
         self._unconfirmed: dict[int, asyncio.Future[None]] = {}
+        self._returned: dict[int, str] = {}
 
     def publish(self, body: bytes) -> Awaitable[None]:
-        """Publish ``body``; the result resolves on the broker's confirm, or fails with :class:`LinkLostError`."""
+        """Publish ``body``; the result resolves on the broker's confirm, or fails with :class:`LinkLostError`
+        (to publish again) or :class:`OutputUnroutableError` (the queue is gone)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not self.is_open:
             fut.set_exception(LinkLostError("not connected"))
             return fut
         self._seq += 1
         self._unconfirmed[self._seq] = fut
-        self._channel.basic_publish("", self.spec.name, body, PERSISTENT)
+        properties = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=str(self._seq))
+        self._channel.basic_publish("", self.spec.name, body, properties, mandatory=True)
         return fut
 
     async def _setup(self, channel: Any) -> None:
         self._seq = 0
+        self._returned.clear()
+        channel.add_on_return_callback(self._on_return)
         await self._call(lambda cb: channel.confirm_delivery(self._on_confirm, callback=cb))
+
+    def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
+        try:
+            self._returned[int(properties.message_id)] = f"{method.reply_code} {method.reply_text}"
+        except (TypeError, ValueError):
+            LOGGER.warning("%s: the broker returned a message that is not ours: %s", self, method)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -395,7 +469,15 @@ class OutputLink(_Link):
             fut = self._unconfirmed.pop(tag, None)
             if fut is None or fut.done():
                 continue
-            if acked:
+            returned = self._returned.pop(tag, None)
+            if returned is not None:
+                fut.set_exception(
+                    OutputUnroutableError(
+                        f"the output to queue {self.spec.name} was returned unroutable ({returned}): "
+                        "the queue no longer exists"
+                    )
+                )
+            elif acked:
                 fut.set_result(None)
             else:
                 fut.set_exception(LinkLostError("the broker nacked the published message"))

@@ -143,6 +143,11 @@ class StatusReporter:
         self.tasks_success += 1
         self._counters_changed()
 
+    def task_returned(self) -> None:
+        """Uncount a started task whose event went back to its queue without a verdict (it is redelivered)."""
+        self.tasks_total -= 1
+        self._counters_changed()
+
     def task_failed(self, error: str) -> None:
         """Count a failed task and remember its error text."""
         self.tasks_failed += 1

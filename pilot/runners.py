@@ -315,14 +315,15 @@ async def execute(command: CommandLine, files: TaskFiles, time_limit: float | No
             code = await asyncio.wait_for(proc.wait(), time_limit)
         except TimeoutError:
             await _terminate(proc)
-            raise TaskTimeoutError(f"task timed out after {time_limit:g}s") from None
+            tail = _read_tail(files.stderr)
+            raise TaskTimeoutError(f"task timed out after {time_limit:g}s", stderr_tail=tail) from None
         except asyncio.CancelledError:
             await _terminate(proc)
             raise
     if code != 0:
         how = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
         tail = _read_tail(files.stderr)
-        raise TaskExitError(f"task failed ({how})" + (f": {tail}" if tail else ""))
+        raise TaskExitError(f"task failed ({how})" + (f": {tail}" if tail else ""), exit_code=code, stderr_tail=tail)
 
 
 def dump_output(files: TaskFiles, label: str) -> None:

@@ -7,6 +7,7 @@ import socketserver
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,24 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import htcondor2
-import jwt
+import httpx
 import pika
+from broker_tokens import mint_token
 
 from ewms_dev.broker_node import BrokerNode
 from ewms_wire.chirp import ChirpAttr, ChirpValue, parse_chirp
 from pilot.events_io import Event, decode_event, encode_event
 
 PILOT_TIMEOUT = 60
-
-
-def mint_token(key: str, queues: Iterable[str], sub: str = "pilot") -> str:
-    """A broker JWT with read/write/configure on each queue, plus publishing through the default exchange."""
-    scopes = []
-    for q in queues:
-        scopes += [f"rabbitmq.read:%2F/{q}", f"rabbitmq.write:%2F/{q}", f"rabbitmq.configure:%2F/{q}"]
-    scopes.append("rabbitmq.write:%2F/amq.default")
-    claims = {"sub": sub, "aud": "rabbitmq", "exp": int(time.time()) + 600, "scope": " ".join(scopes)}
-    return jwt.encode(claims, key, algorithm="HS256", headers={"kid": "ewms"})
 
 
 @dataclass
@@ -45,30 +37,54 @@ class Broker:
     def address(self) -> str:
         return self.node.address
 
-    def _channel(self) -> tuple[pika.BlockingConnection, Any]:
-        conn = pika.BlockingConnection(pika.URLParameters(self.node.admin_url))
+    def _channel(self, vhost: str = "/") -> tuple[pika.BlockingConnection, Any]:
+        url = self.node.admin_url.rsplit("/", 1)[0] + "/" + urllib.parse.quote(vhost, safe="")
+        conn = pika.BlockingConnection(pika.URLParameters(url))
         return conn, conn.channel()
 
-    def new_queues(self, count: int) -> list[str]:
+    def management(self, method: str, path: str, json: Any = None) -> None:
+        """Call the management HTTP API as the loopback admin; fail on an error status."""
+        url = f"http://127.0.0.1:{self.node.management_port}/api/{path}"
+        httpx.request(method, url, json=json, auth=("guest", "guest"), timeout=30).raise_for_status()
+
+    def new_vhost(self) -> str:
+        """Create a fresh vhost the admin may use."""
+        vhost = f"wf-{uuid.uuid4().hex[:10]}"
+        self.management("PUT", f"vhosts/{vhost}")
+        self.management("PUT", f"permissions/{vhost}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+        return vhost
+
+    def delete_queue(self, queue: str) -> None:
+        """Delete a queue through the management API (as the MQS does when a workflow's queues are torn down)."""
+        self.management("DELETE", f"queues/%2F/{queue}")
+
+    def new_queues(self, count: int, vhost: str = "/") -> list[str]:
         """Declare ``count`` fresh quorum queues (as oms-mqclient would)."""
         names = [f"pt-{uuid.uuid4().hex[:12]}" for _ in range(count)]
-        conn, ch = self._channel()
+        conn, ch = self._channel(vhost)
         for name in names:
             ch.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
         conn.close()
         return names
 
-    def publish(self, queue: str, events: Iterable[Any]) -> None:
+    def publish(self, queue: str, events: Iterable[Any], vhost: str = "/") -> None:
         """Publish envelopes with publisher confirms."""
-        conn, ch = self._channel()
+        conn, ch = self._channel(vhost)
         ch.confirm_delivery()
         for data in events:
             ch.basic_publish("", queue, encode_event(Event(data)))
         conn.close()
 
-    def drain(self, queue: str) -> list[Event]:
-        """Take every ready event out of ``queue``."""
+    def publish_raw(self, queue: str, body: bytes) -> None:
+        """Publish a body that need not be an envelope."""
         conn, ch = self._channel()
+        ch.confirm_delivery()
+        ch.basic_publish("", queue, body)
+        conn.close()
+
+    def drain(self, queue: str, vhost: str = "/") -> list[Event]:
+        """Take every ready event out of ``queue``."""
+        conn, ch = self._channel(vhost)
         events = []
         while True:
             method, _props, body = ch.basic_get(queue, auto_ack=True)
@@ -85,31 +101,39 @@ class Broker:
         conn.close()
         return n
 
-    def _ctl(self, *args: str) -> str:
-        result = subprocess.run(
-            ["rabbitmqctl", "-n", self.node.nodename, "-q", *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        return result.stdout
+    def close_connections_of(self, user: str, count: int) -> None:
+        """Force-close the ``count`` AMQP connections authenticated as ``user`` (the token's ``sub``).
 
-    def close_connections_of(self, user: str) -> int:
-        """Force-close every AMQP connection authenticated as ``user`` (the token's ``sub``); return how many."""
-        users = self._ctl("list_connections", "user", "--no-table-headers").split()
-        self._ctl("close_all_user_connections", user, "closed by test")
-        return users.count(user)
+        Through the management API (``rabbitmqctl`` boots an Erlang VM per call: seconds on a loaded machine), whose
+        connection list follows the statistics interval: wait until all ``count`` are listed."""
+        url = f"http://127.0.0.1:{self.node.management_port}/api/connections"
+        deadline = time.monotonic() + 30  # liveness bound: a few statistics intervals
+        while True:
+            listed = httpx.get(url, params={"columns": "name,user"}, auth=("guest", "guest"), timeout=30)
+            names = [c["name"] for c in listed.raise_for_status().json() if c.get("user") == user]
+            if len(names) >= count:
+                break
+            assert time.monotonic() < deadline, f"{user} has {len(names)} connections listed, not {count}"
+            time.sleep(0.2)
+        for name in names:
+            closed = httpx.delete(f"{url}/{urllib.parse.quote(name, safe='')}", auth=("guest", "guest"), timeout=30)
+            if closed.status_code != 404:  # 404: it closed meanwhile (the pilot ended on the first one's loss)
+                closed.raise_for_status()
 
 
-def queue_env(broker: Broker, direction: str, queues: list[str], sub: str = "pilot") -> dict[str, str]:
-    """``EWMS_PILOT_QUEUE_<direction>*`` for ``queues``, one token per queue, joined with ';' as the TMS does."""
+def queue_env(
+    broker: Broker, direction: str, queues: list[str], sub: str = "pilot", ttl: float = 600, vhost: str = ""
+) -> dict[str, str]:
+    """``EWMS_PILOT_QUEUE_<direction>*`` for ``queues``, one token per queue, joined with ';' as the TMS does.
+
+    With ``vhost`` the address is ``host:port/vhost`` (as per-workflow vhosts give it)."""
     prefix = f"EWMS_PILOT_QUEUE_{direction}"
+    address = f"{broker.address}/{vhost}" if vhost else broker.address
     return {
         prefix: ";".join(queues),
-        f"{prefix}_AUTH_TOKEN": ";".join(mint_token(broker.key, [q], sub) for q in queues),
+        f"{prefix}_AUTH_TOKEN": ";".join(mint_token(broker.key, [q], sub, ttl, vhost or "/") for q in queues),
         f"{prefix}_BROKER_TYPE": ";".join("rabbitmq" for _ in queues),
-        f"{prefix}_BROKER_ADDRESS": ";".join(broker.address for _ in queues),
+        f"{prefix}_BROKER_ADDRESS": ";".join(address for _ in queues),
     }
 
 

@@ -33,7 +33,9 @@ def test_defaults_follow_the_upstream_pilot(tmp_path: Path) -> None:
     assert config.platform == "process"
     assert config.max_concurrent_tasks == 1
     assert config.timeout_incoming == 1.0 and config.timeout_first_message == 1.0
-    assert config.stop_listening_on_task_error and config.max_task_failures == 1
+    assert not config.stop_listening_on_task_error and config.max_task_failures == 1  # a failure rate stops it
+    assert (config.failure_window, config.failure_min_count, config.failure_max_fraction) == (20, 5, 0.5)
+    assert config.failed_events is None and not config.token_refresh_command and not config.token_refresh_url
     assert config.infile_ext == ".in" and config.outfile_ext == ".out"
     assert config.task.timeout is None and config.init is None
     assert config.data_dir == tmp_path / "ewms-pilot-data"
@@ -145,3 +147,41 @@ def test_legacy_timeout_name_and_init_task() -> None:
     config = load_config(env)
     assert config.task.timeout == 30.0
     assert config.init is not None and config.init.timeout == 5.0 and dict(config.init.env) == {"FLAG": "true"}
+
+
+def test_failed_events_queue_and_token_refresh_settings() -> None:
+    env = {
+        **BASE,
+        "EWMS_PILOT_QUEUE_FAILED": "qfail",
+        "EWMS_PILOT_QUEUE_FAILED_AUTH_TOKEN": "tfail",
+        "EWMS_PILOT_QUEUE_FAILED_BROKER_TYPE": "rabbitmq",
+        "EWMS_PILOT_QUEUE_FAILED_BROKER_ADDRESS": "localhost:5672/wf-1",
+        "EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL": "https://wms.example/v0/queues/{queue}/token",
+        "EWMS_PILOT_QUEUE_TOKEN_REFRESH_CREDENTIAL": "secret",
+    }
+    config = load_config(env)
+    assert config.failed_events is not None and config.failed_events.name == "qfail"
+    assert config.failed_events.address == BrokerAddress(host="localhost", port=5672, vhost="wf-1")
+    assert config.token_refresh_url.endswith("{queue}/token") and "secret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL": "https://wms/x"}, "needs EWMS_PILOT_QUEUE_TOKEN_REFRESH_CREDENTIAL"),
+        ({"EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL": "file:///etc/passwd"}, "is not an http(s) URL"),
+        (
+            {"EWMS_PILOT_QUEUE_TOKEN_REFRESH_URL": "https://wms/x", "EWMS_PILOT_QUEUE_TOKEN_REFRESH_COMMAND": "mint"},
+            "not both",
+        ),
+        ({"EWMS_PILOT_QUEUE_TOKEN_REFRESH_COMMAND": "mint 'open"}, "is not valid shell syntax"),
+        ({"EWMS_PILOT_FAILURE_MAX_FRACTION": "1.5"}, "must be at most 1"),
+        ({"EWMS_PILOT_FAILURE_WINDOW": "0"}, "EWMS_PILOT_FAILURE_WINDOW='0' must be at least 1"),
+        (
+            {"EWMS_PILOT_QUEUE_FAILED": "a;b", "EWMS_PILOT_QUEUE_FAILED_BROKER_ADDRESS": "h"},
+            "EWMS_PILOT_QUEUE_FAILED names more than one queue",
+        ),
+    ],
+)
+def test_bad_failure_and_token_settings_are_refused(overrides: dict[str, str], problem: str) -> None:
+    assert problem in config_error({**BASE, **overrides})

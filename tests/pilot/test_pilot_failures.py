@@ -31,7 +31,14 @@ def test_failed_tasks_are_requeued_and_stop_the_pilot_after_n(
 ) -> None:
     qin, qout = rmq.new_queues(2)
     rmq.publish(qin, [f"e{i}" for i in range(5)])
-    result = run_pilot(pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS=FAIL, EWMS_PILOT_MAX_TASK_FAILURES="2"))
+    env = pilot_env(
+        [qin],
+        [qout],
+        EWMS_PILOT_TASK_ARGS=FAIL,
+        EWMS_PILOT_STOP_LISTENING_ON_TASK_ERROR="true",  # upstream's rule
+        EWMS_PILOT_MAX_TASK_FAILURES="2",
+    )
+    result = run_pilot(env)
     assert result.returncode == 1
     assert "stopped after 2 failed task(s); last error: task failed (exit code 3): bad input\nboom" in result.stderr
     assert rmq.count(qin) == 5 and rmq.count(qout) == 0  # nacked events went back to the queue
@@ -68,7 +75,14 @@ def test_task_timeout(rmq: Broker, pilot_env: EnvFactory, tmp_path: Path) -> Non
     qin, qout = rmq.new_queues(2)
     rmq.publish(qin, ["slow"])
     started = time.monotonic()
-    result = run_pilot(pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS="sleep 300", EWMS_PILOT_TASK_TIMEOUT="0.5"))
+    env = pilot_env(
+        [qin],
+        [qout],
+        EWMS_PILOT_TASK_ARGS="sleep 300",
+        EWMS_PILOT_TASK_TIMEOUT="0.5",
+        EWMS_PILOT_STOP_LISTENING_ON_TASK_ERROR="true",
+    )
+    result = run_pilot(env)
     assert result.returncode == 1
     assert time.monotonic() - started < 120, "liveness bound, not a timing target: the 300 s task was not waited for"
     assert "TaskTimeoutError: task timed out after 0.5s (requeued)" in result.stderr

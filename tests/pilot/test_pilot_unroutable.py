@@ -1,0 +1,66 @@
+"""Outputs are never dropped silently: an output queue deleted mid-run stops the pilot and its input is not acked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pilot_helpers import Broker, last_values, queue_env, start_pilot, statuses
+
+from ewms_wire.chirp import ChirpAttr
+
+EnvFactory = Callable[..., dict[str, str]]
+COPY_SLOWLY = """sh -c 'sleep 0.2; cp "$EWMS_TASK_INFILE" "$EWMS_TASK_OUTFILE"'"""
+
+
+def run_until_deleted(rmq: Broker, env: dict[str, str], watched: str, deleted: str) -> tuple[int, str]:
+    """Start the pilot, delete ``deleted`` once ``watched`` holds a message, and wait for the pilot to end."""
+    pilot = start_pilot(env)
+    try:
+        deadline = time.monotonic() + 30  # liveness bound for a loaded machine
+        while rmq.count(watched) < 1:
+            assert time.monotonic() < deadline, "the pilot produced nothing"
+            time.sleep(0.05)
+        rmq.delete_queue(deleted)
+        _, stderr = pilot.communicate(timeout=60)
+    finally:
+        pilot.kill()
+    return pilot.returncode, stderr
+
+
+def test_an_output_queue_deleted_mid_run_stops_the_pilot_without_acking_the_input(
+    rmq: Broker, pilot_env: EnvFactory, tmp_path: Path
+) -> None:
+    qin, qout = rmq.new_queues(2)
+    events = [f"e{i:02d}" for i in range(30)]
+    rmq.publish(qin, events)
+    returncode, stderr = run_until_deleted(rmq, pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS=COPY_SLOWLY), qout, qout)
+    assert returncode == 1, stderr
+    final = last_values(tmp_path / "pilot.jel")
+    done = int(final[ChirpAttr.TASKS_SUCCESS])
+    assert 1 <= done < len(events)
+    assert rmq.count(qin) == len(events) - done  # the event whose output was returned went back to its queue
+    assert (final[ChirpAttr.TASKS_TOTAL], final[ChirpAttr.TASKS_FAILED]) == (done, 0)
+    error = str(final[ChirpAttr.ERROR])
+    assert f"event from {qin} not acked (returned to its queue)" in error
+    assert f"the output to queue {qout} was returned unroutable (312 NO_ROUTE): the queue no longer exists" in error
+    assert statuses(tmp_path / "pilot.jel")[-1] == "FatalError"
+
+
+def test_a_failed_events_queue_deleted_mid_run_stops_the_pilot_without_acking_the_input(
+    rmq: Broker, pilot_env: EnvFactory, tmp_path: Path
+) -> None:
+    qin, qout, qfail = rmq.new_queues(3)
+    rmq.publish(qin, [f"e{i:02d}" for i in range(30)])
+    env = pilot_env(
+        [qin], [qout], EWMS_PILOT_TASK_ARGS="sh -c 'sleep 0.2; exit 3'", EWMS_PILOT_FAILURE_MAX_FRACTION="1"
+    )
+    env.update(queue_env(rmq, "FAILED", [qfail]))
+    returncode, stderr = run_until_deleted(rmq, env, qfail, qfail)
+    assert returncode == 1, stderr
+    final = last_values(tmp_path / "pilot.jel")
+    failed = int(final[ChirpAttr.TASKS_FAILED])
+    assert rmq.count(qin) == 30 - failed
+    assert final[ChirpAttr.TASKS_TOTAL] == failed
+    assert f"the output to queue {qfail} was returned unroutable" in str(final[ChirpAttr.ERROR])
