@@ -251,6 +251,25 @@ async def test_upstream_route_sequence_under_v1(api: Api, api_as) -> None:  # ty
     assert await user.ok("GET", f"/v0/taskforces/{uuid}") == final
 
 
+async def test_add_workers_and_abort_under_v1(api: Api, api_as) -> None:  # type: ignore[no-untyped-def]
+    """A.2 #10 and #6: add-workers answers an upstream TaskforceObject (created in pre-mq-activation, priority
+    raised by upstream's maximum); abort deactivates; add-workers on a deactivated workflow is 422."""
+    created = await api.ok("POST", "/v1/workflows", workflow_request(("test-alpha",)))
+    workflow = created["workflow"]
+    task_id = created["task_directives"][0]["task_id"]
+    more = {"cluster_location": "test-beta", "n_workers": 2}
+    added = await api_as(Role.TMS, "tms").ok("POST", f"/v1/task-directives/{task_id}/actions/add-workers", more)
+    assert_upstream_shape("TaskforceObject", added)
+    assert added["phase"] == "pre-mq-activation" and added["job_event_log_fpath"] == ""
+    assert added["priority"] == workflow["priority"] + 100
+    assert added["phase_change_log"][0]["source_entity"] == "TMS"
+    aborted = await api.ok("POST", f"/v1/workflows/{workflow['workflow_id']}/actions/abort")
+    assert_upstream_shape("DeactivatedWorkflowResponseObject", aborted)
+    assert aborted["n_taskforces"] == 2
+    assert (await api.ok("GET", f"/v1/workflows/{workflow['workflow_id']}"))["deactivated"] == "ABORTED"
+    await api.problem("POST", f"/v1/task-directives/{task_id}/actions/add-workers", more, status=422)
+
+
 async def test_every_route_answers_under_both_prefixes(api: Api) -> None:
     """One route table, two prefixes: the same answer from each; other prefixes are unknown."""
     created = await api.ok("POST", "/v1/workflows", workflow_request())
