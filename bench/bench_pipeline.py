@@ -1,6 +1,6 @@
 """Benchmark pipeline: events through a running two-task chain (``in -> cp -> mid -> cp -> out``) on the full stack.
 
-Runs the dev stack (``wms.devstack.DevStack``: nx-27017, private RabbitMQ, WMS, TMS with the ``local`` backend
+Runs the dev stack (``ewms_dev.devstack.DevStack``: nx-27017, private RabbitMQ, WMS, TMS with the ``local`` backend
 starting real ``python -m pilot`` jobs), submits the chain with 4 workers per task (pilots at one task at a time
 each), waits until all 8 pilots consume, then times from the first event sent to the last result read (pika in,
 without publisher confirms, which on a loaded machine made the sender the bottleneck; manual acks out; every result is
@@ -59,7 +59,7 @@ BARE = "events/s against bare pilots (same chain)"
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A queue as a user reaches it: broker address (``host:port``), queue name and a per-queue token."""
+    """A queue as a user reaches it: broker address (``host:port[/vhost]``), queue name and a per-queue token."""
 
     address: str
     queue: str
@@ -67,9 +67,10 @@ class Endpoint:
 
     def channel(self) -> Any:
         """A new connection's channel, the token as the password."""
-        host, _, port = self.address.partition("/")[0].partition(":")
+        where, _, vhost = self.address.partition("/")
+        host, _, port = where.partition(":")
         credentials = pika.PlainCredentials("bench", self.token)
-        return pika.BlockingConnection(pika.ConnectionParameters(host, int(port), "/", credentials)).channel()
+        return pika.BlockingConnection(pika.ConnectionParameters(host, int(port), vhost or "/", credentials)).channel()
 
 
 def move(source: Endpoint, sink: Endpoint, events: list[Event]) -> float:
@@ -190,7 +191,8 @@ async def full_stack(state: Any, node: broker_node.BrokerNode, events: list[Even
         profiles = {p["alias"]: p for p in await client.wait_for_public_queues(workflow_id, timeout=READY_TIMEOUT)}
         directives = [d async for d in client.query("task-directives", {"workflow_id": workflow_id})]
         inputs = [q for d in directives for q in d["input_queues"]]
-        admin = pika.BlockingConnection(pika.URLParameters(node.admin_url)).channel()
+        vhost = profiles["in"]["broker_address"].partition("/")[2]  # the workflow's own vhost
+        admin = pika.BlockingConnection(pika.URLParameters(node.admin_url_in(vhost))).channel()
         try:
             await asyncio.to_thread(wait_for_consumers, admin, inputs)
         finally:

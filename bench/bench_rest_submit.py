@@ -2,14 +2,16 @@
 
 Figures: workflows/s, p50 and p99 (load: :class:`bench.common.LeanHTTP`, each client its own user) of a WMS that
 serves REST only (``WMS_RUN_DAEMONS=false``, as REST replicas run beside one daemon instance). Each request writes
-1 queue reservation, 3 queue profiles, 2 task directives, 4 taskforces and 1 workflow.
+1 queue reservation (naming the workflow's vhost), 4 queue profiles (3 queues and the failed-events queue),
+2 task directives, 4 taskforces and 1 workflow.
 Floor: inserting the same documents (built by the WMS's own translation code, ahead of the timed window) through
 ``pymongo.AsyncMongoClient`` into a database with the same indexes on the same server, one ``insert_many`` per
 collection, from 16 concurrent tasks.
 Target: workflows/s >= 0.5 x floor.
 Also measured, without a target: the same load on a WMS that runs its daemons in the same process, which then
-declares 3 quorum queues on the broker and advances 4 taskforces per workflow on this machine's 2 cores while it
-serves; how many workflows were activated by the end of that window and how long the rest took.
+creates a vhost with its policies and 4 quorum queues on the broker and advances 4 taskforces per workflow on this
+machine's 2 cores while it serves; how many workflows were activated by the end of that window and how long the rest
+took.
 
     .venv/bin/python -m bench.bench_rest_submit [--seconds 8]
 """
@@ -35,8 +37,8 @@ from bench.common import (
     two_by_two_request,
     wms_process,
 )
-from mqs_client import MQSConfig, make_mqs_client
-from mqs_client.embedded import make_mqid
+from mqs_client import FAILED_EVENTS_ALIAS, MQSConfig, make_mqs_client
+from mqs_client.embedded import make_mqid, make_vhost
 from wms import schema
 from wms.config import WMSConfig
 from wms.database.store import Store
@@ -54,13 +56,15 @@ def documents(config: WMSConfig, broker_address: str) -> dict[str, list[dict[str
     plan = plan_workflow(two_by_two_request(), OWNER, config)
     mqids = {alias: make_mqid() for alias in plan.queue_aliases}
     queues = [{"alias": a, "mqid": mqids[a], "is_public": a in plan.public_aliases} for a in plan.queue_aliases]
-    now = time.time()
-    group = {"workflow_id": plan.workflow_id, "timestamp": now, "queues": queues, "criteria": None,
+    queues.append({"alias": FAILED_EVENTS_ALIAS, "mqid": make_mqid(), "is_public": True})
+    vhost, now = make_vhost(plan.workflow_id), time.time()
+    group = {"workflow_id": plan.workflow_id, "vhost": vhost, "timestamp": now, "queues": queues, "criteria": None,
              "activated_ts": None, "deactivated_ts": None, "deleted_ts": None}  # fmt: skip
     profiles = [
         {"mqid": q["mqid"], "workflow_id": plan.workflow_id, "timestamp": now, "alias": q["alias"],
          "is_public": q["is_public"], "is_activated": False, "auth_token": None, "broker_type": "rabbitmq",
-         "broker_address": broker_address, "token_expires_at": None, "deactivated_ts": None, "deleted_ts": None}
+         "broker_address": f"{broker_address}/{vhost}", "vhost": vhost, "token_expires_at": None,
+         "deactivated_ts": None, "deleted_ts": None}
         for q in queues
     ]  # fmt: skip
     workflow, directives, taskforces = build_documents(plan, mqids)
@@ -119,11 +123,12 @@ async def main() -> None:
         floor,
         "workflows/s >= 0.5 x floor at 16 clients",
         ratio >= 0.5 and errors == 0,
-        f"{CLIENTS} clients, each its own user; request = 2 tasks x 2 locations (4 taskforces, 3 queues); "
+        f"{CLIENTS} clients, each its own user; request = 2 tasks x 2 locations (4 taskforces, 3 queues and the "
+        "failed-events queue); "
         f"errors: {errors} {list(rest['error_samples'])[:2] + list(combined['error_samples'])[:2]}. "
         "CPU ms/workflow (server side): WMS + nx-27017 for REST, driver + nx-27017 for the floor. With the daemons "
         "in the same process, each workflow also costs the broker "
-        f"{combined['cpu_ms_per_op'].get('broker')} ms CPU (3 quorum queues) and the database "
+        f"{combined['cpu_ms_per_op'].get('broker')} ms CPU (a vhost, its policies, 4 quorum queues) and the database "
         f"{combined['cpu_ms_per_op'].get('nx-27017')} ms (activation and launch writes) on the same 2 cores.",
         ratio={"workflows/s": ratio},
         details={"rest": rest, "floor": base, "with_daemons": combined, "catch_up": catch_up},

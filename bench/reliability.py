@@ -315,7 +315,8 @@ async def soak(service: Service, clients: int, duration: float, warmup: float) -
         samples.append((elapsed, rss_mb(pid), open_fds(pid)))
         cpu = {name: group_cpu_seconds(pgid) - cpu_before[name] for name, pgid in service.groups.items()}
         cpu["bench"] = time.process_time() - bench_cpu_before
-        metrics = (await https[-1].get("/metrics")).text
+        scraper = {"Authorization": f"Bearer {service.token(Role.ADMIN, 'prometheus')}"}
+        metrics = (await https[-1].get("/metrics", headers=scraper)).text
     phases = {m[1]: int(float(m[2])) for m in re.finditer(r'ewms_wms_taskforces\{phase="([^"]+)"\} (\S+)', metrics)}
     await asyncio.sleep(2)  # the clients' connections are closed now
     fds_after_clients = open_fds(pid)

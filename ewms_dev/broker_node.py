@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,8 +53,17 @@ class BrokerNode:
 
     @property
     def admin_url(self) -> str:
-        """AMQP URL with the loopback-only internal admin account."""
-        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
+        """AMQP URL with the loopback-only internal admin account, on the default vhost."""
+        return self.admin_url_in("/")
+
+    def admin_url_in(self, vhost: str) -> str:
+        """:attr:`admin_url` on ``vhost`` (a workflow's vhost, to look at its queues directly)."""
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/{urllib.parse.quote(vhost, safe='')}"
+
+    @property
+    def management_url(self) -> str:
+        """Management API URL with the same account (tagged ``administrator``: creates vhosts and policies)."""
+        return f"http://guest:guest@127.0.0.1:{self.management_port}"
 
 
 def _b64url(raw: bytes) -> str:

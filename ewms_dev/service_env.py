@@ -21,7 +21,7 @@ def wms_env(
         "AUTH_AUDIENCE": audience,
         "EWMS_CLUSTERS": json.dumps(clusters),
         "BROKER_ADDRESS": broker.address,
-        "BROKER_ADMIN_URL": broker.admin_url,
+        "BROKER_MANAGEMENT_URL": broker.management_url,
         "BROKER_TOKEN_SIGNING_KEY": broker.signing_key,
     }
 

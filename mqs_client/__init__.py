@@ -19,10 +19,20 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from .config import ConfigError, MQSConfig
 from .embedded import EmbeddedMQS
-from .interface import MQProfile, MQSClient, MQSError, MQSNotFound, TryAgainLater
+from .interface import (
+    FAILED_EVENTS_ALIAS,
+    MQProfile,
+    MQSClient,
+    MQSError,
+    MQSNotFound,
+    MQSNotSupported,
+    QueueDepth,
+    TryAgainLater,
+)
 from .remote import RemoteMQS
 
 __all__ = [
+    "FAILED_EVENTS_ALIAS",
     "ConfigError",
     "EmbeddedMQS",
     "MQProfile",
@@ -30,7 +40,9 @@ __all__ = [
     "MQSConfig",
     "MQSError",
     "MQSNotFound",
+    "MQSNotSupported",
     "ManagedMQSClient",
+    "QueueDepth",
     "RemoteMQS",
     "TryAgainLater",
     "make_mqs_client",

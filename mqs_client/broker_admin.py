@@ -1,110 +1,127 @@
-"""Declare and delete queues on RabbitMQ with an admin account (blocking pika, run in a worker thread).
+"""Provision RabbitMQ through its management HTTP API: one virtual host per workflow, its policies, limits and queues.
 
-Queues are declared exactly as oms-mqclient declares them (durable, quorum), so a user's or pilot's
-redeclare never conflicts. Admin connections are kept open between calls (opening one costs more than declaring
-a queue); a kept connection that fails, e.g. after a broker restart, is dropped and the call retried once on a
-new one.
+Queues are declared exactly as oms-mqclient declares them (durable, quorum), so a user's or pilot's redeclare never
+conflicts; delivery limits, dead-lettering and length limits come from policies, never queue arguments. Every call
+is idempotent (``PUT`` / ``DELETE`` / ``GET``), so one that fails on a kept-alive connection the broker dropped (e.g.
+after a restart) is retried once on a new connection.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
+import urllib.parse
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-import pika
-import pika.exceptions
+import httpx
 
 LOGGER = logging.getLogger(__name__)
 
 QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}
-MAX_IDLE_CONNECTIONS = 4
-BROKER_ERRORS = (pika.exceptions.AMQPError, OSError)
+DEPTH_COLUMNS = "name,messages_ready,messages_unacknowledged,consumers"
 
 
 class BrokerUnavailable(Exception):
     """The broker could not be reached, refused the admin login, or refused the operation."""
 
 
+@dataclass(frozen=True)
+class Policy:
+    """A user policy on a vhost's queues (the highest ``priority`` among matching policies applies, alone)."""
+
+    name: str
+    pattern: str
+    definition: dict[str, Any]
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What the management API reports for one queue; ``None`` until its first statistics interval."""
+
+    name: str
+    ready: int | None
+    unacknowledged: int | None
+    consumers: int | None
+
+
+def _path(*parts: str) -> str:
+    return "/api/" + "/".join(urllib.parse.quote(part, safe="") for part in parts)
+
+
 class BrokerAdmin:
-    """Queue operations over a small pool of admin connections, one connection per call at a time."""
+    """Management API calls as the account of ``management_url`` (``http[s]://USER:PASSWORD@host:port``)."""
 
-    def __init__(self, admin_url: str, connect_timeout: float = 5.0) -> None:
-        self._params = pika.URLParameters(admin_url)
-        self._params.connection_attempts = 1
-        self._params.socket_timeout = connect_timeout
-        self._params.stack_timeout = connect_timeout * 2
-        self._params.blocked_connection_timeout = connect_timeout * 2
-        self._params.heartbeat = 0  # idle between calls: no heartbeats to miss; a dead one fails on use instead
-        self.where = f"{self._params.host}:{self._params.port}"
-        self._idle: list[pika.BlockingConnection] = []
-        self._lock = threading.Lock()
+    def __init__(self, management_url: str, timeout: float = 5.0) -> None:
+        parts = urllib.parse.urlsplit(management_url)
+        self.user = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        self.where = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        base = urllib.parse.urlunsplit((parts.scheme, self.where, parts.path.rstrip("/"), "", ""))
+        self._http = httpx.AsyncClient(base_url=base, auth=(self.user, password), timeout=timeout)
 
-    async def declare_queues(self, names: Sequence[str]) -> None:
+    async def create_vhost(self, vhost: str, policies: Sequence[Policy], max_queues: int) -> None:
+        """Create ``vhost`` (or leave it), grant this account on it, cap its queues and set its policies."""
+        await self._call("PUT", _path("vhosts", vhost), {"description": "EWMS workflow queues", "tags": ""})
+        everything = {"configure": ".*", "write": ".*", "read": ".*"}
+        await self._call("PUT", _path("permissions", vhost, self.user), everything)
+        await self._call("PUT", _path("vhost-limits", vhost, "max-queues"), {"value": max_queues})
+        for policy in policies:
+            body = {
+                "pattern": policy.pattern,
+                "definition": policy.definition,
+                "priority": policy.priority,
+                "apply-to": "queues",
+            }
+            await self._call("PUT", _path("policies", vhost, policy.name), body)
+
+    async def declare_queues(self, vhost: str, names: Sequence[str]) -> None:
         """Create the queues (durable quorum); existing ones are left as they are."""
-        await asyncio.to_thread(self._run, "declare", names)
+        for name in names:
+            body = {"durable": True, "auto_delete": False, "arguments": QUEUE_ARGUMENTS}
+            await self._call("PUT", _path("queues", vhost, name), body)
+        LOGGER.debug("declared %d queue(s) in vhost %s on %s", len(names), vhost, self.where)
 
-    async def delete_queues(self, names: Sequence[str]) -> None:
-        """Delete the queues with their messages; a queue that is already gone is fine."""
-        await asyncio.to_thread(self._run, "delete", names)
+    async def delete_vhost(self, vhost: str) -> None:
+        """Delete the vhost with its queues, messages and policies, closing its connections; gone already is fine."""
+        await self._call("DELETE", _path("vhosts", vhost), missing_ok=True)
+
+    async def queue_stats(self, vhost: str) -> list[QueueStats]:
+        """Depth and consumers of every queue of the vhost, in one call; no queues when the vhost is gone."""
+        response = await self._call("GET", _path("queues", vhost), params={"columns": DEPTH_COLUMNS}, missing_ok=True)
+        if response.status_code == 404:
+            return []
+        return [
+            QueueStats(q["name"], q.get("messages_ready"), q.get("messages_unacknowledged"), q.get("consumers"))
+            for q in response.json()
+        ]
 
     async def close(self) -> None:
         """Close the kept connections (a later call opens a new one)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            await asyncio.to_thread(_close, connection, self.where)
+        await self._http.aclose()
 
-    def _run(self, action: str, names: Sequence[str]) -> None:
-        with self._lock:
-            kept = self._idle.pop() if self._idle else None
-        if kept is not None:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> httpx.Response:
+        """Send once, and once more on a transport error; raise BrokerUnavailable for errors and refusals."""
+        for attempt in (1, 2):
             try:
-                self._act_all(kept, action, names)
-                return
-            except BROKER_ERRORS as exc:
-                LOGGER.info("kept admin connection to %s failed (%r); retrying on a new one", self.where, exc)
-                _close(kept, self.where)
-        try:
-            connection = pika.BlockingConnection(self._params)
-        except BROKER_ERRORS as exc:
-            raise BrokerUnavailable(f"cannot connect to the broker at {self.where}: {exc!r}") from exc
-        try:
-            self._act_all(connection, action, names)
-        except BROKER_ERRORS as exc:
-            _close(connection, self.where)
-            raise BrokerUnavailable(f"broker at {self.where} failed to {action} queues: {exc!r}") from exc
-
-    def _act_all(self, connection: pika.BlockingConnection, action: str, names: Sequence[str]) -> None:
-        """Act on every queue, then keep the connection for the next call (or close it if enough are kept)."""
-        for name in names:
-            self._act(connection, action, name)
-        LOGGER.debug("%s %d queue(s) on %s: done", action, len(names), self.where)
-        with self._lock:
-            if len(self._idle) < MAX_IDLE_CONNECTIONS:
-                self._idle.append(connection)
-                return
-        _close(connection, self.where)
-
-    @staticmethod
-    def _act(connection: pika.BlockingConnection, action: str, name: str) -> None:
-        channel = connection.channel()
-        try:
-            if action == "declare":
-                channel.queue_declare(name, durable=True, arguments=QUEUE_ARGUMENTS)
-            else:
-                channel.queue_delete(name)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if action == "delete" and exc.reply_code == 404:
-                return  # already gone (the channel is closed by the broker)
-            raise
-        channel.close()
-
-
-def _close(connection: pika.BlockingConnection, where: str) -> None:
-    if connection.is_open:
-        try:
-            connection.close()
-        except BROKER_ERRORS:
-            LOGGER.debug("closing the admin connection to %s failed", where, exc_info=True)
+                response = await self._http.request(method, path, json=body, params=params)
+                break
+            except httpx.TransportError as exc:
+                if attempt == 2:
+                    raise BrokerUnavailable(f"cannot reach the management API at {self.where}: {exc!r}") from exc
+                LOGGER.info("management call %s %s to %s failed (%r); retrying once", method, path, self.where, exc)
+        if response.status_code == 404 and missing_ok:
+            return response
+        if response.status_code >= 400:
+            raise BrokerUnavailable(
+                f"broker at {self.where} answered {response.status_code} to {method} {path}: {response.text[:300]}"
+            )
+        return response

@@ -33,25 +33,23 @@ class MQSConfig:
     mqs_client_id: str = setting(
         "MQS_CLIENT_ID", "remote MQS: the WMS's client id (the three credentials: all or none)", ""
     )
-    mqs_client_secret: str = setting("MQS_CLIENT_SECRET", "remote MQS: the WMS's client secret", "")
+    mqs_client_secret: str = setting("MQS_CLIENT_SECRET", "remote MQS: the WMS's client secret", "", secret=True)
     mqs_static_token: str = setting(
-        "MQS_STATIC_TOKEN", "remote MQS: a fixed bearer token instead of client credentials", ""
+        "MQS_STATIC_TOKEN", "remote MQS: a fixed bearer token instead of client credentials", "", secret=True
     )
     broker_type: str = setting("BROKER_TYPE", "embedded MQS: the broker it provisions, only `rabbitmq`", "rabbitmq")
     broker_address: str = setting(
         "BROKER_ADDRESS",
-        "embedded MQS (required): `host:port[/vhost]` put in every MQ profile, what users and pilots connect to"
-        " (no scheme: oms-mqclient 2.7 passes the parts to pika)",
+        "embedded MQS (required): `host:port` put in every MQ profile with the workflow's vhost appended"
+        " (`host:port/vhost`), what users and pilots connect to (no scheme: oms-mqclient 2.7 passes the parts to pika)",
         "",
     )
-    broker_admin_url: str = setting(
-        "BROKER_ADMIN_URL",
-        "embedded MQS (required): `amqp://USER:PASSWORD@host:port/VHOST` of the account that declares and deletes"
-        " queues",
+    broker_management_url: str = setting(
+        "BROKER_MANAGEMENT_URL",
+        "embedded MQS (required): `http[s]://USER:PASSWORD@host:port` of the management API, as an account tagged"
+        " `administrator` that creates and deletes each workflow's vhost",
         "",
-    )
-    broker_vhost: str = setting(
-        "BROKER_VHOST", "vhost named in token scopes; must be the vhost of both URLs above", "/"
+        secret=True,
     )
     broker_resource_server_id: str = setting(
         "BROKER_RESOURCE_SERVER_ID",
@@ -59,7 +57,7 @@ class MQSConfig:
         "rabbitmq",
     )
     broker_token_signing_key: str = setting(
-        "BROKER_TOKEN_SIGNING_KEY", "HS256 secret shared with the broker (dev stack, tests)", ""
+        "BROKER_TOKEN_SIGNING_KEY", "HS256 secret shared with the broker (dev stack, tests)", "", secret=True
     )
     broker_token_private_key_file: str = setting(
         "BROKER_TOKEN_PRIVATE_KEY_FILE",
@@ -84,6 +82,19 @@ class MQSConfig:
         "period of the housekeeping pass (queue deletion, token refresh)",
         30.0,
         gt=0,
+    )
+    mq_max_length: int = setting(
+        "MQ_MAX_LENGTH", "messages a queue holds; past it publishes are refused (nacked)", 1_000_000, ge=1
+    )
+    mq_max_length_bytes: int = setting(
+        "MQ_MAX_LENGTH_BYTES", "bytes of message bodies a queue holds (1 GiB), likewise", 1 << 30, ge=1
+    )
+    mq_delivery_limit: int = setting(
+        "MQ_DELIVERY_LIMIT",
+        "deliveries of an event to consumers that did not acknowledge it before the broker dead-letters it to the"
+        " workflow's failed-events queue",
+        5,
+        ge=1,
     )
 
     def __post_init__(self) -> None:
@@ -111,11 +122,20 @@ class MQSConfig:
             raise ConfigError(f"the embedded MQS supports BROKER_TYPE=rabbitmq only, got {self.broker_type!r}")
         missing = [
             name
-            for name, value in (("BROKER_ADDRESS", self.broker_address), ("BROKER_ADMIN_URL", self.broker_admin_url))
+            for name, value in (
+                ("BROKER_ADDRESS", self.broker_address),
+                ("BROKER_MANAGEMENT_URL", self.broker_management_url),
+            )
             if not value
         ]
         if missing:
             raise ConfigError(f"the embedded MQS needs {', '.join(missing)} (or set MQS_ADDRESS for a remote MQS)")
+        if "/" in self.broker_address:
+            raise ConfigError(
+                f"BROKER_ADDRESS must be host:port, got {self.broker_address!r}: each workflow gets a vhost of its own"
+            )
+        if not self.broker_management_url.startswith(("http://", "https://")):
+            raise ConfigError("BROKER_MANAGEMENT_URL must be the management API's http[s]://USER:PASSWORD@host:port")
         if bool(self.broker_token_signing_key) == bool(self.broker_token_private_key_file):
             raise ConfigError(
                 "the embedded MQS needs exactly one of BROKER_TOKEN_SIGNING_KEY (HS256) "

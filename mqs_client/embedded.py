@@ -1,13 +1,18 @@
 """The embedded MQS: runs inside the WMS, keeps MQ groups and profiles in the WMS database, provisions RabbitMQ.
 
+Each workflow gets a RabbitMQ virtual host of its own, named once at reservation and never reused: its tokens reach
+nothing outside it, and deleting it at retirement removes every queue and closes every connection, whatever old
+tokens try later. Besides the queues the user asked for, each workflow has a failed-events queue
+(:data:`FAILED_EVENTS_ALIAS`, public) where the broker dead-letters events past the delivery limit.
+
 Collections (in the database handed to :class:`EmbeddedMQS`):
 
 ``mq_groups``, one per workflow
-    ``workflow_id`` (unique), ``timestamp``, ``queues`` (the reserved ``[{alias, mqid, is_public}]``, fixed by the
-    first reservation), ``criteria`` (``{priority}`` once activated), ``activated_ts``, ``deactivated_ts``,
-    ``deleted_ts`` (when housekeeping deleted the queues).
+    ``workflow_id`` (unique), ``vhost``, ``timestamp``, ``queues`` (the reserved ``[{alias, mqid, is_public}]``,
+    fixed by the first reservation, the failed-events queue last), ``criteria`` (``{priority}`` once activated),
+    ``activated_ts``, ``deactivated_ts``, ``deleted_ts`` (when housekeeping deleted the vhost).
 ``mq_profiles``, one per queue
-    the ``MQProfile`` fields plus ``token_expires_at``, ``deactivated_ts`` and ``deleted_ts``.
+    the ``MQProfile`` fields plus ``vhost``, ``token_expires_at``, ``deactivated_ts`` and ``deleted_ts``.
 
 Every write is a conditional single-document update or an insert guarded by a unique index, so concurrent or
 retried calls converge on the same state.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -26,9 +32,9 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from .broker_admin import BrokerAdmin, BrokerUnavailable
+from .broker_admin import BrokerAdmin, BrokerUnavailable, Policy, QueueStats
 from .config import MQSConfig
-from .interface import MQProfile, MQSError, MQSNotFound, TryAgainLater
+from .interface import FAILED_EVENTS_ALIAS, MQProfile, MQSError, MQSNotFound, QueueDepth, TryAgainLater
 from .tokens import TokenMinter
 
 LOGGER = logging.getLogger(__name__)
@@ -42,21 +48,29 @@ def make_mqid() -> str:
     return "a" + uuid.uuid4().hex[:20]
 
 
+def make_vhost(workflow_id: str) -> str:
+    """A vhost name never used before: the workflow id (characters safe in addresses and token scopes only) plus
+    a random suffix, so that a deleted workflow's name is never revived for its old tokens."""
+    return f"ewms-{re.sub(r'[^A-Za-z0-9_.-]', '_', workflow_id)[:64]}-{uuid.uuid4().hex[:12]}"
+
+
 def _check_reservation(aliases: Sequence[str], public: Sequence[str]) -> None:
     if not aliases:
         raise MQSError("a reservation needs at least one queue alias")
     if not all(isinstance(alias, str) and alias for alias in aliases):
         raise MQSError(f"queue aliases must be non-empty strings, got {list(aliases)!r}")
+    if FAILED_EVENTS_ALIAS in aliases:
+        raise MQSError(f"queue alias {FAILED_EVENTS_ALIAS!r} is reserved for the failed-events queue")
     unknown = sorted(set(public) - set(aliases))
     if unknown:
         raise MQSError(f"public aliases {unknown} are not among the queue aliases")
 
 
 class EmbeddedMQS:
-    """The MQS interface backed by the WMS database and a RabbitMQ admin account.
+    """The MQS interface backed by the WMS database and a RabbitMQ management account.
 
     Call :meth:`ensure_indexes` once at start-up and run :meth:`run_housekeeping` as a background task: it deletes
-    queues once their grace period after deactivation is over and refreshes tokens of active workflows.
+    vhosts once their grace period after deactivation is over and refreshes tokens of active workflows.
     """
 
     def __init__(self, db: AsyncDatabase[Doc], config: MQSConfig) -> None:
@@ -64,7 +78,7 @@ class EmbeddedMQS:
         self._groups = db["mq_groups"]
         self._profiles = db["mq_profiles"]
         self._minter = TokenMinter(config)
-        self._broker = BrokerAdmin(config.broker_admin_url)
+        self._broker = BrokerAdmin(config.broker_management_url)
         self._closed = asyncio.Event()
 
     async def ensure_indexes(self) -> None:
@@ -78,13 +92,16 @@ class EmbeddedMQS:
     # --- the MQSClient interface -------------------------------------------------------------------------
 
     async def reserve(self, workflow_id: str, queue_aliases: Sequence[str], public: Sequence[str]) -> list[MQProfile]:
-        """Reserve one queue per distinct alias; a repeat (even a concurrent one) returns the first reservation."""
+        """Reserve one queue per distinct alias and the failed-events queue; a repeat (even a concurrent one)
+        returns the first reservation."""
         aliases = list(dict.fromkeys(queue_aliases))
         _check_reservation(aliases, public)
+        queues = [{"alias": a, "mqid": make_mqid(), "is_public": a in public} for a in aliases]
         group: Doc = {
             "workflow_id": workflow_id,
+            "vhost": make_vhost(workflow_id),
             "timestamp": time.time(),
-            "queues": [{"alias": a, "mqid": make_mqid(), "is_public": a in public} for a in aliases],
+            "queues": [*queues, {"alias": FAILED_EVENTS_ALIAS, "mqid": make_mqid(), "is_public": True}],
             "criteria": None,
             "activated_ts": None,
             "deactivated_ts": None,
@@ -95,7 +112,7 @@ class EmbeddedMQS:
         except DuplicateKeyError:
             group = await self._group(workflow_id)
             reserved = {(q["alias"], q["is_public"]) for q in group["queues"]}
-            if reserved != {(a, a in public) for a in aliases}:
+            if reserved != {(a, a in public) for a in aliases} | {(FAILED_EVENTS_ALIAS, True)}:
                 raise MQSError(f"workflow {workflow_id} already reserved other queues: {sorted(reserved)}") from None
             return [MQProfile.from_dict(doc) for doc in await self._profile_docs(group)]
         profiles = [self._new_profile(group, queue) for queue in group["queues"]]
@@ -112,22 +129,29 @@ class EmbeddedMQS:
         return [MQProfile.from_dict(doc) for doc in profiles]
 
     async def activate(self, workflow_id: str, priority: int) -> list[MQProfile]:
-        """Declare the workflow's queues and mint their tokens; a repeat keeps tokens that are still fresh."""
+        """Create the workflow's vhost with its policies and limits, declare its queues and mint their tokens;
+        a repeat keeps tokens that are still fresh."""
         group = await self._group(workflow_id)
         if group["deactivated_ts"] is not None:
             raise MQSError(f"workflow {workflow_id} was deactivated: its queues cannot be activated")
-        mqids = [q["mqid"] for q in group["queues"]]
+        vhost, mqids = group["vhost"], [q["mqid"] for q in group["queues"]]
         try:
-            await self._broker.declare_queues(mqids)
+            await self._broker.create_vhost(vhost, self._policies(group), max_queues=len(mqids))
+            await self._broker.declare_queues(vhost, mqids)
         except BrokerUnavailable as exc:
             LOGGER.warning("activation of workflow %s postponed: %s", workflow_id, exc)
             raise TryAgainLater(str(exc)) from exc
+        if (await self._group(workflow_id))["deactivated_ts"] is not None:
+            await self._retire_vhost(workflow_id, vhost)  # deactivated while we created it: never leave it behind
+            raise MQSError(f"workflow {workflow_id} was deactivated: its queues cannot be activated")
         docs = await self._with_fresh_tokens(await self._profile_docs(group), activating=True)
         await self._groups.update_one(
             {"workflow_id": workflow_id, "activated_ts": None},
             {"$set": {"activated_ts": time.time(), "criteria": {"priority": priority}}},
         )
-        LOGGER.info("activated workflow %s: %d queue(s) declared on %s", workflow_id, len(mqids), self._broker.where)
+        LOGGER.info(
+            "activated workflow %s: %d queue(s) in vhost %s on %s", workflow_id, len(mqids), vhost, self._broker.where
+        )
         return [MQProfile.from_dict(doc) for doc in docs]
 
     async def get_profiles(self, mqids: Sequence[str]) -> list[MQProfile]:
@@ -145,6 +169,22 @@ class EmbeddedMQS:
         return [
             MQProfile.from_dict(doc) for doc in await self._with_fresh_tokens(doc for doc in docs if doc["is_public"])
         ]
+
+    async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:
+        """The broker's figures for each reserved queue, from one management call on the workflow's vhost."""
+        group = await self._group(workflow_id)
+        stats: dict[str, QueueStats] = {}
+        if group["activated_ts"] is not None and group["deleted_ts"] is None:
+            try:
+                stats = {s.name: s for s in await self._broker.queue_stats(group["vhost"])}
+            except BrokerUnavailable as exc:
+                raise TryAgainLater(str(exc)) from exc
+        depths = []
+        for queue in group["queues"]:
+            found = stats.get(queue["mqid"])
+            figures = (found.ready, found.unacknowledged, found.consumers) if found else (None, None, None)
+            depths.append(QueueDepth(queue["mqid"], queue["alias"], *figures))
+        return depths
 
     async def deactivate(self, workflow_id: str) -> None:
         """Record the deactivation (a repeat keeps the first time); housekeeping deletes the queues after the grace."""
@@ -168,7 +208,7 @@ class EmbeddedMQS:
     async def forget(self, workflow_id: str) -> list[dict[str, Any]] | None:
         """Delete the records of a retired workflow's queues (retention); the deleted profiles, tokens removed.
 
-        None while its queues still exist on the broker (not deactivated, or still in their grace period).
+        None while its vhost still exists on the broker (not deactivated, or still in their grace period).
         """
         group = await self._groups.find_one({"workflow_id": workflow_id}, {"_id": False})
         if group is None:
@@ -192,10 +232,10 @@ class EmbeddedMQS:
 
     async def run_housekeeping(self, stop: asyncio.Event) -> None:
         """Every ``MQS_HOUSEKEEPING_INTERVAL_SECONDS`` until ``stop`` is set or the client is closed: delete due
-        queues and refresh expiring tokens. A failed pass is logged and the next one runs on schedule."""
+        vhosts and refresh expiring tokens. A failed pass is logged and the next one runs on schedule."""
         interval = self.config.housekeeping_interval_seconds
         LOGGER.info(
-            "MQS housekeeping every %.0f s (queues deleted %.0f s after deactivation)",
+            "MQS housekeeping every %.0f s (vhosts deleted %.0f s after deactivation)",
             interval,
             self.config.mq_delete_grace_seconds,
         )
@@ -211,7 +251,7 @@ class EmbeddedMQS:
         LOGGER.info("MQS housekeeping stopped")
 
     async def housekeep(self) -> None:
-        """One housekeeping pass: delete the queues whose grace is over, then refresh expiring tokens."""
+        """One housekeeping pass: delete the vhosts whose grace is over, then refresh expiring tokens."""
         await self._delete_due_queues()
         horizon = time.time() + self.config.broker_token_refresh_margin_seconds
         expiring = await self._profiles.find(
@@ -225,24 +265,45 @@ class EmbeddedMQS:
             {"deactivated_ts": {"$ne": None, "$lte": due_before}, "deleted_ts": None}
         ).to_list()
         for group in groups:
-            workflow_id, mqids = group["workflow_id"], [q["mqid"] for q in group["queues"]]
             try:
-                await self._broker.delete_queues(mqids)
+                await self._retire_vhost(group["workflow_id"], group["vhost"])
             except BrokerUnavailable as exc:
-                LOGGER.warning("queues of workflow %s not deleted yet (next pass retries): %s", workflow_id, exc)
+                LOGGER.warning("vhost %s not deleted yet (next pass retries): %s", group["vhost"], exc)
                 continue
-            now = time.time()
-            await self._profiles.update_many(
-                {"workflow_id": workflow_id},
-                {"$set": {"is_activated": False, "auth_token": None, "token_expires_at": None, "deleted_ts": now}},
-            )
-            await self._groups.update_one({"workflow_id": workflow_id}, {"$set": {"deleted_ts": now}})
             LOGGER.info(
-                "deleted %d queue(s) of workflow %s, deactivated %.0f s ago",
-                len(mqids),
-                workflow_id,
-                now - group["deactivated_ts"],
+                "deleted vhost %s with the %d queue(s) of workflow %s, deactivated %.0f s ago",
+                group["vhost"],
+                len(group["queues"]),
+                group["workflow_id"],
+                time.time() - group["deactivated_ts"],
             )
+
+    async def _retire_vhost(self, workflow_id: str, vhost: str) -> None:
+        """Delete the vhost (its queues, messages and connections go with it), then mark the records deleted."""
+        await self._broker.delete_vhost(vhost)
+        now = time.time()
+        await self._profiles.update_many(
+            {"workflow_id": workflow_id},
+            {"$set": {"is_activated": False, "auth_token": None, "token_expires_at": None, "deleted_ts": now}},
+        )
+        await self._groups.update_one({"workflow_id": workflow_id, "deleted_ts": None}, {"$set": {"deleted_ts": now}})
+
+    def _policies(self, group: Doc) -> list[Policy]:
+        """One policy for the work queues (limits, delivery limit, dead-lettering to the failed-events queue) and one
+        of higher priority for the failed-events queue (limits only: it never dead-letters into itself)."""
+        failed = next(q["mqid"] for q in group["queues"] if q["alias"] == FAILED_EVENTS_ALIAS)
+        limits = {
+            "max-length": self.config.mq_max_length,
+            "max-length-bytes": self.config.mq_max_length_bytes,
+            "overflow": "reject-publish",  # also what makes at-least-once dead-lettering work
+        }
+        work = limits | {
+            "delivery-limit": self.config.mq_delivery_limit,
+            "dead-letter-exchange": "",
+            "dead-letter-routing-key": failed,
+            "dead-letter-strategy": "at-least-once",
+        }
+        return [Policy("ewms-work-queues", ".*", work), Policy("ewms-failed-events", f"^{failed}$", limits, priority=1)]
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
@@ -279,7 +340,8 @@ class EmbeddedMQS:
             "is_activated": False,
             "auth_token": None,
             "broker_type": self.config.broker_type,
-            "broker_address": self.config.broker_address,
+            "broker_address": f"{self.config.broker_address}/{group['vhost']}",
+            "vhost": group["vhost"],
             "token_expires_at": None,
             "deactivated_ts": None,
             "deleted_ts": None,
@@ -301,7 +363,7 @@ class EmbeddedMQS:
             if not (live and (expiring or (activating and not doc["is_activated"]))):
                 result.append(doc)
                 continue
-            token = self._minter.mint(doc["mqid"], doc["workflow_id"])
+            token = self._minter.mint(doc["vhost"], doc["mqid"], doc["workflow_id"])
             update = {"is_activated": True, "auth_token": token.token, "token_expires_at": token.expires_at}
             writes.append(
                 UpdateOne(

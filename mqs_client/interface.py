@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+FAILED_EVENTS_ALIAS = "@failed-events"
+"""Alias of the queue every workflow gets for its failed events (user aliases cannot contain ``@``)."""
+
 
 @dataclass
 class MQProfile:
@@ -37,12 +40,31 @@ class MQProfile:
         return cls(**fields)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class QueueDepth:
+    """Messages in one queue as the broker counts them; ``None`` where it has no figure (not yet, or no longer)."""
+
+    mqid: str
+    alias: str
+    ready: int | None
+    unacknowledged: int | None
+    consumers: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
 class MQSError(Exception):
     """The MQS refused a request (a client error that retrying will not fix)."""
 
 
 class MQSNotFound(MQSError):
     """The workflow or queue is unknown to the MQS."""
+
+
+class MQSNotSupported(MQSError):
+    """The MQS has no such operation (a remote MQS without the route)."""
 
 
 class TryAgainLater(Exception):
@@ -66,6 +88,11 @@ class MQSClient(Protocol):
 
     async def get_public_profiles(self, workflow_id: str) -> list[MQProfile]:
         """The workflow's public profiles (may be not yet activated); raises MQSNotFound."""
+        ...
+
+    async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:
+        """Ready, unacknowledged and consumers of each of the workflow's queues (the broker's statistics, a few
+        seconds stale); raises MQSNotFound, MQSNotSupported, TryAgainLater."""
         ...
 
     async def deactivate(self, workflow_id: str) -> None:

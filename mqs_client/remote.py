@@ -21,7 +21,7 @@ import httpx
 import jwt
 
 from .config import MQSConfig
-from .interface import MQProfile, MQSError, MQSNotFound, TryAgainLater
+from .interface import MQProfile, MQSError, MQSNotFound, MQSNotSupported, QueueDepth, TryAgainLater
 
 LOGGER = logging.getLogger(__name__)
 
@@ -131,6 +131,10 @@ class RemoteMQS:
         """``GET .../mq-profiles/public``."""
         body = await self._call("GET", self._workflow(workflow_id, "mq-profiles/public"))
         return [MQProfile.from_dict(p) for p in body["mqprofiles"]]
+
+    async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:
+        """Not offered: an EWMS-compatible MQS has no route for queue depths (upstream's management URL is a TODO)."""
+        raise MQSNotSupported(f"the MQS at {self.address} reports no queue depths (EWMS MQS has no such route)")
 
     async def forget(self, workflow_id: str) -> list[dict[str, Any]] | None:
         """A remote MQS keeps its own records: nothing to delete here."""

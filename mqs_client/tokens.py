@@ -1,8 +1,8 @@
 """Per-queue JWTs in the form RabbitMQ's OAuth2 backend accepts as an AMQP password.
 
-A token grants read, write and configure on one queue, plus write on the default exchange (``amq.default``)
-that publishers such as oms-mqclient send through. It is signed HS256 with a shared secret (dev, tests) or
-RS256 with a private key whose public half the broker trusts (production).
+A token grants read, write and configure on one queue of one vhost (its workflow's), plus write on that vhost's
+default exchange (``amq.default``) that publishers such as oms-mqclient send through. It is signed HS256 with a
+shared secret (dev, tests) or RS256 with a private key whose public half the broker trusts (production).
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ class TokenMinter:
 
     def __init__(self, config: MQSConfig) -> None:
         self.resource_server_id = config.broker_resource_server_id
-        self.vhost = config.broker_vhost
         self.key_id = config.broker_token_key_id
         self.ttl = config.broker_token_ttl_seconds
         self._key: str | RSAPrivateKey
@@ -65,8 +64,8 @@ class TokenMinter:
         else:
             self._key, self.algorithm = config.broker_token_signing_key, "HS256"
 
-    def mint(self, queue: str, subject: str) -> QueueToken:
-        """A token for ``queue`` naming ``subject`` (the broker shows it as the connection's user)."""
+    def mint(self, vhost: str, queue: str, subject: str) -> QueueToken:
+        """A token for ``queue`` in ``vhost`` naming ``subject`` (the broker shows it as the connection's user)."""
         now = time.time()
         expires_at = math.ceil(now + self.ttl)  # whole seconds, never shorter than the TTL
         claims = {
@@ -74,7 +73,7 @@ class TokenMinter:
             "aud": self.resource_server_id,
             "iat": int(now),
             "exp": expires_at,
-            "scope": queue_scopes(self.resource_server_id, self.vhost, queue),
+            "scope": queue_scopes(self.resource_server_id, vhost, queue),
         }
         token = jwt.encode(claims, self._key, algorithm=self.algorithm, headers={"kid": self.key_id})
         return QueueToken(token, float(expires_at))

@@ -15,6 +15,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# the unprivileged account the TMS local backend runs pilots as when it runs as root (TMS_LOCAL_PILOT_USER)
+pilot_user="${TMS_LOCAL_PILOT_USER:-ewms-pilot}"
+if [ "$(id -u)" = 0 ] && ! id -u "$pilot_user" >/dev/null 2>&1; then
+    echo "setup: creating the system account $pilot_user"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$pilot_user"
+fi
+if [ "$(id -u)" = 0 ]; then  # that account runs the project's Python: let it search (not list) the dirs above it
+    dir=$(python3 -c 'import sys; print(sys.base_prefix)')
+    while [ "$dir" != / ]; do
+        [ -n "$(find "$dir" -maxdepth 0 -perm -o=x)" ] || { echo "setup: chmod o+x $dir"; chmod o+x "$dir"; }
+        dir=$(dirname "$dir")
+    done
+fi
+
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     python3 -m venv .venv

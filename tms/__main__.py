@@ -34,6 +34,8 @@ def make_backend(config: TMSConfig) -> Backend:
             pilot_command=config.local_pilot_command,
             monitor_interval=config.local_monitor_interval,
             kill_grace=config.local_kill_grace,
+            pilot_user=config.local_pilot_user,
+            sandbox_dir=config.local_sandbox_dir,
         )
     return HTCondorBackend(config.job_event_log_dir)
 

@@ -27,6 +27,10 @@ def _base_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in raw.split(",") if w.strip())
+
+
 def default_schedd(backend: str) -> str:
     """This access point's schedd name: HTCondor's ``FULL_HOSTNAME`` (as upstream), else the host name (which is
     also what the WMS maps cluster location ``local`` to by default)."""
@@ -124,6 +128,16 @@ class TMSConfig:
         default_factory=dict,
         parse=parse_extra_pilot_env,
     )
+    input_file_schemes: tuple[str, ...] = setting(
+        "TMS_INPUT_FILE_SCHEMES", "URL schemes a pilot may be given as input files (comma-separated)",
+        ("osdf", "https"), parse=_words,
+    )  # fmt: skip
+    input_file_prefixes: tuple[str, ...] = setting(
+        "TMS_INPUT_FILE_PREFIXES",
+        "directories whose files a pilot may be given as input files (comma-separated; none by default)",
+        (),
+        parse=_words,
+    )
     n_top_task_errors: int = setting("TMS_N_TOP_TASK_ERRORS", "errors kept in `top_task_errors`", 10, ge=0)
     log_tail_bytes: int = setting(
         "TMS_LOG_TAIL_BYTES",
@@ -144,6 +158,13 @@ class TMSConfig:
         "TMS_LOCAL_MONITOR_INTERVAL", "s between runtime/memory checks (local)", 1.0, gt=0
     )
     local_kill_grace: float = setting("TMS_LOCAL_KILL_GRACE", "s between SIGTERM and SIGKILL (local)", 5.0, ge=0)
+    local_pilot_user: str = setting(
+        "TMS_LOCAL_PILOT_USER", "local backend: the account pilots run as when the TMS runs as root", "ewms-pilot"
+    )
+    local_sandbox_dir: Path = setting(
+        "TMS_LOCAL_SANDBOX_DIR", "local backend: where pilots run when the TMS runs as root",
+        Path("/var/tmp/ewms-pilot-sandboxes"),
+    )  # fmt: skip
     # file manager ages (seconds)
     jel_expiry_short: float = setting(
         "JOB_EVENT_LOG_MODIFICATION_EXPIRY_SHORT",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,9 @@ ENV_FILE_NAME = "ewms_htcondor_envfile.sh"
 PRIORITY_MAX_DEDUCTION_FACTOR = 0.5
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_URL_RE = re.compile(r"^([a-z][a-z0-9+.-]*)://")
 
 
 class TaskforceSpecError(ValueError):
@@ -53,11 +57,17 @@ def pilot_environment(
     mqprofiles: Sequence[Mapping[str, Any]],
     extra_env: Mapping[str, str],
 ) -> dict[str, str]:
-    """The pilot's env: the taskforce's ``pilot_config.environment`` (as the user sent it), the task definition from
-    the task directive, queue variables and defaults (as upstream's TMS builds it at submit)."""
+    """The pilot's env: the taskforce's ``pilot_config.environment`` (as the user sent it), overridden by the
+    operator's ``extra_env``, overridden by the TMS's own: the task and init task from the task directive (as
+    upstream's TMS builds them at submit), the queue and status variables. Keys must be identifiers and values hold
+    no NUL byte."""
     given = (taskforce.get("pilot_config") or {}).get("environment") or {}
     env = {key: _env_value(value) for key, value in given.items()}
+    env.update(extra_env)
     env.update(_task_variables(task_directive))
+    for key, value in env.items():
+        if not _ENV_KEY_RE.fullmatch(str(key)) or "\0" in value:
+            raise TaskforceSpecError(f"pilot environment: {str(key)[:64]!r} is not an identifier, or its value has NUL")
     profiles = {p["mqid"]: p for p in mqprofiles}
     for direction, mqids in (
         ("INCOMING", task_directive.get("input_queues", [])),
@@ -78,10 +88,8 @@ def pilot_environment(
         env[f"{prefix}_AUTH_TOKEN"] = ";".join(str(p["auth_token"]) for p in chosen)
         env[f"{prefix}_BROKER_TYPE"] = ";".join(str(p.get("broker_type") or "rabbitmq") for p in chosen)
         env[f"{prefix}_BROKER_ADDRESS"] = ";".join(str(p["broker_address"]) for p in chosen)
-    env.setdefault("EWMS_PILOT_HTCHIRP", "True")
-    env.setdefault("EWMS_PILOT_HTCHIRP_DEST", "JOB_EVENT_LOG")
-    for key, value in extra_env.items():
-        env.setdefault(key, value)
+    env["EWMS_PILOT_HTCHIRP"] = "True"
+    env["EWMS_PILOT_HTCHIRP_DEST"] = "JOB_EVENT_LOG"
     return env
 
 
@@ -104,6 +112,27 @@ def _env_value(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(str(v) for v in value)
     return str(value)
+
+
+def checked_input_files(config: TMSConfig, names: Sequence[Any]) -> list[str]:
+    """The taskforce's input files, each an allowed URL or a real path under an allowed prefix (symlinks and
+    ``..`` resolved first); raises TaskforceSpecError naming the rule."""
+    checked = []
+    for name in map(str, names):
+        if "," in name or _CONTROL_RE.search(name):
+            raise TaskforceSpecError(f"input file {name[:200]!r}: commas and control characters are not allowed")
+        url = _URL_RE.match(name)
+        if url:
+            if url.group(1) not in config.input_file_schemes:
+                raise TaskforceSpecError(f"input file {name[:200]!r}: URL scheme {url.group(1)}:// is not allowed")
+            checked.append(name)
+            continue
+        real = os.path.realpath(name)
+        prefixes = [os.path.realpath(p) for p in config.input_file_prefixes]
+        if not name.startswith("/") or not any(real == p or real.startswith(p.rstrip("/") + "/") for p in prefixes):
+            raise TaskforceSpecError(f"input file {name[:200]!r} is not under a prefix in TMS_INPUT_FILE_PREFIXES")
+        checked.append(real)
+    return checked
 
 
 def env_file_text(uuid: str, env: Mapping[str, str]) -> str:
@@ -130,6 +159,10 @@ def build_submit_dict(
     except KeyError as exc:
         raise TaskforceSpecError(f"worker_config lacks {exc}") from exc
 
+    input_files = checked_input_files(config, pilot.get("input_files", []))
+    for name, value in (("pilot tag", pilot.get("tag")), ("condor_requirements", worker.get("condor_requirements"))):
+        if _CONTROL_RE.search(str(value or "")):  # one line of the submit description each
+            raise TaskforceSpecError(f"{name} {str(value)[:200]!r}: control characters are not allowed")
     submit: dict[str, str] = {}
     if config.pilot_launch == "container":
         submit["universe"] = "container"
@@ -146,7 +179,7 @@ def build_submit_dict(
         {
             "+FileSystemDomain": '"blah"',  # never assume a shared filesystem: always transfer files
             "log": str(job_event_log),
-            "transfer_input_files": ",".join([*map(str, pilot.get("input_files", [])), str(env_file)]),
+            "transfer_input_files": ",".join([*input_files, str(env_file)]),
             "transfer_output_files": '""',
             "should_transfer_files": "YES",
             "when_to_transfer_output": "ON_EXIT_OR_EVICT",

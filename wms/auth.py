@@ -1,8 +1,9 @@
 """Bearer-token authentication for the WMS: JWT validation, role mapping and (for dev and tests) token issuing.
 
-Roles come from the ``ewms_role`` claim (``user``, ``system-tms``, ``admin``) or, for users, from a ``groups`` claim
-matching a configured pattern. Production validates RS256 tokens from an OpenID provider's JWKS; the dev stack
-and tests use a local HS256 signing key and :func:`issue_token`.
+Tokens must carry ``exp``, ``sub``, the configured audience and, when an issuer is configured (``AUTH_ISSUER``, or
+the OpenID provider's own), that ``iss``. Roles come from the ``ewms_role`` claim (``user``, ``system-tms``,
+``admin``) or, for users, from a ``groups`` claim matching a configured pattern. Production validates RS256 tokens
+from an OpenID provider's JWKS; the dev stack and tests use a local HS256 signing key and :func:`issue_token`.
 """
 
 from __future__ import annotations
@@ -67,17 +68,21 @@ class TokenValidator:
         openid_url: str = "",
         user_group_pattern: str = "",
         leeway: float = 0.0,
+        issuer: str = "",
     ) -> None:
         if not signing_key and not openid_url:
             raise ValueError("auth needs AUTH_SIGNING_KEY (dev/tests) or AUTH_OPENID_URL (production)")
         self.audience = audience
         self.signing_key = signing_key
         self.leeway = leeway
+        self.issuer = issuer
         self._group_re = re.compile(user_group_pattern) if user_group_pattern else None
         self._jwks: jwt.PyJWKClient | None = None
         self._validated: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
         if openid_url:
-            self._jwks = jwt.PyJWKClient(_jwks_url(openid_url), cache_keys=True, lifespan=300)
+            provider = _discover(openid_url)
+            self._jwks = jwt.PyJWKClient(str(provider["jwks_uri"]), cache_keys=True, lifespan=300)
+            self.issuer = issuer or str(provider.get("issuer") or "")
 
     def _decode(self, token: str) -> dict[str, Any]:
         if self._jwks is not None and not self.signing_key:
@@ -90,7 +95,8 @@ class TokenValidator:
             key,
             algorithms=algorithms,
             audience=self.audience,
-            options={"require": ["exp", "sub"]},
+            issuer=self.issuer or None,
+            options={"require": ["exp", "sub", "iss"] if self.issuer else ["exp", "sub"]},
             leeway=self.leeway,
         )
 
@@ -114,6 +120,8 @@ class TokenValidator:
             raise AuthError("token expired") from exc
         except jwt.InvalidAudienceError as exc:
             raise AuthError("token audience not accepted") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise AuthError("token issuer not accepted") from exc
         except (jwt.PyJWTError, ValueError) as exc:
             raise AuthError(f"invalid token: {exc}") from exc
         caller = Caller(subject=str(claims["sub"]), roles=self._roles(claims))
@@ -134,14 +142,17 @@ class TokenValidator:
         return frozenset(roles)
 
 
-def _jwks_url(openid_url: str) -> str:
-    """Find the JWKS URL from an OpenID provider's discovery document."""
+def _discover(openid_url: str) -> dict[str, Any]:
+    """An OpenID provider's discovery document (its ``jwks_uri`` and ``issuer``)."""
     import json
     import urllib.request
 
     base = openid_url.rstrip("/")
     with urllib.request.urlopen(f"{base}/.well-known/openid-configuration", timeout=10) as resp:
-        return str(json.load(resp)["jwks_uri"])
+        document = json.load(resp)
+    if not isinstance(document, dict) or "jwks_uri" not in document:
+        raise ValueError(f"{base} publishes no jwks_uri in its OpenID configuration")
+    return document
 
 
 def issue_token(

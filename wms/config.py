@@ -28,6 +28,33 @@ def parse_clusters(raw: str) -> dict[str, str]:
     return dict(parsed)
 
 
+IMAGES = "images"  # location capability: runs container images (the ``local`` backend runs processes only)
+
+
+def _capabilities(raw: str) -> dict[str, frozenset[str]]:
+    """Location -> what it can run, from JSON such as ``{"local": []}``."""
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict) or not all(
+        isinstance(v, list) and all(c == IMAGES for c in v) for v in parsed.values()
+    ):
+        raise ValueError(f'must map location -> list of "{IMAGES}" or nothing')
+    return {location: frozenset(caps) for location, caps in parsed.items()}
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in raw.split(",") if w.strip())
+
+
+def _prefixes(raw: str) -> tuple[str, ...]:
+    prefixes = tuple(p.rstrip("/") or "/" for p in _words(raw))
+    if not all(p.startswith("/") for p in prefixes):
+        raise ValueError("must be absolute paths")
+    return prefixes
+
+
 def _clusters_file(raw: str) -> dict[str, str]:
     try:
         text = Path(raw).read_text()
@@ -50,6 +77,11 @@ class WMSConfig:
     auth_signing_key: str = setting("AUTH_SIGNING_KEY", "HS256 key for bearer tokens (dev stack, tests)", "")
     auth_openid_url: str = setting(
         "AUTH_OPENID_URL", "production: tokens from this OpenID provider (RS256 via its JWKS)", ""
+    )
+    auth_issuer: str = setting(
+        "AUTH_ISSUER",
+        "tokens must carry this `iss` (with `AUTH_OPENID_URL`, defaults to the provider's `issuer`)",
+        "",
     )
     auth_user_group_pattern: str = setting(
         "AUTH_USER_GROUP_PATTERN", "regex: a token whose `groups` claim matches gets the `user` role", ""
@@ -83,7 +115,53 @@ class WMSConfig:
     query_max_bytes: int = setting(
         "USER_QUERY_MAX_BYTES", "a query page is cut before it exceeds this size (bytes)", 10 * 1024 * 1024, ge=1
     )
-    max_body_bytes: int = setting("MAX_BODY_BYTES", "larger request bodies get 413", 1024 * 1024, ge=1)
+    query_time_ms: int = setting(
+        "USER_QUERY_TIME_MS",
+        "time budget of one user query (`maxTimeMS`; the embedded server ignores it, so the filter bounds below"
+        " are what protects it)",
+        5000,
+        ge=1,
+    )
+    query_max_depth: int = setting("USER_QUERY_MAX_DEPTH", "deeper user query filters get 400", 6, ge=1)
+    query_max_terms: int = setting(
+        "USER_QUERY_MAX_TERMS", "user query filters with more keys and list items get 400", 100, ge=1
+    )
+    query_regex_max_length: int = setting(
+        "USER_QUERY_REGEX_MAX_LENGTH", "longest `$regex` (an anchored literal prefix such as `^abc`)", 64, ge=1
+    )
+    max_body_bytes: int = setting(
+        "MAX_BODY_BYTES", "larger request bodies get 413 (by `Content-Length`, else as they stream in)", 1024 * 1024,
+        ge=1,
+    )  # fmt: skip
+    max_json_depth: int = setting("MAX_JSON_DEPTH", "request bodies nested deeper get 400", 32, ge=1)
+    max_connections: int = setting(
+        "MAX_CONNECTIONS", "open client connections; more get 503 and are closed at once", 1000, ge=1
+    )
+    max_connections_per_client: int = setting(
+        "MAX_CONNECTIONS_PER_CLIENT",
+        "open connections from one client address (`0`: no per-client cap, e.g. behind a reverse proxy)",
+        100,
+        ge=0,
+    )
+    idle_timeout_seconds: float = setting(
+        "HTTP_IDLE_TIMEOUT_SECONDS",
+        "a connection that sends no complete request headers for this long (new or kept alive) is closed",
+        20.0,
+        gt=0,
+    )
+    body_timeout_seconds: float = setting(
+        "HTTP_BODY_TIMEOUT_SECONDS", "a request whose body has not fully arrived after this long is closed", 30.0,
+        gt=0,
+    )  # fmt: skip
+    metrics_token: str = setting(
+        "METRICS_TOKEN",
+        "bearer credential Prometheus sends to `GET /metrics` (an admin token works too; neither: 401)",
+        "",
+    )
+    metrics_refresh_seconds: float = setting(
+        "METRICS_REFRESH_SECONDS", "the database counts `/metrics` serves are refreshed at most this often", 5.0,
+        ge=0,
+    )  # fmt: skip
     mq_retry_min_seconds: float = setting(
         "MQ_ACTIVATION_RETRY_MIN_SECONDS", "first back-off of a failed queue activation", 1.0, ge=0
     )
@@ -111,6 +189,37 @@ class WMSConfig:
         "a user with this many active workflows gets 429 with `Retry-After: 60`",
         100,
         ge=0,
+    )
+    max_worker_memory_mb: int = setting(
+        "MAX_WORKER_MEMORY_MB", "largest `worker_config.worker_memory` a request may ask for (MB): 422", 512 * 1024,
+        ge=1,
+    )  # fmt: skip
+    max_worker_disk_mb: int = setting(
+        "MAX_WORKER_DISK_MB", "largest `worker_config.worker_disk` a request may ask for (MB): 422", 10 * 1024 * 1024,
+        ge=1,
+    )  # fmt: skip
+    input_file_schemes: tuple[str, ...] = setting(
+        "INPUT_FILE_SCHEMES", "URL schemes allowed in `pilot_config.input_files` (comma-separated)", ("osdf", "https"),
+        parse=_words,
+    )  # fmt: skip
+    input_file_prefixes: tuple[str, ...] = setting(
+        "INPUT_FILE_PREFIXES",
+        "absolute directories whose files `pilot_config.input_files` may name (comma-separated; none by default)",
+        (),
+        parse=_prefixes,
+    )
+    pilot_env_deny_rules: tuple[str, ...] = setting(
+        "PILOT_ENV_DENY",
+        "more pilot environment variables users may not set, beside the built-in deny-list: `NAME` or `PREFIX*`",
+        (),
+        parse=_words,
+    )
+    cluster_capabilities: dict[str, frozenset[str]] = setting(
+        "EWMS_CLUSTER_CAPABILITIES",
+        'JSON: location -> what it can run (`["images"]` or `[]`); unnamed locations: `local` runs processes only,'
+        " others run images",
+        default_factory=dict,
+        parse=_capabilities,
     )
     max_retries_per_task: int = setting(
         "MAX_RETRIES_PER_TASK", "retries of a task's failed taskforces beyond this: 422", 10, ge=0
@@ -143,6 +252,21 @@ class WMSConfig:
         default_doc="`Docs/openapi.json`",
     )
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def pilot_env_deny(self) -> frozenset[str]:
+        """Operator-denied pilot environment names."""
+        return frozenset(w for w in self.pilot_env_deny_rules if not w.endswith("*"))
+
+    @property
+    def pilot_env_deny_prefixes(self) -> tuple[str, ...]:
+        """Operator-denied pilot environment name prefixes."""
+        return tuple(w[:-1] for w in self.pilot_env_deny_rules if w.endswith("*"))
+
+    def location_capabilities(self, location: str) -> frozenset[str]:
+        """What a location can run: as configured, else ``local`` runs processes only and others run images."""
+        default = frozenset() if location == "local" else frozenset({IMAGES})
+        return self.cluster_capabilities.get(location, default)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WMSConfig:

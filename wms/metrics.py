@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from wms.database.store import Store
@@ -11,7 +14,10 @@ from wms.lifecycle import Phase
 class Metrics:
     """A private registry, so several WMS instances (tests) never share counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, refresh_seconds: float = 5.0) -> None:
+        self.refresh_seconds = refresh_seconds
+        self._refreshed_at: float | None = None
+        self._refreshing = asyncio.Lock()
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "ewms_wms_requests", "HTTP requests served", ["route", "method", "status"], registry=self.registry
@@ -32,11 +38,19 @@ class Metrics:
         self.latency.labels(route, method).observe(seconds)
 
     async def render(self, store: Store) -> bytes:
-        """Refresh the store-derived gauges and render the exposition text."""
+        """The exposition text; the store-derived gauges are refreshed when older than ``refresh_seconds``, by one
+        scrape at a time, so scrapes cost the database at most one round of counts per period."""
+        async with self._refreshing:
+            now = time.monotonic()
+            if self._refreshed_at is None or now - self._refreshed_at >= self.refresh_seconds:
+                await self._refresh(store)
+                self._refreshed_at = time.monotonic()
+        return bytes(generate_latest(self.registry))
+
+    async def _refresh(self, store: Store) -> None:
         for phase in Phase:  # one indexed count each: an aggregation would read every taskforce
             self.taskforces.labels(str(phase)).set(await store.count(store.taskforces, {"phase": str(phase)}))
         active = await store.count(store.workflows, {"deactivated": None})
         total = await store.count(store.workflows, {})
         self.workflows.labels("active").set(active)
         self.workflows.labels("deactivated").set(total - active)
-        return bytes(generate_latest(self.registry))

@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 SPEC_URI = "urn:ewms:wms-openapi"
+
+
+@cache
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    """The pattern with ECMA-262's ``$`` (end of input only; Python's ``$`` also matches before a final newline)."""
+    out, in_class, escaped = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        out.append(char)
+    return re.compile("".join(out))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 
 
 class SchemaViolation(ValueError):
@@ -36,13 +66,13 @@ class Spec:
         self.doc: dict[str, Any] = json.loads(self.path.read_text())
         resource = Resource.from_contents(self.doc, default_specification=DRAFT202012)
         self._registry: Registry = Registry().with_resource(SPEC_URI, resource)
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, Any] = {}
         self._parameter_lists: dict[tuple[str, str], list[tuple[dict[str, Any], str]]] = {}
 
-    def _validator(self, pointer: str) -> Draft202012Validator:
+    def _validator(self, pointer: str) -> Any:
         if pointer not in self._validators:
             schema = self._inline({"$ref": f"#{pointer}"}, frozenset())
-            self._validators[pointer] = Draft202012Validator(schema, registry=self._registry)
+            self._validators[pointer] = Validator(schema, registry=self._registry)
         return self._validators[pointer]
 
     def _inline(self, node: Any, seen: frozenset[str]) -> Any:
@@ -78,9 +108,15 @@ class Spec:
         pointer = f"{op_pointer}/requestBody/content/application~1json/schema"
         self._check(pointer, body, "invalid request body")
 
-    def validate_parameters(self, path: str, method: str, values: dict[str, dict[str, Any]]) -> None:
-        """Validate path and query parameters; ``values`` maps location ("path"/"query") -> name -> value."""
+    def validate_parameters(
+        self, path: str, method: str, values: dict[str, dict[str, str]]
+    ) -> dict[str, dict[str, Any]]:
+        """Validate path and query parameters; ``values`` maps location ("path"/"query") -> name -> text.
+
+        Each text is first converted to its schema's type (``"5"`` for an integer is 5); the converted values are
+        returned by location, those the document does not declare left out."""
         problems: list[str] = []
+        converted: dict[str, dict[str, Any]] = {"path": {}, "query": {}}
         for param, schema_pointer in self._parameters(path, method):
             given = values.get(param["in"], {})
             name = param["name"]
@@ -88,10 +124,13 @@ class Spec:
                 if param.get("required"):
                     problems.append(f"{param['in']} parameter '{name}' is required")
                 continue
-            errors = self._validator(schema_pointer).iter_errors(given[name])
-            problems += [f"{param['in']} parameter '{name}': {e.message}" for e in errors]
+            validator = self._validator(schema_pointer)
+            value = coerce(given[name], validator.schema)
+            problems += [f"{param['in']} parameter '{name}': {e.message}" for e in validator.iter_errors(value)]
+            converted.setdefault(param["in"], {})[name] = value
         if problems:
             raise SchemaViolation("invalid request parameters", problems)
+        return converted
 
     def _parameters(self, path: str, method: str) -> list[tuple[dict[str, Any], str]]:
         """Each parameter of the operation (path-level ones included) with a pointer to its schema."""
@@ -130,6 +169,23 @@ class Spec:
             problems += [f"{key}: {e.message}" for e in errors]
         if problems:
             raise SchemaViolation(f"invalid update of {name}", problems)
+
+
+def coerce(text: str, schema: Any) -> Any:
+    """A parameter's text as its schema's type (integer, number or boolean), or unchanged when it is not one."""
+    declared = schema.get("type") if isinstance(schema, dict) else None
+    types = declared if isinstance(declared, list) else [declared]
+    if "integer" in types and re.fullmatch(r"[+-]?[0-9]{1,18}", text):
+        return int(text)
+    if "number" in types and re.fullmatch(r"[0-9eE.+-]{1,40}", text):
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
+    if "boolean" in types and text in ("true", "false"):
+        return text == "true"
+    return text
 
 
 def _escape(path: str) -> str:

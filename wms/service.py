@@ -22,10 +22,9 @@ from wms.database.store import Store
 from wms.lifecycle import Lifecycle
 from wms.metrics import Metrics
 from wms.operations import Operations
-from wms.server import make_app
+from wms.server import make_app, make_http_server
 
 LOGGER = logging.getLogger(__name__)
-MAX_TRANSPORT_BODY = 64 * 1024 * 1024  # hard limit; the configured limit (413) is checked per request
 
 
 class WMS:
@@ -45,9 +44,10 @@ class WMS:
             signing_key=config.auth_signing_key,
             openid_url=config.auth_openid_url,
             user_group_pattern=config.auth_user_group_pattern,
+            issuer=config.auth_issuer,
         )
         self.retention = Retention(self.store, self.mqs, config)
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.metrics_refresh_seconds)
         self.wakeups = Wakeups()
         self.operations = Operations.build(self.store, self.lifecycle, self.mqs, config, self.wakeups)
         self._stop = asyncio.Event()
@@ -63,7 +63,7 @@ class WMS:
             self._start_daemons()
         else:
             LOGGER.info("REST only (WMS_RUN_DAEMONS=false): another WMS instance runs the daemons")
-        self._http = tornado.httpserver.HTTPServer(make_app(self), max_body_size=MAX_TRANSPORT_BODY, xheaders=True)
+        self._http = make_http_server(make_app(self), self.config)
         sockets = tornado.netutil.bind_sockets(self.config.rest_port, self.config.rest_host)
         self.port = sockets[0].getsockname()[1]
         self._http.add_sockets(sockets)

@@ -28,6 +28,7 @@ from wms.database.store import (
     Doc,
 )
 from wms.lifecycle import Phase, log_entry
+from wms.validation import PolicyError, check_task
 
 # set by the TMS (from the task directive and the queues): users may not set them in pilot_config.environment
 RESERVED_PILOT_ENV = frozenset(
@@ -48,7 +49,7 @@ class TranslationError(ValueError):
 
 
 class QuotaError(ValueError):
-    """The request is valid but exceeds a configured limit (HTTP 422)."""
+    """The request is valid but exceeds a configured limit or breaks the operator's policy (HTTP 422)."""
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _check_pilot_env(index: int, env: dict[str, Any]) -> None:
 
 
 def plan_workflow(request: dict[str, Any], owner: str, config: WMSConfig) -> WorkflowPlan:
-    """Check what the schema cannot (locations, reserved env, alias use) and choose ids and priority."""
+    """Check what the schema cannot (locations, reserved env, operator policy, alias use); choose ids and priority."""
     if len(request["tasks"]) > config.max_tasks_per_workflow:
         raise QuotaError(
             f"{len(request['tasks'])} tasks exceed the limit of {config.max_tasks_per_workflow} per workflow"
@@ -88,6 +89,10 @@ def plan_workflow(request: dict[str, Any], owner: str, config: WMSConfig) -> Wor
                 known = ", ".join(sorted(config.clusters))
                 raise TranslationError(f"tasks[{index}]: unknown cluster location {location!r} (known: {known})")
         _check_pilot_env(index, task.get("pilot_config", {}).get("environment", {}))
+        try:
+            check_task(index, task, config)
+        except PolicyError as exc:
+            raise QuotaError(str(exc)) from exc
         for alias in task["input_queue_aliases"] + task["output_queue_aliases"]:
             if alias not in aliases:
                 aliases.append(alias)

@@ -32,11 +32,11 @@ async def test_queues_table_hides_tokens_unless_asked(ewms: RunCLI, client: WMSC
     assert header.split() == ["ALIAS", "MQID", "ADDRESS", "ACTIVATED"]
     profiles = {p["alias"]: p for p in await client.public_queues(workflow_id)}
     assert sorted(rows) == sorted(
-        f"{a}{' ' * (5 - len(a) + 2)}{p['mqid']}  {p['broker_address']}  yes" for a, p in profiles.items()
+        f"{a:{max(map(len, profiles))}}  {p['mqid']}  {p['broker_address']}  yes" for a, p in profiles.items()
     )
 
     run = await ewms("queues", workflow_id, "--json")
-    assert {p["alias"]: p["auth_token"] for p in json.loads(run.out)} == {"in": "***", "out": "***"}
+    assert {p["alias"]: p["auth_token"] for p in json.loads(run.out)} == dict.fromkeys(profiles, "***")
     run = await ewms("queues", workflow_id, "--json", "--show-token")
     assert {p["alias"]: p["auth_token"] for p in json.loads(run.out)} == {
         a: p["auth_token"] for a, p in profiles.items()
@@ -69,7 +69,7 @@ async def test_queue_errors(ewms: RunCLI, client: WMSClient) -> None:
     workflow_id = await submit(client)
     run = await ewms("send", workflow_id, "nope", stdin="x\n")
     assert run.code == 1
-    assert run.err == f"error: workflow {workflow_id} has no public queue 'nope' (public: in, out)\n"
+    assert run.err == f"error: workflow {workflow_id} has no public queue 'nope' (public: @failed-events, in, out)\n"
     run = await ewms("send", workflow_id, "in", "--json", stdin='{"ok": 1}\n{bad\n')
     assert run.code == 2 and "stdin line 2 is not valid JSON" in run.err and "1 event(s) were sent" in run.err
     run = await ewms("receive", "WF-0-deadbeef", "in")

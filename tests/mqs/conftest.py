@@ -28,7 +28,7 @@ def mqs_config(broker: BrokerNode, broker_signing_key: str) -> MQSConfig:
     """Embedded-MQS settings for the private broker: no deletion grace, fast housekeeping."""
     return MQSConfig(
         broker_address=broker.address,
-        broker_admin_url=broker.admin_url,
+        broker_management_url=broker.management_url,
         broker_token_signing_key=broker_signing_key,
         mq_delete_grace_seconds=0,
         housekeeping_interval_seconds=0.2,

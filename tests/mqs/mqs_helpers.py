@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+import urllib.parse
 from typing import Any
 
+import httpx
 import mqclient
 import pika
 
@@ -13,12 +15,24 @@ from mqs_client.interface import MQProfile
 QUORUM = {"x-queue-type": "quorum"}
 
 
+def vhost_of(profile: MQProfile) -> str:
+    """The vhost of a profile's ``host:port/vhost`` broker address."""
+    assert profile.broker_address and "/" in profile.broker_address
+    return profile.broker_address.split("/", 1)[1]
+
+
 def connect(address: str, token: str) -> pika.BlockingConnection:
-    """A connection authenticated by ``token`` (the username is ignored by the OAuth2 backend)."""
-    host, port = address.rsplit(":", 1)
+    """A connection to ``host:port[/vhost]`` authenticated by ``token`` (the OAuth2 backend ignores the username)."""
+    where, _, vhost = address.partition("/")
+    host, port = where.rsplit(":", 1)
     return pika.BlockingConnection(
         pika.ConnectionParameters(
-            host, int(port), credentials=pika.PlainCredentials("", token), connection_attempts=1, socket_timeout=5
+            host,
+            int(port),
+            virtual_host=vhost or "/",
+            credentials=pika.PlainCredentials("", token),
+            connection_attempts=1,
+            socket_timeout=5,
         )
     )
 
@@ -51,9 +65,15 @@ def pika_roundtrip(address: str, token: str, queue: str, body: bytes) -> bytes:
     return pika_get(address, token, queue)
 
 
-def admin_queue_exists(admin_url: str, queue: str) -> bool:
-    """Whether the queue exists, asked with a passive declare on the admin account."""
-    with pika.BlockingConnection(pika.URLParameters(admin_url)) as conn:
+def admin_queue_exists(admin_url: str, queue: str, vhost: str = "/") -> bool:
+    """Whether the queue exists in ``vhost`` (false when the vhost is gone), asked with a passive declare on the
+    admin account."""
+    url = urllib.parse.urlsplit(admin_url)._replace(path="/" + urllib.parse.quote(vhost, safe="")).geturl()
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+    except pika.exceptions.ProbableAccessDeniedError:  # 530: vhost not found
+        return False
+    with conn:
         try:
             conn.channel().queue_declare(queue, passive=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
@@ -63,10 +83,17 @@ def admin_queue_exists(admin_url: str, queue: str) -> bool:
         return True
 
 
-def wait_until_deleted(admin_url: str, queue: str, timeout: float) -> None:
+def vhost_exists(management_url: str, vhost: str) -> bool:
+    """Whether the broker has the vhost, asked through the management API."""
+    response = httpx.get(f"{management_url}/api/vhosts/{urllib.parse.quote(vhost, safe='')}")
+    assert response.status_code in (200, 404), response.text
+    return response.status_code == 200
+
+
+def wait_until_deleted(admin_url: str, queue: str, timeout: float, vhost: str = "/") -> None:
     """Block until the queue is gone (fails after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
-    while admin_queue_exists(admin_url, queue):
+    while admin_queue_exists(admin_url, queue, vhost):
         if time.monotonic() > deadline:
             raise AssertionError(f"{queue} still exists after {timeout} s")
         time.sleep(0.1)

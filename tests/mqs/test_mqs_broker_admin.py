@@ -1,17 +1,16 @@
-"""The admin connections of the embedded MQS: kept between calls, replaced when the broker drops them."""
+"""The management API calls of the embedded MQS: one kept connection, replaced when the broker drops it."""
 
 from __future__ import annotations
 
 import socket
 import threading
-import urllib.parse
 from collections.abc import Iterator
 
 import pytest
-from mqs_helpers import admin_queue_exists
+from mqs_helpers import admin_queue_exists, vhost_exists
 
 from ewms_dev.broker_node import BrokerNode
-from mqs_client.broker_admin import BrokerAdmin, BrokerUnavailable
+from mqs_client.broker_admin import BrokerAdmin, BrokerUnavailable, Policy
 
 
 class CountingProxy:
@@ -73,45 +72,48 @@ class CountingProxy:
 
 @pytest.fixture
 def proxy(broker: BrokerNode) -> Iterator[CountingProxy]:
-    """A counting proxy to the session's broker."""
-    node = CountingProxy(("127.0.0.1", broker.amqp_port))
+    """A counting proxy to the session's broker's management API."""
+    node = CountingProxy(("127.0.0.1", broker.management_port))
     yield node
     node.close()
-
-
-def via(admin_url: str, port: int) -> str:
-    """The admin URL with the proxy's port."""
-    parts = urllib.parse.urlsplit(admin_url)
-    netloc = parts.netloc.rsplit(":", 1)[0] + f":{port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 async def test_one_connection_serves_many_calls_and_a_dropped_one_is_replaced(
     broker: BrokerNode, proxy: CountingProxy
 ) -> None:
-    admin = BrokerAdmin(via(broker.admin_url, proxy.port))
+    admin = BrokerAdmin(f"http://guest:guest@127.0.0.1:{proxy.port}")
     try:
+        policy = Policy("p", ".*", {"max-length": 5, "overflow": "reject-publish"})
         for n in range(3):
-            await admin.declare_queues([f"admin-keep-{n}a", f"admin-keep-{n}b"])
+            await admin.create_vhost(f"admin-keep-{n}", [policy], max_queues=2)
+            await admin.declare_queues(f"admin-keep-{n}", ["qa", "qb"])
         assert proxy.accepted == 1
         proxy.cut()
-        await admin.declare_queues(["admin-keep-after-cut"])  # the kept connection is dead: a new one is opened
+        await admin.declare_queues("admin-keep-0", ["qa"])  # the kept connection is dead: a new one is opened
         assert proxy.accepted == 2
-        assert admin_queue_exists(broker.admin_url, "admin-keep-after-cut")
-        await admin.delete_queues([f"admin-keep-{n}{x}" for n in range(3) for x in "ab"] + ["admin-keep-after-cut"])
+        assert admin_queue_exists(broker.admin_url, "qb", "admin-keep-0")
+        stats = await admin.queue_stats("admin-keep-1")
+        assert sorted(s.name for s in stats) == ["qa", "qb"]
+        for n in range(3):
+            await admin.delete_vhost(f"admin-keep-{n}")
         assert proxy.accepted == 2
-        assert not admin_queue_exists(broker.admin_url, "admin-keep-0a")
+        assert not vhost_exists(broker.management_url, "admin-keep-0")
+        assert not admin_queue_exists(broker.admin_url, "qa", "admin-keep-0")
+        assert await admin.queue_stats("admin-keep-0") == []  # gone: no queues, no error
+        await admin.delete_vhost("admin-keep-0")  # deleting again is fine
     finally:
         await admin.close()
 
 
-async def test_an_unreachable_broker_is_reported_after_the_kept_connection_fails(
-    broker: BrokerNode, proxy: CountingProxy
-) -> None:
-    admin = BrokerAdmin(via(broker.admin_url, proxy.port), connect_timeout=1.0)
-    await admin.declare_queues(["admin-unreachable"])
+async def test_an_unreachable_or_refusing_broker_is_reported(broker: BrokerNode, proxy: CountingProxy) -> None:
+    admin = BrokerAdmin(f"http://guest:guest@127.0.0.1:{proxy.port}", timeout=1.0)
+    await admin.delete_vhost("admin-unreachable")
     proxy.close()
-    with pytest.raises(BrokerUnavailable, match="cannot connect"):
-        await admin.declare_queues(["admin-unreachable"])
+    with pytest.raises(BrokerUnavailable, match="cannot reach"):
+        await admin.delete_vhost("admin-unreachable")
     await admin.close()
-    await BrokerAdmin(broker.admin_url).delete_queues(["admin-unreachable"])
+    refusing = BrokerAdmin(f"http://guest:wrong@127.0.0.1:{broker.management_port}")
+    with pytest.raises(BrokerUnavailable, match="401"):
+        await refusing.create_vhost("admin-refused", [], max_queues=1)
+    await refusing.close()
+    assert not vhost_exists(broker.management_url, "admin-refused")

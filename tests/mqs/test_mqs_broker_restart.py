@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from mqs_helpers import admin_queue_exists, mqclient_roundtrip, pika_get, pika_publish
+from mqs_helpers import admin_queue_exists, mqclient_roundtrip, pika_get, pika_publish, vhost_of
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ewms_dev import broker_node
@@ -35,14 +35,16 @@ async def test_restart_keeps_queues_and_tokens(
 ) -> None:
     (node,) = own_broker
     config = MQSConfig(
-        broker_address=node.address, broker_admin_url=node.admin_url, broker_token_signing_key=node.signing_key
+        broker_address=node.address,
+        broker_management_url=node.management_url,
+        broker_token_signing_key=node.signing_key,
     )
     mqs = EmbeddedMQS(db, config)
     await mqs.ensure_indexes()
     await mqs.reserve("WF-restart", ["in", "out"], ["in"])
-    inq, outq = await mqs.activate("WF-restart", priority=1)
-    assert inq.auth_token
-    pika_publish(node.address, inq.auth_token, inq.mqid, b"survives the restart")
+    inq, outq, failed = await mqs.activate("WF-restart", priority=1)
+    assert inq.auth_token and inq.broker_address
+    pika_publish(inq.broker_address, inq.auth_token, inq.mqid, b"survives the restart")
 
     broker_node.stop(node)
     with pytest.raises(TryAgainLater):  # the WMS retries activation while the broker is down
@@ -53,7 +55,7 @@ async def test_restart_keeps_queues_and_tokens(
     own_broker.append(restarted)
     assert restarted.address == node.address
 
-    assert admin_queue_exists(node.admin_url, inq.mqid) and admin_queue_exists(node.admin_url, outq.mqid)
-    assert pika_get(node.address, inq.auth_token, inq.mqid) == b"survives the restart"
+    assert all(admin_queue_exists(node.admin_url, q.mqid, vhost_of(inq)) for q in (inq, outq, failed))
+    assert pika_get(inq.broker_address, inq.auth_token, inq.mqid) == b"survives the restart"
     assert await mqclient_roundtrip(outq, [{"after": "restart"}]) == [{"after": "restart"}]
-    assert await mqs.activate("WF-restart", priority=1) == [inq, outq]
+    assert await mqs.activate("WF-restart", priority=1) == [inq, outq, failed]

@@ -11,7 +11,7 @@ from mqs_client import ConfigError, EmbeddedMQS, MQSConfig, RemoteMQS, make_mqs_
 
 EMBEDDED = {
     "BROKER_ADDRESS": "broker.example:5672",
-    "BROKER_ADMIN_URL": "amqp://admin:secret@broker.example:5672/%2F",
+    "BROKER_MANAGEMENT_URL": "https://admin:secret@broker.example:15671",
     "BROKER_TOKEN_SIGNING_KEY": "s" * 32,
 }
 
@@ -19,17 +19,21 @@ EMBEDDED = {
 def test_embedded_defaults() -> None:
     config = MQSConfig.from_env(EMBEDDED)
     assert not config.remote
-    assert config.broker_type == "rabbitmq" and config.broker_vhost == "/"
+    assert config.broker_type == "rabbitmq"
     assert config.broker_resource_server_id == "rabbitmq" and config.broker_token_key_id == "ewms"
     assert config.broker_token_ttl_seconds == 86400 and config.broker_token_refresh_margin_seconds == 3600
     assert config.mq_delete_grace_seconds == 600 and config.housekeeping_interval_seconds == 30
+    assert (config.mq_max_length, config.mq_max_length_bytes, config.mq_delivery_limit) == (1_000_000, 1 << 30, 5)
+    assert "secret" not in repr(config) and "s" * 32 not in repr(config)  # the management password, the signing key
 
 
 def test_values_are_parsed() -> None:
     config = MQSConfig.from_env(
         EMBEDDED
         | {
-            "BROKER_VHOST": "ewms",
+            "MQ_MAX_LENGTH": "100",
+            "MQ_MAX_LENGTH_BYTES": "4096",
+            "MQ_DELIVERY_LIMIT": " 2 ",
             "BROKER_RESOURCE_SERVER_ID": "mq",
             "BROKER_TOKEN_KEY_ID": "k1",
             "BROKER_TOKEN_TTL_SECONDS": "7200",
@@ -38,7 +42,8 @@ def test_values_are_parsed() -> None:
             "MQS_HOUSEKEEPING_INTERVAL_SECONDS": " 2 ",
         }
     )
-    assert (config.broker_vhost, config.broker_resource_server_id, config.broker_token_key_id) == ("ewms", "mq", "k1")
+    assert (config.broker_resource_server_id, config.broker_token_key_id) == ("mq", "k1")
+    assert (config.mq_max_length, config.mq_max_length_bytes, config.mq_delivery_limit) == (100, 4096, 2)
     assert config.broker_token_ttl_seconds == 7200 and config.broker_token_refresh_margin_seconds == 600.5
     assert config.mq_delete_grace_seconds == 0 and config.housekeeping_interval_seconds == 2
 
@@ -46,7 +51,11 @@ def test_values_are_parsed() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({}, "BROKER_ADDRESS, BROKER_ADMIN_URL"),
+        ({}, "BROKER_ADDRESS, BROKER_MANAGEMENT_URL"),
+        (EMBEDDED | {"BROKER_ADDRESS": "broker.example:5672/ewms"}, "vhost of its own"),
+        (EMBEDDED | {"BROKER_MANAGEMENT_URL": "amqp://admin:secret@broker.example:5672/%2F"}, "management API"),
+        (EMBEDDED | {"MQ_MAX_LENGTH": "1e6"}, "must be an integer"),
+        (EMBEDDED | {"MQ_DELIVERY_LIMIT": "0"}, "at least 1"),
         (EMBEDDED | {"BROKER_TOKEN_SIGNING_KEY": ""}, "exactly one of"),
         (EMBEDDED | {"BROKER_TOKEN_PRIVATE_KEY_FILE": "/keys/broker.pem"}, "exactly one of"),
         (EMBEDDED | {"BROKER_TYPE": "nats"}, "rabbitmq only"),

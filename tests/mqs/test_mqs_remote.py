@@ -17,7 +17,7 @@ import tornado.netutil
 import tornado.web
 
 from ewms_dev.processes import free_port
-from mqs_client import MQSConfig, MQSError, MQSNotFound, RemoteMQS, TryAgainLater
+from mqs_client import MQSConfig, MQSError, MQSNotFound, MQSNotSupported, RemoteMQS, TryAgainLater
 
 CLIENT_ID, CLIENT_SECRET = "wms", "s3cret"
 WF = r"/v0/mqs/workflows/(?P<wid>[\w-]+)"
@@ -337,4 +337,13 @@ async def test_lifecycle_hooks_are_no_ops(fake_mqs: tuple[FakeMQS, str]) -> None
     assert not task.done()
     stop.set()
     await asyncio.wait_for(task, 1)
+    await mqs.close()
+
+
+async def test_queue_depths_are_not_supported(fake_mqs: tuple[FakeMQS, str]) -> None:
+    fake, url = fake_mqs
+    mqs = client(url)
+    with pytest.raises(MQSNotSupported, match="no queue depths"):
+        await mqs.queue_depths("WF-1")
+    assert sum(fake.calls.values()) == 0  # nothing asked of an MQS that has no such route
     await mqs.close()

@@ -32,17 +32,18 @@ def test_scopes_encode_the_vhost() -> None:
 def test_hs256_token_claims() -> None:
     config = MQSConfig(
         broker_address="broker:5672",
-        broker_admin_url="amqp://admin:pw@broker:5672/%2F",
+        broker_management_url="http://admin:pw@broker:15672",
         broker_token_signing_key="k" * 32,
         broker_token_key_id="dev",
         broker_token_ttl_seconds=7200,
     )
-    minted = TokenMinter(config).mint("a0123", "WF-x")
+    minted = TokenMinter(config).mint("ewms-WF-x-0a1b", "a0123", "WF-x")
     assert jwt.get_unverified_header(minted.token)["kid"] == "dev"
     claims = jwt.decode(minted.token, "k" * 32, algorithms=["HS256"], audience="rabbitmq")
     assert claims["sub"] == "WF-x" and claims["exp"] == minted.expires_at
     assert abs(minted.expires_at - (time.time() + 7200)) < 2
-    assert "rabbitmq.configure:%2F/a0123" in claims["scope"]
+    assert "rabbitmq.configure:ewms-WF-x-0a1b/a0123" in claims["scope"]
+    assert "rabbitmq.write:ewms-WF-x-0a1b/amq.default" in claims["scope"]
 
 
 @pytest.fixture(scope="module")
@@ -65,26 +66,30 @@ async def test_rs256_tokens_work_on_the_broker(broker: BrokerNode, trusted_rsa_k
     private_file, public_pem = trusted_rsa_key
     config = MQSConfig(
         broker_address=broker.address,
-        broker_admin_url=broker.admin_url,
+        broker_management_url=broker.management_url,
         broker_token_private_key_file=str(private_file),
         broker_token_key_id="ewms-rs256",
     )
     minter = TokenMinter(config)
     assert minter.algorithm == "RS256"
-    await BrokerAdmin(broker.admin_url).declare_queues(["a-rs256-queue"])
-    token = minter.mint("a-rs256-queue", "WF-rs").token
+    admin = BrokerAdmin(broker.management_url)
+    await admin.create_vhost("ewms-rs256", [], max_queues=1)
+    await admin.declare_queues("ewms-rs256", ["a-rs256-queue"])
+    token = minter.mint("ewms-rs256", "a-rs256-queue", "WF-rs").token
     assert jwt.decode(token, public_pem, algorithms=["RS256"], audience="rabbitmq")["sub"] == "WF-rs"
-    assert pika_roundtrip(broker.address, token, "a-rs256-queue", b"signed by RSA") == b"signed by RSA"
-    await BrokerAdmin(broker.admin_url).delete_queues(["a-rs256-queue"])
+    address = f"{broker.address}/ewms-rs256"
+    assert pika_roundtrip(address, token, "a-rs256-queue", b"signed by RSA") == b"signed by RSA"
+    await admin.delete_vhost("ewms-rs256")
+    await admin.close()
 
     unknown_kid = TokenMinter(
         MQSConfig(
             broker_address=broker.address,
-            broker_admin_url=broker.admin_url,
+            broker_management_url=broker.management_url,
             broker_token_private_key_file=str(private_file),
             broker_token_key_id="not-registered",
         )
-    ).mint("a-rs256-queue", "WF-rs")
+    ).mint("ewms-rs256", "a-rs256-queue", "WF-rs")
     with pytest.raises(pika.exceptions.AMQPConnectionError, match="ACCESS_REFUSED"):
         connect(broker.address, unknown_kid.token)
 
@@ -98,6 +103,8 @@ def test_unusable_private_key_file_is_a_config_error(tmp_path: Path, content: by
         )
     if isinstance(content, bytes):
         path.write_bytes(content)
-    config = MQSConfig(broker_address="b:5672", broker_admin_url="amqp://b", broker_token_private_key_file=str(path))
+    config = MQSConfig(
+        broker_address="b:5672", broker_management_url="http://b:15672", broker_token_private_key_file=str(path)
+    )
     with pytest.raises(ConfigError, match="BROKER_TOKEN_PRIVATE_KEY_FILE"):
         TokenMinter(config)

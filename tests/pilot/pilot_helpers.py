@@ -38,7 +38,7 @@ class Broker:
         return self.node.address
 
     def _channel(self, vhost: str = "/") -> tuple[pika.BlockingConnection, Any]:
-        url = self.node.admin_url.rsplit("/", 1)[0] + "/" + urllib.parse.quote(vhost, safe="")
+        url = self.node.admin_url_in(vhost)
         conn = pika.BlockingConnection(pika.URLParameters(url))
         return conn, conn.channel()
 

@@ -26,8 +26,10 @@ TASK = """sh -c 'sleep 0.1; cp "$0" "$1"' {{INFILE}} {{OUTFILE}}"""
 
 def user_channel(profile: dict[str, Any]) -> tuple[pika.BlockingConnection, Any]:
     """A channel authenticated with the queue's token, as a user script connects."""
-    host, port = profile["broker_address"].rsplit(":", 1)
-    params = pika.ConnectionParameters(host, int(port), credentials=pika.PlainCredentials("", profile["auth_token"]))
+    where, _, vhost = profile["broker_address"].partition("/")  # host:port/vhost, the workflow's own vhost
+    host, port = where.rsplit(":", 1)
+    credentials = pika.PlainCredentials("", profile["auth_token"])
+    params = pika.ConnectionParameters(host, int(port), vhost or "/", credentials=credentials)
     connection = pika.BlockingConnection(params)
     return connection, connection.channel()
 
@@ -54,14 +56,15 @@ def drain(profile: dict[str, Any]) -> list[str]:
     return out
 
 
-def ready(node: broker_node.BrokerNode, queue: str) -> int:
-    """Messages ready in ``queue`` (-1 while the broker or the queue is not available)."""
+def ready(node: broker_node.BrokerNode, profile: dict[str, Any]) -> int:
+    """Messages ready in the profile's queue (-1 while the broker or the queue is not available)."""
+    vhost = profile["broker_address"].partition("/")[2]
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(node.admin_url))
+        connection = pika.BlockingConnection(pika.URLParameters(node.admin_url_in(vhost)))
     except pika.exceptions.AMQPError:
         return -1
     try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+        return int(connection.channel().queue_declare(profile["mqid"], passive=True).method.message_count)
     except pika.exceptions.AMQPError:
         return -1
     finally:
@@ -97,10 +100,10 @@ async def test_broker_restart_loses_no_event(
     publish(inq, events[:N_BEFORE])
 
     async def outputs_ready() -> int:
-        return ready(node, outq["mqid"])
+        return ready(node, outq)
 
     await until(outputs_ready, lambda n: n >= RESTART_AFTER_OUTPUTS, 40, "first outputs")
-    before_restart = ready(node, outq["mqid"])
+    before_restart = ready(node, outq)
     broker_node.stop(node)
     down_since = time.monotonic()
     reads: Counter[int] = Counter()
@@ -116,7 +119,7 @@ async def test_broker_restart_loses_no_event(
     publish(inq, events[N_BEFORE:])  # the tokens the WMS issued are still valid
 
     async def progress() -> tuple[int, int]:
-        return ready(broker_nodes[-1], inq["mqid"]), ready(broker_nodes[-1], outq["mqid"])
+        return ready(broker_nodes[-1], inq), ready(broker_nodes[-1], outq)
 
     await until(progress, lambda p: p[0] == 0 and p[1] >= len(events), 40, "every output")
     await user.ok("POST", f"/v0/workflows/{workflow_id}/actions/finished", {})

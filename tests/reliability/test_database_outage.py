@@ -28,7 +28,7 @@ def requests_needing_the_database(workflow_id: str, task_id: str, uuid: str) -> 
     statuses = {"compound_statuses_by_taskforce": {uuid: {"RUNNING": {"Tasking": 1}}}}
     return [
         ("anyone", "GET", "/v0/", None),
-        ("anyone", "GET", "/metrics", None),
+        ("admin", "GET", "/metrics", None),
         ("user", "GET", f"/v0/workflows/{workflow_id}", None),
         ("user", "GET", f"/v0/taskforces/{uuid}", None),
         ("user", "GET", f"/v0/task-directives/{task_id}", None),
@@ -50,11 +50,12 @@ async def test_database_outage_gives_503_then_recovers(spawn_wms, make_token, tm
     port = free_port()
     mongo = embedded.start(tmp_path / "mongo", port=port)
     try:
-        wms = spawn_wms(MONGODB_URI=mongo.uri)
+        wms = spawn_wms(MONGODB_URI=mongo.uri, METRICS_REFRESH_SECONDS="0")  # no cached counts during the outage
         clients = {
             "anyone": Api(wms.url, None, validate=False),
             "user": Api(wms.url, make_token(Role.USER, "alice")),
             "tms": Api(wms.url, make_token(Role.TMS, "tms")),
+            "admin": Api(wms.url, make_token(Role.ADMIN, "root")),
         }
         user = clients["user"]
         created = await user.ok("POST", "/v0/workflows", one_task_workflow("sleep", 1))

@@ -283,7 +283,12 @@ async def test_failed_and_successful_jobs_end_to_end(api, wms_server, make_token
     pilot = tmp_path / "stand_in_pilot.py"  # (not pilot.py: it would hide the pilot package)
     pilot.write_text(PILOT)
     config = tms_config(
-        make_config, wms_server, make_token, local_pilot_command=(sys.executable, str(pilot)), log_tail_bytes=1024
+        make_config,
+        wms_server,
+        make_token,
+        local_pilot_command=(sys.executable, str(pilot)),
+        log_tail_bytes=1024,
+        local_pilot_user="",  # as this user: the stand-in lives in tmp_path, which the pilot account cannot read
     )
     failing = one_task_workflow("fail", 1)  # output in cluster-<C>/0.out|.err
     succeeding = one_task_workflow("ok", 1)  # output in cluster-<C>/job-0/_condor_stdout|stderr

@@ -21,7 +21,7 @@ from tms.submit_description import (
 
 
 def test_container_description(make_config, tmp_path: Path) -> None:
-    config = make_config(pilot_image_base="/cvmfs/pilots/ewms-pilot")
+    config = make_config(pilot_image_base="/cvmfs/pilots/ewms-pilot", input_file_prefixes=("/data/shared",))
     taskforce = make_taskforce("TF-1", n_workers=4)
     taskforce["worker_config"]["condor_requirements"] = "OpSysMajorVer == 9"
     taskforce["pilot_config"]["input_files"] = ["/data/shared/lut.dat"]

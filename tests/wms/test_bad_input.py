@@ -102,13 +102,15 @@ async def test_tms_calls_with_bad_bodies_or_unknown_ids(api_as) -> None:  # type
     await tms.problem("POST", "/v0/tms/statuses/taskforces", {"compound_statuses_by_taskforce": {uuid: {"RUNNING": 3}}})
 
 
-async def test_health_metrics_and_schema(api: Api, wms_server) -> None:  # type: ignore[no-untyped-def]
+async def test_health_metrics_and_schema(api: Api, wms_server, make_token) -> None:  # type: ignore[no-untyped-def]
     assert await api.ok("GET", "/v0/") == {"status": "ok"}
     await api.ok("POST", "/v0/workflows", workflow_request())
     schema = await api.ok("GET", "/v0/schema/openapi")
     assert schema["info"]["title"] == "EWMS Workflow Management Service"
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"{wms_server.url}/metrics")
+        response = await client.get(
+            f"{wms_server.url}/metrics", headers={"Authorization": f"Bearer {make_token('admin', 'root')}"}
+        )
     check_response(response)
     text = response.text
     assert 'ewms_wms_requests_total{method="POST",route="/workflows",status="200"} 1.0' in text

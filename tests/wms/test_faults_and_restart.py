@@ -15,8 +15,8 @@ from ewms_dev.processes import free_port
 async def test_broker_down_keeps_taskforces_waiting_with_logged_retries_then_recovers(
     start_wms, make_token, broker
 ) -> None:  # type: ignore[no-untyped-def]
-    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
-    down = await start_wms(BROKER_ADMIN_URL=dead)
+    dead = f"http://guest:guest@127.0.0.1:{free_port()}"
+    down = await start_wms(BROKER_MANAGEMENT_URL=dead)
     api = Api(down.url, make_token("user", "dave"))
     created = await api.ok("POST", "/v0/workflows", workflow_request())
     uuid = created["taskforces"][0]["taskforce_uuid"]

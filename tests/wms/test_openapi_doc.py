@@ -38,7 +38,7 @@ PUBLIC = None
 # (method, path) -> (roles or PUBLIC, extra error codes beyond 400/401/403/(413)/503)
 ROUTES: dict[tuple[str, str], tuple[tuple[str, ...] | None, set[int]]] = {
     ("get", "/"): (PUBLIC, {503}),
-    ("get", "/metrics"): (PUBLIC, set()),
+    ("get", "/metrics"): (ADMIN, set()),
     ("get", "/schema/openapi"): (ANY, set()),
     ("post", "/workflows"): (USER, {422, 429}),
     ("get", "/workflows/{workflow_id}"): (USER, {404}),

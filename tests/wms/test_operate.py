@@ -21,7 +21,7 @@ async def test_labels_set_at_creation_edited_and_queried(api: Api, api_as) -> No
     assert [w["workflow_id"] for w in page["workflows"]] == [wid]
     await api.problem("PATCH", f"/v0/workflows/{wid}", {"labels": {"bad.key": "x"}}, status=400)
     await api.problem("PATCH", f"/v0/workflows/{wid}", {"labels": {f"k{i}": "v" for i in range(31)}}, status=400)
-    await api_as(Role.USER, "bob").problem("PATCH", f"/v0/workflows/{wid}", {"labels": {"x": "y"}}, status=403)
+    await api_as(Role.USER, "bob").problem("PATCH", f"/v0/workflows/{wid}", {"labels": {"x": "y"}}, status=404)
     assert (await api.ok("GET", f"/v0/workflows/{wid}"))["labels"] == {"experiment": "icecube", "site": "wisc"}
 
 
@@ -58,7 +58,7 @@ async def test_retry_held_and_ended_taskforces_but_not_after_deactivation(api: A
     await api.ok("POST", f"/v0/workflows/{created['workflow']['workflow_id']}/actions/abort")
     await api.problem("POST", f"/v0/taskforces/{new['taskforce_uuid']}/actions/retry", status=409)
     await api.problem("POST", f"/v0/taskforces/{uuid}/actions/retry", status=422)
-    await api_as(Role.USER, "bob").problem("POST", f"/v0/taskforces/{uuid}/actions/retry", status=403)
+    await api_as(Role.USER, "bob").problem("POST", f"/v0/taskforces/{uuid}/actions/retry", status=404)
     await api.problem("POST", "/v0/taskforces/TF-1-00000000-00000000-00000000/actions/retry", status=404)
 
 
@@ -104,7 +104,7 @@ async def test_task_logs_shipped_by_the_tms_are_served_per_job(api: Api, api_as)
     logs = await api.ok("GET", f"/v0/taskforces/{uuid}/logs")
     assert [j["job_id"] for j in logs["jobs"]] == ["7.2", "7.10"]
     assert logs["jobs"][1]["task_error"].endswith("bad event") and logs["jobs"][1]["exit_code"] == 1
-    await api_as(Role.USER, "bob").problem("GET", f"/v0/taskforces/{uuid}/logs", status=403)
+    await api_as(Role.USER, "bob").problem("GET", f"/v0/taskforces/{uuid}/logs", status=404)
     too_long = {**job, "job_id": "7.3", "stdout_tail": "x" * 70000}
     await tms.problem("POST", f"/v0/tms/logs/taskforces/{uuid}", {"jobs": [too_long]}, status=400)
     await tms.problem("POST", "/v0/tms/logs/taskforces/TF-1-00000000-00000000-00000000", {"jobs": [failed]}, status=404)

@@ -53,7 +53,7 @@ async def test_full_lifecycle(api: Api, api_as) -> None:  # type: ignore[no-unty
     # daemons: queues activated, taskforces released to the TMS
     await wait_for_phase(api, uuids, "pending-starter")
     profiles = (await api.ok("GET", f"/v0/mqs/workflows/{workflow['workflow_id']}/mq-profiles/public"))["mqprofiles"]
-    assert sorted(p["alias"] for p in profiles) == ["in", "out"]
+    assert sorted(p["alias"] for p in profiles) == ["@failed-events", "in", "out"]
     assert all(p["is_activated"] and p["auth_token"] and p["broker_address"] for p in profiles)
 
     tms = api_as(Role.TMS, "tms-alpha")

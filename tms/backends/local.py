@@ -11,6 +11,13 @@ Crash recovery: the state file lists the unfinished jobs and the clusters submit
 aborted when the backend starts again (their pilots' environment and queue tokens are not kept); the cluster
 records stay, so :meth:`LocalBackend.find_cluster` still names the cluster of a taskforce whose submission the
 crashed TMS never confirmed, and the starter confirms that cluster instead of submitting a second one.
+
+Isolation: started as root, the backend runs pilots as an unprivileged account (``pilot_user``, created by
+scripts/setup.sh) in a sandbox of their own under ``sandbox_dir`` (0711: searchable, not listable), deleted when the
+job ends. The TMS's own directories become 0700 and the pilot needs no path into them: its stdout and stderr are
+opened by the backend, and it writes its chirps into a private log in its sandbox, which the backend relays into the
+shared job event log, keeping only generic events and rewriting them as the job's own (so a task cannot forge events
+of other jobs).
 """
 
 from __future__ import annotations
@@ -21,7 +28,12 @@ import enum
 import json
 import logging
 import os
+import pwd
+import re
+import shutil
 import signal
+import stat
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,6 +65,48 @@ PASSED_ENV = (
     "REQUESTS_CA_BUNDLE",
 )
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PRIVATE_LOG_NAME = "ewms-pilot-events.log"  # the pilot's own log in its job directory (relayed, see module doc)
+RELAY_MAX_BYTES = 1024 * 1024  # read at most this much of a private log per relay
+_CHIRP_RE = re.compile(r"^008 \([0-9]+\.[0-9]+\.[0-9]+\) [0-9: -]{19} ([^\n]{0,1000})\n\.\.\.\n", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class PilotAccount:
+    """The unprivileged account pilots run as."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def pilot_account(name: str | None) -> PilotAccount | None:
+    """The account to run pilots as: ``name`` when this process is root, else none (pilots run as this user)."""
+    if not name or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise BackendError(
+            f"pilot account {name!r} does not exist: create it (scripts/setup.sh) or set TMS_LOCAL_PILOT_USER"
+        ) from exc
+    if entry.pw_uid == 0:
+        raise BackendError(f"pilot account {name!r} is root: pilots must run unprivileged")
+    return PilotAccount(name, entry.pw_uid, entry.pw_gid)
+
+
+def check_reachable(path: Path, account: PilotAccount) -> None:
+    """Raise BackendError unless ``account`` can search (or execute) ``path`` and every directory above it."""
+    for node in [*reversed(path.parents), path]:
+        try:
+            st = node.stat()
+        except OSError as exc:
+            raise BackendError(f"{path}: {exc}") from exc
+        bit = stat.S_IXUSR if st.st_uid == account.uid else stat.S_IXGRP if st.st_gid == account.gid else stat.S_IXOTH
+        if not st.st_mode & bit:
+            raise BackendError(
+                f"pilot account {account.name!r} cannot reach {path}: {node} is not searchable for it"
+                " (scripts/setup.sh grants that for the project's Python)"
+            )
 
 
 class JobPhase(enum.Enum):
@@ -75,6 +129,9 @@ class LocalJob:
     started_at: float = 0.0
     peak_rss_mb: int = 0
     stop_reason: tuple[str, str, int] | None = None  # ("remove"|"hold", reason, hold code)
+    sandbox: Path | None = None  # when the pilot runs unprivileged: its working directory, deleted at the end
+    private_log: Path | None = None  # and its own event log there, relayed by the backend
+    relayed: int = 0  # bytes of private_log already relayed
     waiter: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -125,13 +182,26 @@ class LocalBackend(Backend):
         pilot_command: tuple[str, ...] = (),
         monitor_interval: float = 1.0,
         kill_grace: float = 5.0,
+        pilot_user: str | None = None,
+        sandbox_dir: Path = Path("/var/tmp/ewms-pilot-sandboxes"),
     ) -> None:
         super().__init__(job_event_log_dir)
+        self.account = pilot_account(pilot_user)
         state_dir.mkdir(parents=True, exist_ok=True)
         self._counter = ClusterIdCounter(state_dir / "local-backend-last-cluster-id")
         self._jobs_file = state_dir / "local-backend-jobs.json"
         self.max_concurrent = max_concurrent
         self.pilot_command = pilot_command or (sys.executable, "-m", "pilot")
+        if self.account is not None:  # the pilot needs no path into the TMS's dirs (see the module docstring)
+            job_event_log_dir.mkdir(parents=True, exist_ok=True)
+            for own in (state_dir, job_event_log_dir):
+                own.chmod(0o700)
+            sandbox_dir.mkdir(parents=True, exist_ok=True)
+            sandbox_dir.chmod(0o711)
+            check_reachable(sandbox_dir, self.account)
+            command = self.pilot_command[0]
+            check_reachable(Path(os.path.realpath(shutil.which(command) or command)), self.account)
+        self.sandbox_dir = sandbox_dir
         self.monitor_interval = monitor_interval
         self.kill_grace = kill_grace
         self._jobs: dict[tuple[int, int], LocalJob] = {}
@@ -150,6 +220,9 @@ class LocalBackend(Backend):
             raise BackendError("local backend is shutting down")
         if count < 1:
             raise BackendError(f"cannot submit {count} jobs")
+        bad = [key for key, value in spec.pilot_env.items() if not key.isidentifier() or "\0" in value]
+        if bad:  # the process could not start: refuse the submission rather than hold every job
+            raise BackendError(f"pilot environment: {bad[0][:64]!r} is not an identifier or its value holds NUL")
         cluster = self._counter.next()
         self._clusters[cluster] = ClusterRecord(spec.taskforce_uuid, count, str(spec.job_event_log), time.time())
         log = self._log(spec.job_event_log)
@@ -215,16 +288,17 @@ class LocalBackend(Backend):
             job = self._queue.pop(0)
             try:
                 await self._start(job)
-            except OSError as exc:
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:  # held: its slot goes to the next job
                 LOGGER.error("local: cannot start job %d.%d: %s", job.cluster, job.proc, exc)
                 self._log(job.spec.job_event_log).held(job.cluster, job.proc, f"Failed to start pilot: {exc}", 6)
                 job.phase = JobPhase.HELD
                 self._save_jobs()
 
     async def _start(self, job: LocalJob) -> None:
-        workdir, env = self._prepare(job)
-        stdout = self._output_path(job, "output", workdir / "_condor_stdout")
-        stderr = self._output_path(job, "error", workdir / "_condor_stderr")
+        job_dir, workdir, env = self._prepare(job)
+        account = self.account
+        stdout = self._output_path(job, "output", job_dir / "_condor_stdout")
+        stderr = self._output_path(job, "error", job_dir / "_condor_stderr")
         job.phase = JobPhase.RUNNING  # counts against the limit from now on
         # recorded before the pilot runs: it writes its own events into the same log as soon as it starts
         self._log(job.spec.job_event_log).execute(job.cluster, job.proc)
@@ -238,6 +312,10 @@ class LocalBackend(Backend):
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
+                # the pilot account, if any (the child enters ``cwd`` before it drops privileges)
+                user=None if account is None else account.uid,
+                group=None if account is None else account.gid,
+                extra_groups=None if account is None else [],
             )
         job.started_at = time.monotonic()
         job.waiter = asyncio.create_task(self._wait(job), name=f"local-job-{job.cluster}.{job.proc}")
@@ -248,12 +326,16 @@ class LocalBackend(Backend):
         if job.stop_reason is not None:  # removed while it was being started
             self._signal_stop(job.process)
 
-    @staticmethod
-    def _prepare(job: LocalJob) -> tuple[Path, dict[str, str]]:
-        """The job's sandbox (input files linked in, as HTCondor would transfer them) and environment."""
+    def _prepare(self, job: LocalJob) -> tuple[Path, Path, dict[str, str]]:
+        """The job's directory (for its output), its working directory (the same, or its sandbox when the pilot runs
+        unprivileged; input files linked in, as HTCondor would transfer them) and its environment."""
         spec = job.spec
-        workdir = spec.taskforce_dir / f"cluster-{job.cluster}" / f"job-{job.proc}"
-        workdir.mkdir(parents=True, exist_ok=True)
+        job_dir = workdir = spec.taskforce_dir / f"cluster-{job.cluster}" / f"job-{job.proc}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        if self.account is not None:
+            workdir = job.sandbox = self.sandbox_dir / f"{spec.taskforce_uuid}.{job.cluster}.{job.proc}"
+            workdir.mkdir(mode=0o700, exist_ok=True)
+            os.chown(workdir, self.account.uid, self.account.gid)
         for name in filter(None, (n.strip() for n in spec.submit_dict.get("transfer_input_files", "").split(","))):
             source, link = Path(name), workdir / Path(name).name
             if source.exists() and not link.exists():
@@ -268,7 +350,40 @@ class LocalBackend(Backend):
                 "_EWMS_PILOT_PROC_ID": str(job.proc),
             }
         )
-        return workdir, env
+        if self.account is not None:
+            job.private_log, job.relayed = workdir / PRIVATE_LOG_NAME, 0
+            job.private_log.touch(mode=0o600)
+            os.chown(job.private_log, self.account.uid, self.account.gid)
+            env.update(
+                {
+                    "_EWMS_PILOT_JOB_EVENT_LOG": str(job.private_log),
+                    "HOME": str(workdir),
+                    "USER": self.account.name,
+                    "LOGNAME": self.account.name,
+                }
+            )
+        return job_dir, workdir, env
+
+    def _relay(self, job: LocalJob) -> None:
+        """Copy the pilot's new chirps from its private log into the shared log, as generic events of this job."""
+        if job.private_log is None:
+            return
+        try:  # the pilot owns that directory: never follow a symlink or block on a FIFO it put there
+            with open(os.open(job.private_log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    return
+                f.seek(job.relayed)
+                chunk = f.read(RELAY_MAX_BYTES)
+        except OSError:
+            return
+        end = chunk.rfind(b"\n...\n")
+        if end < 0:  # no complete event yet; a full chunk without one is garbage, skipped
+            job.relayed += len(chunk) if len(chunk) == RELAY_MAX_BYTES else 0
+            return
+        job.relayed += end + 5
+        log = self._log(job.spec.job_event_log)
+        for match in _CHIRP_RE.finditer(chunk[: end + 5].decode("utf-8", "replace")):
+            log.generic(job.cluster, job.proc, match.group(1))
 
     @staticmethod
     def _output_path(job: LocalJob, key: str, default: Path) -> Path:
@@ -285,10 +400,13 @@ class LocalBackend(Backend):
         returncode = await job.process.wait()
         _kill_group(job.process.pid, signal.SIGKILL)  # the pilot's leftover task processes, if any
         try:
+            self._relay(job)
             self._record_end(job, returncode)
         except OSError:
             LOGGER.exception("local: cannot record the end of job %d.%d", job.cluster, job.proc)
             self._forget(job)
+        if job.sandbox is not None:
+            shutil.rmtree(job.sandbox, ignore_errors=True)
         if not self._closed:
             await self._dispatch()
 
@@ -339,6 +457,9 @@ class LocalBackend(Backend):
                 LOGGER.exception("local: resource check failed")
 
     def _check_limits(self) -> None:
+        for job in self._jobs.values():
+            if job.phase is JobPhase.RUNNING:
+                self._relay(job)
         running = [
             job
             for job in self._jobs.values()

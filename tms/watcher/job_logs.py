@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
@@ -76,11 +77,14 @@ def output_files(cluster_dir: Path, names: Container[str], proc: int) -> tuple[P
 
 def read_tail(path: Path | None, n_bytes: int) -> str:
     """The last ``n_bytes`` of a file as UTF-8 (bad bytes replaced, a character cut at the start dropped), at most
-    ``MAX_CHARS`` characters; ``""`` without a readable file."""
+    ``MAX_CHARS`` characters; ``""`` without a readable regular file. A symlink is not followed: the job directory
+    belongs to the pilot's account, which must not make the TMS ship another file."""
     if path is None or n_bytes <= 0:
         return ""
     try:
-        with open(path, "rb") as f:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return ""
             start = max(f.seek(0, os.SEEK_END) - n_bytes, 0)
             f.seek(start)
             data = f.read(n_bytes)

@@ -31,9 +31,9 @@ class ArchiveListHandler(BaseHandler):
 
     async def get(self) -> None:
         """One page of archived workflows, ordered by workflow id."""
-        limit = int(self.get_query_argument("limit", "100"))
+        limit: int = self.query_params.get("limit", 100)
         query: dict[str, Any] = {}
-        if after := self.get_query_argument("after", ""):
+        if after := self.query_params.get("after"):
             query = {"workflow_id": {"$gt": after}}
         docs = (
             await self.wms.store.archive.find(query, {"_id": False}).sort("workflow_id", 1).limit(limit + 1).to_list()

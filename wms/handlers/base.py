@@ -1,17 +1,25 @@
 """The handler base: authentication, role checks, body limits, validation against the OpenAPI document,
-RFC 7807 problem-details errors and per-route metrics."""
+RFC 7807 problem-details errors and per-route metrics.
+
+Request bodies are streamed (``stream_request_body``): the token, the parameters and ``Content-Length`` are checked
+in ``prepare()`` before any of the body is read, the body is kept only up to ``MAX_BODY_BYTES``, and it is parsed and
+validated once complete, before the route's method runs (``_after_body``).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import tornado.web
 from bson.errors import BSONError
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from tornado.http1connection import HTTP1Connection
 
 from mqs_client.interface import MQSError, TryAgainLater
 from wms.auth import AuthError, Caller, Role
@@ -24,6 +32,10 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ewms"'}
+# tornado's own body limit (a bare 400) for API routes, which refuse larger bodies with 413 as they stream in and
+# close the connection without reading the rest
+STREAMED_BODY_TRANSPORT_LIMIT = 1 << 50
 
 # failures answered with a status of their own (4xx/503): logged without a traceback
 EXPECTED_ERRORS = (
@@ -52,52 +64,110 @@ class Problem(tornado.web.HTTPError):
         self.headers = headers or {}
 
 
+def json_too_deep(value: Any, limit: int) -> bool:
+    """True when ``value`` nests objects or arrays more than ``limit`` levels (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _after_body(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Run a route's method only once its body has arrived, been parsed and been validated."""
+
+    @functools.wraps(method)
+    async def run(self: BaseHandler, *args: Any, **kwargs: Any) -> None:
+        if self._finished:  # refused while the body streamed in
+            return
+        self._parse_body(self.request.method or "GET")
+        await method(self, *args, **kwargs)
+
+    return run
+
+
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     """Common behaviour of every route; subclasses set ``ROUTE`` (the OpenAPI path) and ``ROLES`` per method."""
 
     ROUTE: ClassVar[str]
     ROLES: ClassVar[dict[str, frozenset[Role]]] = {}  # method -> roles allowed; a method not listed is public
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("get", "post", "patch"):
+            if name in cls.__dict__:
+                setattr(cls, name, _after_body(cls.__dict__[name]))
+
     def initialize(self, wms: WMS) -> None:
         """Receive the service (tornado passes it from the route table)."""
         self.wms = wms
         self.caller: Caller | None = None
         self.body: Any = None
+        self.query_params: dict[str, Any] = {}
+        self._chunks = bytearray()
         self._started = time.perf_counter()
+        if isinstance(self.request.connection, HTTP1Connection):  # data_received enforces MAX_BODY_BYTES with a 413
+            self.request.connection.set_max_body_size(STREAMED_BODY_TRANSPORT_LIMIT)
 
     # ---- request preparation -------------------------------------------------------------------------------
     async def prepare(self) -> None:
-        """Authenticate, authorize, parse and validate before the method runs."""
+        """Authenticate, authorize, and check ``Content-Length`` and the parameters, before any body is read."""
         method = self.request.method or "GET"
         if method not in self.allowed_methods():
             raise Problem(405, f"{method} is not supported on {self.request.path}")
         roles = self.ROLES.get(method)
         if roles is not None:
             try:
-                self.caller = self.wms.auth.authenticate(self.request.headers.get("Authorization"))
+                self.caller = self.authenticate()
             except AuthError as exc:
-                raise Problem(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="ewms"'}) from exc
+                raise Problem(401, str(exc), headers=BEARER_CHALLENGE) from exc
             if not self.caller.roles & roles:
                 allowed = ", ".join(sorted(str(r) for r in roles))
                 raise Problem(403, f"this route needs one of the roles: {allowed}")
-        if len(self.request.body) > self.wms.config.max_body_bytes:
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.wms.config.max_body_bytes:
             raise Problem(413, f"request body exceeds {self.wms.config.max_body_bytes} bytes")
-        self._validate(method)
-
-    def _validate(self, method: str) -> None:
-        spec = self.wms.spec
         params = {
-            "path": {k: v for k, v in self.path_kwargs.items()},
+            "path": dict(self.path_kwargs),
             "query": {k: self.get_query_argument(k) for k in self.request.query_arguments},
         }
         try:
-            spec.validate_parameters(self.ROUTE, method, params)
+            self.query_params = self.wms.spec.validate_parameters(self.ROUTE, method, params)["query"]
+        except SchemaViolation as exc:
+            raise Problem(400, str(exc), errors=exc.messages) from exc
+
+    def authenticate(self) -> Caller:
+        """The caller presenting the request's bearer token; raises AuthError."""
+        return self.wms.auth.authenticate(self.request.headers.get("Authorization"))
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep the body up to ``MAX_BODY_BYTES``; past it, answer 413 and let the connection close unread."""
+        if self._finished:
+            return
+        self._chunks += chunk
+        if len(self._chunks) > self.wms.config.max_body_bytes:
+            self._chunks = bytearray()
+            problem = Problem(413, f"request body exceeds {self.wms.config.max_body_bytes} bytes")
+            self.send_error(413, exc_info=(Problem, problem, None))
+
+    def _parse_body(self, method: str) -> None:
+        spec = self.wms.spec
+        raw, self._chunks = bytes(self._chunks), bytearray()
+        try:
             op = spec.operation(self.ROUTE, method)
-            if self.request.body.strip():
+            if raw.strip():
                 try:
-                    self.body = json.loads(self.request.body)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    self.body = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                     raise Problem(400, f"request body is not valid JSON: {exc}") from exc
+                if json_too_deep(self.body, self.wms.config.max_json_depth):
+                    raise Problem(400, f"request body nests deeper than {self.wms.config.max_json_depth} levels")
                 if "requestBody" not in op and self.body != {}:
                     raise Problem(400, "this route takes no request body")
             elif op.get("requestBody", {}).get("required"):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mqs_client.interface import MQSNotFound
+from wms.auth import Caller, Role
+from wms.handlers.admin import ADMIN
 from wms.handlers.base import ANYONE, USERS, BaseHandler, Problem
 
 
@@ -20,9 +24,23 @@ class HealthHandler(BaseHandler):
 
 
 class MetricsHandler(BaseHandler):
-    """``GET /metrics``: Prometheus exposition."""
+    """``GET /metrics``: Prometheus exposition, for an admin token or the bearer credential ``METRICS_TOKEN`` (what
+    Prometheus' ``authorization`` scrape setting sends)."""
 
     ROUTE = "/metrics"
+    ROLES = {"GET": ADMIN}
+
+    def authenticate(self) -> Caller:
+        """The metrics credential stands for an admin on this route only; any other token is checked as usual."""
+        scheme, _, credential = self.request.headers.get("Authorization", "").partition(" ")
+        configured = self.wms.config.metrics_token
+        if (
+            scheme.lower() == "bearer"
+            and configured
+            and hmac.compare_digest(credential.strip().encode(), configured.encode())
+        ):
+            return Caller(subject="metrics-scraper", roles=frozenset({Role.ADMIN}))
+        return super().authenticate()
 
     async def get(self) -> None:
         """Render the metrics."""

@@ -1,14 +1,23 @@
-"""Query routes: a MongoDB filter from an allow-list of operators, projection, cursor pagination."""
+"""Query routes: a MongoDB filter from an allow-list of operators, projection, cursor pagination.
+
+A user's filter is bounded before it is sent, because the embedded database server runs one query at a time and
+ignores ``maxTimeMS``: at most ``USER_QUERY_MAX_DEPTH`` levels and ``USER_QUERY_MAX_TERMS`` keys and list items,
+``$regex`` only as an anchored literal prefix (``^abc``, punctuation escaped as ``\\.``; ``$options`` ``i`` at most)
+of at most ``USER_QUERY_REGEX_MAX_LENGTH`` characters. On MongoDB each query also gets ``USER_QUERY_TIME_MS``.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
 from bson import ObjectId
 from bson.errors import InvalidId
+from pymongo.errors import ExecutionTimeout
 
 from wms.auth import Role
+from wms.config import WMSConfig
 from wms.database.store import public
 from wms.handlers.base import ANYONE, BaseHandler, Problem
 
@@ -19,23 +28,51 @@ ALLOWED_OPERATORS = frozenset(
         "$elemMatch", "$size", "$all",
     }
 )  # fmt: skip
+LITERAL_PREFIX = re.compile(r"\^(?:[^\\.^$*+?{}\[\]|()]|\\[^0-9A-Za-z])*")  # ^ then literal characters
+REGEX_OPTIONS = ("", "i")
 
 
-def check_filter(node: Any, path: str = "query") -> None:
-    """Refuse operators outside the allow-list (``$where``, ``$function``, ``$expr`` ...) and internal fields."""
-    if isinstance(node, dict):
+def check_filter(query: Any, config: WMSConfig) -> None:
+    """Refuse (400) a filter that could cost the database more than a bounded scan: operators outside the
+    allow-list (``$where``, ``$function``, ``$expr`` ...), internal fields, any ``$regex`` but an anchored literal
+    prefix, and filters deeper or larger than configured."""
+    terms = 0
+    stack: list[tuple[Any, str, int]] = [(query, "query", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        if depth > config.query_max_depth:
+            raise Problem(400, f"{path}: the filter nests deeper than {config.query_max_depth} levels")
+        terms += len(node)
+        if terms > config.query_max_terms:
+            raise Problem(400, f"the filter has more than {config.query_max_terms} keys and list items")
+        if isinstance(node, list):
+            stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(node))
+            continue
         for key, value in node.items():
-            if not isinstance(key, str):
-                raise Problem(400, f"{path}: keys must be strings")
-            if key.startswith("$") and key not in ALLOWED_OPERATORS:
-                allowed = ", ".join(sorted(ALLOWED_OPERATORS))
-                raise Problem(400, f"{path}: operator {key} is not allowed (allowed: {allowed})")
-            if not key.startswith("$") and any(part.startswith("_") for part in key.split(".")):
-                raise Problem(400, f"{path}: field {key!r} cannot be queried")
-            check_filter(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            check_filter(item, f"{path}[{index}]")
+            _check_key(key, value, path, config)
+            stack.append((value, f"{path}.{key}", depth + 1))
+
+
+def _check_key(key: str, value: Any, path: str, config: WMSConfig) -> None:
+    if key.startswith("$") and key not in ALLOWED_OPERATORS:
+        allowed = ", ".join(sorted(ALLOWED_OPERATORS))
+        raise Problem(400, f"{path}: operator {key} is not allowed (allowed: {allowed})")
+    if not key.startswith("$") and any(part.startswith("_") for part in key.split(".")):
+        raise Problem(400, f"{path}: field {key!r} cannot be queried")
+    if key == "$regex" and not (
+        isinstance(value, str)
+        and len(value) <= config.query_regex_max_length
+        and LITERAL_PREFIX.fullmatch(value)
+    ):
+        raise Problem(
+            400,
+            f"{path}.$regex: only an anchored literal prefix such as '^abc' (punctuation escaped, at most"
+            f" {config.query_regex_max_length} characters) is allowed",
+        )
+    if key == "$options" and value not in REGEX_OPTIONS:
+        raise Problem(400, f"{path}.$options: only '' or 'i' is allowed")
 
 
 def scoped(user_query: dict[str, Any], clauses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -59,8 +96,8 @@ class _QueryHandler(BaseHandler):
     async def post(self) -> None:
         """Return one page of matching objects and the cursor of the next page (``next_after``)."""
         body: dict[str, Any] = self.body
-        check_filter(body["query"])
         config = self.wms.config
+        check_filter(body["query"], config)
         limit = min(int(body.get("limit", config.query_page_size_default)), config.query_page_size_max)
         clauses: list[dict[str, Any]] = []
         caller = self.require_caller()
@@ -78,7 +115,10 @@ class _QueryHandler(BaseHandler):
             projection = {f: True for f in fields}
             projection["_id"] = True
         cursor = self.wms.store.db[self.COLLECTION].find(query, projection).sort("_id", 1).limit(limit + 1)
-        docs = await cursor.to_list(None)
+        try:
+            docs = await cursor.max_time_ms(config.query_time_ms).to_list(None)
+        except ExecutionTimeout as exc:
+            raise Problem(400, f"the query exceeded its time budget of {config.query_time_ms} ms: narrow it") from exc
         items: list[dict[str, Any]] = []
         sent_ids: list[ObjectId] = []
         size = 0

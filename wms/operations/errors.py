@@ -18,9 +18,8 @@ class OperationError(Exception):
 
 
 def found(doc: dict[str, Any] | None, what: str, key: str, caller: Caller) -> dict[str, Any]:
-    """The document, after a 404 (missing) and owner (403) check."""
-    if doc is None:
+    """The document, after a 404 when it is missing or the caller may not see it: another user's object is answered
+    exactly as a missing one, so that ids cannot be probed."""
+    if doc is None or not caller.may_access_owner(doc.get("owner")):
         raise OperationError(404, f"no {what} found with {key}")
-    if not caller.may_access_owner(doc.get("owner")):
-        raise OperationError(403, f"this {what} belongs to another user")
     return doc

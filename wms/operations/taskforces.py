@@ -25,6 +25,7 @@ from wms.database.store import MQ_ACTIVATED_TS, N_ADDED, N_RETRIES, RETRIED_AS, 
 from wms.lifecycle import Lifecycle, Phase, log_entry
 from wms.operations.errors import OperationError, found
 from wms.translation import make_taskforce
+from wms.validation import location_refusal
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Taskforces:
         if n_workers > self.config.max_workers_per_taskforce:
             raise OperationError(422, f"n_workers exceeds the limit of {self.config.max_workers_per_taskforce}")
         directive = await self._directive(task_id, caller)
+        if location_refused := location_refusal(cluster_location, directive, self.config, f"task {task_id}"):
+            raise OperationError(422, location_refused)
         refusal = "add a taskforce to"
         workflow = await self._active_workflow(directive["workflow_id"], refusal)
         template = await self.store.taskforces.find_one(

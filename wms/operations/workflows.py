@@ -51,7 +51,7 @@ class Workflows:
         self.wakeups = wakeups
 
     async def get(self, workflow_id: str, caller: Caller) -> Doc:
-        """The workflow (404 when missing, 403 when another user's)."""
+        """The workflow (404 when missing or another user's)."""
         doc = await self.store.workflows.find_one({"workflow_id": workflow_id}, {"_id": False})
         return found(doc, "workflow", f"id: {workflow_id}", caller)
 
