@@ -49,8 +49,8 @@ MQ_PROFILE = [
     "broker_address",
 ]  # fmt: skip
 
-# every object schema of this project's document -> upstream's field list (section of the reference)
-UPSTREAM_FIELDS: dict[str, list[str]] = {
+# objects and responses -> upstream's field list (section of the reference)
+UPSTREAM_OBJECT_FIELDS: dict[str, list[str]] = {
     "WorkflowObject": WORKFLOW,  # A.3
     "WorkflowObjectPartial": WORKFLOW,  # A.3 (a query projection's subset)
     "TaskDirectiveObject": TASK_DIRECTIVE,  # A.3
@@ -76,16 +76,29 @@ UPSTREAM_FIELDS: dict[str, list[str]] = {
 }
 # A.2 #11: each result is {uuid, status: "updated"} or {uuid, status: "failed", error}
 STATUS_RESULTS = [["uuid", "status"], ["uuid", "status", "error"]]
-# request bodies (A.2 and A.4) are checked by the request-validation helpers' tests; these are ours alone:
+# request bodies -> upstream's fields (A.4: POST /v1/workflows; A.2: the other routes)
+TASK_REQUEST = [
+    "cluster_locations", "task_image", "task_args", "task_env", "init_image", "init_args", "init_env",
+    "input_queue_aliases", "output_queue_aliases", "worker_config", "pilot_config", "n_workers",
+]  # fmt: skip
+UPSTREAM_REQUEST_FIELDS: dict[str, list[str]] = {
+    "WorkflowRequest": ["public_queue_aliases", "priority", "tasks"],  # A.4
+    "TaskRequest": TASK_REQUEST,  # A.4
+    "PilotConfigRequest": PILOT_CONFIG,  # A.4 pilot_config
+    "WorkerConfigRequest": WORKER_CONFIG,  # A.4 worker_config
+    "AddWorkersRequest": ["cluster_location", "n_workers"],  # A.2 #10
+    "CondorSubmitRequest": ["cluster_id", "n_workers", "submit_dict", "job_event_log_fpath"],  # A.2 #15
+    "TMSFailureRequest": ["error"],  # A.2 #16, #19
+    "CondorCompleteRequest": ["condor_complete_ts"],  # A.2 #20
+    "TaskforceStatusesReport": ["top_task_errors_by_taskforce", "compound_statuses_by_taskforce"],  # A.2 #11
+}
+# objects and request bodies upstream has no counterpart of (the routes that use them are this project's)
 OUR_OWN_OBJECTS = {
     "Labels", "JobLog", "TaskforceLogsResponse", "ArchivedWorkflowSummary", "ArchivedWorkflow", "ArchiveListResponse",
-    "ArchivePurgeResponse",
+    "ArchivePurgeResponse", "LabelsUpdateRequest", "JobLogsReport", "ArchivePurgeRequest",
 }  # fmt: skip
-REQUESTS = {
-    "PilotConfigRequest", "WorkerConfigRequest", "TaskRequest", "WorkflowRequest", "AddWorkersRequest",
-    "CondorSubmitRequest", "TMSFailureRequest", "CondorCompleteRequest", "TaskforceStatusesReport",
-    "LabelsUpdateRequest", "JobLogsReport", "ArchivePurgeRequest",
-}  # fmt: skip
+# every object schema of this project's document is one of upstream's or one of OUR_OWN_OBJECTS
+UPSTREAM_FIELDS = UPSTREAM_OBJECT_FIELDS | UPSTREAM_REQUEST_FIELDS
 
 
 def _resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +144,7 @@ def test_status_results_have_upstreams_fields() -> None:
 
 def test_every_object_schema_is_compared_or_ours() -> None:
     objects = {n for n, s in SCHEMAS.items() if s.get("properties") or s.get(EXTENSION)}
-    assert objects - REQUESTS == set(UPSTREAM_FIELDS) | OUR_OWN_OBJECTS
+    assert objects == set(UPSTREAM_FIELDS) | OUR_OWN_OBJECTS
     for name in OUR_OWN_OBJECTS:
         assert SCHEMAS[name][EXTENSION] is True and "Extension of this project" in SCHEMAS[name]["description"]
 
@@ -141,6 +154,7 @@ def test_extensions_are_this_projects_fields() -> None:
     assert _split(SCHEMAS["WorkflowObject"])[1] == {"owner", "labels"}
     assert _split(SCHEMAS["TaskDirectiveObject"])[1] == {"owner"}
     assert _split(SCHEMAS["TaskforceObject"])[1] == {"cluster_location", "owner"}
+    assert _split(SCHEMAS["WorkflowRequest"])[1] == {"labels"}
     assert SCHEMAS["TaskforceObject"]["properties"]["job_event_log_fpath"]["type"] == "string"
 
 
