@@ -123,6 +123,9 @@ def test_the_task_comes_from_the_task_directive(make_config) -> None:
     assert (env["EWMS_PILOT_INIT_IMAGE"], env["EWMS_PILOT_INIT_ARGS"]) == ("", "prepare")
     assert json.loads(env["EWMS_PILOT_INIT_ENV_JSON"]) == {"B": "2"} and "EWMS_PILOT_TASK_ENV_JSON" not in env
     assert taskforce["pilot_config"]["environment"]["EWMS_PILOT_TASK_IMAGE"] == "stale"  # the taskforce is untouched
+    pending["task_directive"]["task_args"] = "run\x00hidden"
+    with pytest.raises(TaskforceSpecError, match="pilot environment"):
+        build_job_spec(config, pending, config.job_event_log_dir / "x.tms.jel")
 
 
 def test_unusable_taskforces_are_refused(make_config) -> None:
