@@ -11,6 +11,7 @@ COPY wms ./wms
 COPY mqs_client ./mqs_client
 COPY tms ./tms
 COPY pilot ./pilot
+COPY ewms_client ./ewms_client
 COPY Docs ./Docs
 RUN pip install --no-cache-dir . && useradd --system --home-dir /var/lib/ewms --create-home ewms
 

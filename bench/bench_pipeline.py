@@ -37,10 +37,10 @@ import pika
 
 from bench.bench_pilot import declare, measure_floor, pilot_env, token
 from bench.common import dev_stack, emit, log, run
+from ewms_client import WMSClient
 from ewms_dev import broker_node
 from ewms_dev.factories import task_request
 from pilot.events_io import Event, decode_event, encode_event
-from wms.client import WMSClient
 
 WORKERS = 4  # per task
 TASKS = 2

@@ -1,7 +1,9 @@
 """Start and stop a private RabbitMQ node (own ports, data dir, OAuth2 signing key) for tests and the dev stack.
 
 The node runs beside any system broker. Its OAuth2 backend accepts HS256 JWTs signed with the key given here
-as AMQP passwords (resource server id ``rabbitmq``); the internal backend keeps ``guest/guest`` for loopback admin.
+as AMQP passwords (resource server id ``rabbitmq``); the internal backend has no ``guest`` user, only the node's own
+administrator (loopback only) with a password generated for the node and kept, with the signing key, in files of
+mode 0600 under its data dir.
 
 CLI: ``python -m ewms_dev.broker_node up DATA_DIR`` prints the node's settings as JSON; ``down DATA_DIR`` stops it.
 """
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
@@ -25,12 +28,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ewms_dev.processes import free_port, port_open, spawn
+from tms.files import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
 
 RESOURCE_SERVER_ID = "rabbitmq"
 SIGNING_KEY_ID = "ewms"
 STATE_FILE = "broker-node.json"
+ADMIN_FILE = "admin.json"  # the node's administrator: {"user": ..., "password": ...}, mode 0600
+ADMIN_USER = "ewms-admin"
 DEBIAN_BIN = "/usr/lib/rabbitmq/bin"  # Debian: the scripts behind the wrappers in /usr/sbin
 
 
@@ -45,6 +51,8 @@ class BrokerNode:
     data_dir: str
     signing_key: str  # HS256 secret (text) that the node's OAuth2 backend trusts
     pid: int
+    admin_user: str
+    admin_password: str
 
     @property
     def address(self) -> str:
@@ -53,26 +61,43 @@ class BrokerNode:
 
     @property
     def admin_url(self) -> str:
-        """AMQP URL with the loopback-only internal admin account, on the default vhost."""
+        """AMQP URL with the node's loopback-only administrator on the default vhost."""
         return self.admin_url_in("/")
 
     def admin_url_in(self, vhost: str) -> str:
         """:attr:`admin_url` on ``vhost`` (a workflow's vhost, to look at its queues directly)."""
-        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/{urllib.parse.quote(vhost, safe='')}"
+        credentials = f"{self.admin_user}:{urllib.parse.quote(self.admin_password, safe='')}"
+        return f"amqp://{credentials}@127.0.0.1:{self.amqp_port}/{urllib.parse.quote(vhost, safe='')}"
 
     @property
     def management_url(self) -> str:
         """Management API URL with the same account (tagged ``administrator``: creates vhosts and policies)."""
-        return f"http://guest:guest@127.0.0.1:{self.management_port}"
+        credentials = f"{self.admin_user}:{urllib.parse.quote(self.admin_password, safe='')}"
+        return f"http://{credentials}@127.0.0.1:{self.management_port}"
 
 
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def _write_config(conf_dir: Path, amqp_port: int, mgmt_port: int, signing_key: str) -> None:
+def _admin(data: Path) -> tuple[str, str]:
+    """The node's administrator: generated on the first start, then read back from its 0600 file."""
+    path = data / ADMIN_FILE
+    if path.exists():
+        saved = json.loads(path.read_text())
+        return str(saved["user"]), str(saved["password"])
+    password = secrets.token_urlsafe(32)
+    atomic_write_text(path, json.dumps({"user": ADMIN_USER, "password": password}), mode=0o600)
+    return ADMIN_USER, password
+
+
+def _write_config(conf_dir: Path, amqp_port: int, mgmt_port: int, signing_key: str, admin: tuple[str, str]) -> None:
+    """rabbitmq.conf (with the administrator created on a fresh node instead of ``guest``) and advanced.config (with
+    the signing key), both 0600."""
     conf_dir.mkdir(parents=True, exist_ok=True)
-    (conf_dir / "rabbitmq.conf").write_text(
+    user, password = admin
+    atomic_write_text(
+        conf_dir / "rabbitmq.conf",
         "\n".join(
             [
                 f"listeners.tcp.default = 127.0.0.1:{amqp_port}",
@@ -80,22 +105,32 @@ def _write_config(conf_dir: Path, amqp_port: int, mgmt_port: int, signing_key: s
                 "management.tcp.ip = 127.0.0.1",
                 "auth_backends.1 = rabbit_auth_backend_oauth2",
                 "auth_backends.2 = internal",
+                f"default_user = {user}",
+                f"default_pass = {password}",
+                "default_user_tags.administrator = true",
+                "default_permissions.configure = .*",
+                "default_permissions.read = .*",
+                "default_permissions.write = .*",
+                f"loopback_users.{user} = true",
                 "log.console = false",
                 "log.file.level = warning",
                 # quorum queues on one node need no peers; keep disk alarms out of a small tmp dir
                 "disk_free_limit.absolute = 50MB",
                 "",
             ]
-        )
+        ),
+        mode=0o600,
     )
     key = _b64url(signing_key.encode())
-    (conf_dir / "advanced.config").write_text(
+    atomic_write_text(
+        conf_dir / "advanced.config",
         "[{rabbitmq_auth_backend_oauth2, ["
         f'{{resource_server_id, <<"{RESOURCE_SERVER_ID}">>}}, '
         f'{{key_config, [{{default_key, <<"{SIGNING_KEY_ID}">>}}, '
         f'{{signing_keys, #{{<<"{SIGNING_KEY_ID}">> => {{map, #{{<<"kty">> => <<"oct">>, '
         f'<<"alg">> => <<"HS256">>, <<"k">> => <<"{key}">>}}}}}}}}]}}'
-        "]}].\n"
+        "]}].\n",
+        mode=0o600,
     )
     (conf_dir / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_auth_backend_oauth2].\n")
 
@@ -152,8 +187,11 @@ def _tool(name: str) -> tuple[str, dict[str, str]]:
     return (f"{DEBIAN_BIN}/{name}", {"HOME": home}) if home else (name, {})
 
 
-def ctl(node: BrokerNode, *args: str, check: bool = True, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
-    """Run ``rabbitmqctl -n NODE -q ARGS...`` against the node, its plugins' commands (``add_uaa_key``) included."""
+def ctl(
+    node: BrokerNode, *args: str, check: bool = True, timeout: float = 90.0, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``rabbitmqctl -n NODE -q ARGS...`` against the node, its plugins' commands (``add_uaa_key``) included;
+    ``stdin`` is its input (a password, kept off the command line)."""
     command, extra = _tool("rabbitmqctl")
     env = dict(os.environ, RABBITMQ_ENABLED_PLUGINS_FILE=str(Path(node.data_dir) / "conf" / "enabled_plugins"), **extra)
     return subprocess.run(
@@ -163,7 +201,20 @@ def ctl(node: BrokerNode, *args: str, check: bool = True, timeout: float = 90.0)
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=stdin,
     )
+
+
+def _secure_users(node: BrokerNode) -> None:
+    """Make the node's internal users exactly what this module configures, also on data from an older node: the
+    administrator exists and ``guest`` does not."""
+    users = {u["user"] for u in json.loads(ctl(node, "list_users", "--formatter", "json").stdout or "[]")}
+    if node.admin_user not in users:
+        ctl(node, "add_user", node.admin_user, stdin=node.admin_password + "\n")
+        ctl(node, "set_user_tags", node.admin_user, "administrator")
+        ctl(node, "set_permissions", "-p", "/", node.admin_user, ".*", ".*", ".*")
+    if "guest" in users:
+        ctl(node, "delete_user", "guest")
 
 
 def start(
@@ -185,7 +236,8 @@ def start(
     amqp_port, mgmt_port, dist_port = ports or (free_port(), free_port(), free_port())
     nodename = f"ewms{amqp_port}@localhost"
     conf_dir = data / "conf"
-    _write_config(conf_dir, amqp_port, mgmt_port, signing_key)
+    admin = _admin(data)
+    _write_config(conf_dir, amqp_port, mgmt_port, signing_key, admin)
     for sub in ("mnesia", "log"):
         (data / sub).mkdir(exist_ok=True)
     command, extra_env = _tool("rabbitmq-server")
@@ -205,8 +257,8 @@ def start(
         RABBITMQ_PID_FILE=str(data / "node.pid"),
     )
     proc = spawn([command], env, data / "server.out", cwd=data)
-    node = BrokerNode(nodename, amqp_port, mgmt_port, dist_port, str(data), signing_key, proc.pid)
-    (data / STATE_FILE).write_text(json.dumps(asdict(node)))
+    node = BrokerNode(nodename, amqp_port, mgmt_port, dist_port, str(data), signing_key, proc.pid, *admin)
+    atomic_write_text(data / STATE_FILE, json.dumps(asdict(node)), mode=0o600)
     deadline = time.monotonic() + timeout
     LOGGER.info("starting private RabbitMQ node %s on port %d", nodename, amqp_port)
     while time.monotonic() < deadline:
@@ -214,6 +266,7 @@ def start(
             raise RuntimeError(f"rabbitmq-server exited with {proc.returncode}; see {data / 'server.out'}")
         # await_startup called too early fails at once: poll again
         if port_open(amqp_port) and ctl(node, "await_startup", "--timeout", "60", check=False).returncode == 0:
+            _secure_users(node)
             LOGGER.info("private RabbitMQ node %s ready", nodename)
             return node
         time.sleep(0.3)

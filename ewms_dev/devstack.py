@@ -1,7 +1,9 @@
-"""The whole system on one machine: wire-protocol MongoDB, private RabbitMQ, WMS and a ``local``-backend TMS.
+"""The whole system on one machine: wire-protocol MongoDB, private RabbitMQ, WMS and one ``local``-backend TMS per
+cluster location (``local``, then ``local-2``, ``local-3``, ... each its own access point).
 
-Every part runs as a child process with its state under one data dir. Keys and ports are kept there too, so a
-second ``up`` on the same dir brings back the same workflows, queues and tokens.
+Every part runs as a child process with its state under one data dir (mode 0700). Keys, tokens and ports are kept
+there too, in files created with mode 0600, so a second ``up`` on the same dir brings back the same workflows,
+queues and tokens.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any
 from ewms_dev import broker_node, processes
 from ewms_dev import mongo_server as embedded
 from ewms_dev.service_env import tms_env, wms_env
+from tms.files import atomic_write_text
 from wms.auth import Role, issue_token
 
 LOGGER = logging.getLogger(__name__)
 STATE_FILE = "stack.json"
-LOCATION, SCHEDD = "local", "local-ap"
+PRIVATE = 0o600  # every file holding a key or a token
 AUDIENCE = "ewms-dev"
 TOKEN_TTL = 30 * 86400
 
@@ -39,7 +42,7 @@ class StackState:
     broker: dict[str, Any]
     wms_port: int
     wms_pid: int
-    tms_pid: int
+    tms_pids: dict[str, int]  # cluster location -> pid of its TMS
     user_token: str
     tms_token: str
 
@@ -47,6 +50,12 @@ class StackState:
     def url(self) -> str:
         """Base URL of the WMS."""
         return f"http://127.0.0.1:{self.wms_port}"
+
+
+def location(n: int) -> tuple[str, str]:
+    """The cluster location and schedd name of the ``n``-th access point (from 1): ``local``/``local-ap``, then
+    ``local-2``/``local-ap-2``, ..."""
+    return ("local", "local-ap") if n == 1 else (f"local-{n}", f"local-ap-{n}")
 
 
 def _stop_process(pid: int, what: str) -> None:
@@ -58,10 +67,13 @@ def _stop_process(pid: int, what: str) -> None:
 class DevStack:
     """Starts and stops the four parts; ``up`` writes the state file, ``down`` reads it."""
 
-    def __init__(self, data_dir: str | Path, max_local_jobs: int = 4, wms_port: int = 0) -> None:
+    def __init__(self, data_dir: str | Path, max_local_jobs: int = 4, wms_port: int = 0, locations: int = 1) -> None:
+        if locations < 1:
+            raise ValueError("a dev stack needs at least one location")
         self.data_dir = Path(data_dir).resolve()
         self.max_local_jobs = max_local_jobs
         self.requested_wms_port = wms_port
+        self.locations = dict(location(n) for n in range(1, locations + 1))
         self.state: StackState | None = None
 
     # ---- keys and previous state -----------------------------------------------------------------------------
@@ -70,8 +82,7 @@ class DevStack:
         if path.exists():
             return dict(json.loads(path.read_text()))
         keys = {"auth_key": secrets.token_urlsafe(32), "broker_key": secrets.token_urlsafe(32)}
-        path.write_text(json.dumps(keys))
-        path.chmod(0o600)
+        atomic_write_text(path, json.dumps(keys), mode=PRIVATE)
         return keys
 
     def _previous(self) -> dict[str, Any]:
@@ -81,7 +92,7 @@ class DevStack:
     # ---- start -------------------------------------------------------------------------------------------------
     def up(self) -> StackState:
         """Start every part, wait until each is healthy, write the state file; stops what started on failure."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_data_dir(self.data_dir)
         previous = self._previous()
         supervisor = previous.get("supervisor_pid", 0)
         if previous and processes.alive(supervisor) and supervisor != os.getpid():
@@ -102,11 +113,14 @@ class DevStack:
             wms_pid = processes.start_wms(self._wms_env(mongo.uri, broker, keys, wms_port), self._log("wms")).pid
             started["wms_pid"] = wms_pid
             tms_token = issue_token(keys["auth_key"], "dev-tms", Role.TMS, AUDIENCE, ttl=TOKEN_TTL)
-            tms = processes.spawn([sys.executable, "-m", "tms"], self._tms_env(wms_port, tms_token), self._log("tms"))
-            started["tms_pid"] = tms.pid
+            tms_pids = started["tms_pids"] = {}
+            for where in self.locations:
+                env, log = self._tms_env(wms_port, tms_token, where), self._log(self._tms_name(where))
+                tms_pids[where] = processes.spawn([sys.executable, "-m", "tms"], env, log).pid
             time.sleep(0.5)
-            if tms.poll() is not None:
-                raise RuntimeError(f"the TMS exited at start; see {self._log('tms')}")
+            for where, pid in tms_pids.items():
+                if not processes.alive(pid):
+                    raise RuntimeError(f"the TMS of {where} exited at start; see {self._log(self._tms_name(where))}")
         except BaseException:
             self._stop_started(started)
             raise
@@ -118,15 +132,17 @@ class DevStack:
             broker=asdict(broker),
             wms_port=wms_port,
             wms_pid=wms_pid,
-            tms_pid=tms.pid,
+            tms_pids=tms_pids,
             user_token=issue_token(
                 keys["auth_key"], os.environ.get("USER", "dev-user"), Role.USER, AUDIENCE, ttl=TOKEN_TTL
             ),
             tms_token=tms_token,
         )
-        (self.data_dir / STATE_FILE).write_text(json.dumps(asdict(self.state), indent=2))
-        (self.data_dir / "env.sh").write_text(
-            f"export EWMS_URL={self.state.url}\nexport EWMS_TOKEN={self.state.user_token}\n"
+        atomic_write_text(self.data_dir / STATE_FILE, json.dumps(asdict(self.state), indent=2), mode=PRIVATE)
+        atomic_write_text(
+            self.data_dir / "env.sh",
+            f"export EWMS_URL={self.state.url}\nexport EWMS_TOKEN={self.state.user_token}\n",
+            mode=PRIVATE,
         )
         LOGGER.info("dev stack ready: WMS %s, broker %s, data %s", self.state.url, broker.address, self.data_dir)
         return self.state
@@ -144,16 +160,22 @@ class DevStack:
     ) -> dict[str, str]:
         return {
             **os.environ,
-            **wms_env(mongo_uri, broker, keys["auth_key"], AUDIENCE, {LOCATION: SCHEDD}, port),
+            **wms_env(mongo_uri, broker, keys["auth_key"], AUDIENCE, self.locations, port),
             "MQ_DELETE_GRACE_SECONDS": os.environ.get("MQ_DELETE_GRACE_SECONDS", "5"),
             "MQS_HOUSEKEEPING_INTERVAL_SECONDS": os.environ.get("MQS_HOUSEKEEPING_INTERVAL_SECONDS", "2"),
             "DAEMON_POLL_SECONDS": "0.5",
         }
 
-    def _tms_env(self, wms_port: int, token: str) -> dict[str, str]:
+    @staticmethod
+    def _tms_name(where: str) -> str:
+        """``tms`` for location ``local`` (its state in ``tms/``, its log ``tms.log``), ``tms-N`` for ``local-N``."""
+        return "tms" + where.removeprefix("local")
+
+    def _tms_env(self, wms_port: int, token: str, where: str) -> dict[str, str]:
+        schedd, state_dir = self.locations[where], self.data_dir / self._tms_name(where)
         return {
             **os.environ,
-            **tms_env(f"http://127.0.0.1:{wms_port}", token, SCHEDD, self.data_dir / "tms"),
+            **tms_env(f"http://127.0.0.1:{wms_port}", token, schedd, state_dir),
             "TMS_LOCAL_MAX_CONCURRENT_JOBS": str(self.max_local_jobs),
             "TMS_POLL_INTERVAL": "0.5",
         }
@@ -163,7 +185,8 @@ class DevStack:
 
     # ---- stop --------------------------------------------------------------------------------------------------
     def _stop_started(self, started: dict[str, Any]) -> None:
-        _stop_process(started.get("tms_pid", 0), "TMS")
+        for where, pid in started.get("tms_pids", {}).items():
+            _stop_process(pid, f"TMS of {where}")
         _stop_process(started.get("wms_pid", 0), "WMS")
         if "broker" in started:
             broker_node.stop(started["broker"])
@@ -176,7 +199,8 @@ class DevStack:
         if state is None:
             LOGGER.info("no dev stack recorded in %s", self.data_dir)
             return
-        _stop_process(state.tms_pid, "TMS")
+        for where, pid in state.tms_pids.items():
+            _stop_process(pid, f"TMS of {where}")
         _stop_process(state.wms_pid, "WMS")
         broker_node.stop(broker_node.BrokerNode(**state.broker))
         _stop_process(state.mongo_pid, "MongoDB")
@@ -185,5 +209,13 @@ class DevStack:
     def dead_parts(self) -> list[str]:
         """Names of the recorded parts whose process is gone (empty when all run)."""
         assert self.state is not None
-        parts = (("WMS", self.state.wms_pid), ("TMS", self.state.tms_pid), ("MongoDB", self.state.mongo_pid))
+        parts = [("WMS", self.state.wms_pid), ("MongoDB", self.state.mongo_pid)]
+        parts += [(f"TMS of {where}", pid) for where, pid in self.state.tms_pids.items()]
         return [name for name, pid in parts if not processes.alive(pid)]
+
+
+def make_data_dir(path: Path) -> None:
+    """Create the stack's data dir with mode 0700 (an existing one, e.g. from an older version, is set to it)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        path.chmod(0o700)

@@ -23,7 +23,7 @@ from typing import Any
 import mqclient
 import yaml
 
-from wms.client import WMSClient
+from ewms_client import WMSClient
 
 END_PHASES = {"condor-rm", "condor-complete"}
 

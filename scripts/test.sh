@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check wms tms mqs_client pilot ewms_settings ewms_wire ewms_dev tests bench Docs
-.venv/bin/mypy wms tms mqs_client pilot ewms_settings ewms_wire ewms_dev
+.venv/bin/ruff check wms tms mqs_client pilot ewms_settings ewms_wire ewms_dev ewms_client tests bench Docs
+.venv/bin/mypy wms tms mqs_client pilot ewms_settings ewms_wire ewms_dev ewms_client
 # a private temp base: concurrent pytest sessions on one machine otherwise prune each other's temp dirs
 BASETEMP="$(mktemp -d /tmp/ewms-pytest.XXXXXX)"
 trap 'rm -rf "$BASETEMP"' EXIT

@@ -1,7 +1,9 @@
-"""Entry point (``ewms-tms`` / ``python -m tms``): runs the starter, stopper, watcher and file manager until SIGTERM."""
+"""Entry point (``ewms-tms`` / ``python -m tms``): runs the starter, stopper, watcher and file manager until SIGTERM;
+``ewms-tms check`` checks this access point instead (:mod:`tms.check`)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -11,6 +13,7 @@ import sys
 from tms.backends.base import Backend
 from tms.backends.htcondor import HTCondorBackend
 from tms.backends.local import LocalBackend
+from tms.check import check
 from tms.config import ConfigError, TMSConfig
 from tms.daemon import poll_loop
 from tms.housekeeping import FileManager
@@ -91,8 +94,22 @@ async def run(config: TMSConfig, stop: asyncio.Event | None = None) -> None:
         LOGGER.info("TMS stopped")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``ewms-tms`` (the daemon) or ``ewms-tms check [--wait S]``; settings come from the environment."""
+    parser = argparse.ArgumentParser(prog="ewms-tms", description="EWMS task management daemon (settings: env vars)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    checker = commands.add_parser(
+        "check", help="check this access point with the TMS's settings; exit 0 if every check passed, 1 if not"
+    )
+    checker.add_argument(
+        "--wait", type=float, default=120.0, help="s to wait for the tiny job's events (default 120)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    args = parse_args(argv)
     try:
         config = TMSConfig.from_env()
     except ConfigError as exc:
@@ -100,6 +117,9 @@ def main() -> None:
         sys.exit(2)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.command == "check":
+        backend = HTCondorBackend(config.job_event_log_dir) if config.backend == "htcondor" else None
+        sys.exit(asyncio.run(check(config, backend, args.wait)))
     asyncio.run(run(config))
 
 

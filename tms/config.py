@@ -101,7 +101,16 @@ class TMSConfig:
     # WMS calls
     http_timeout: float = setting("TMS_HTTP_TIMEOUT", "s per WMS request", 30.0, gt=0)
     http_retries: int = setting(
-        "TMS_HTTP_RETRIES", "retries of a WMS request on connection errors, 429 and 5xx", 3, ge=0
+        "TMS_HTTP_RETRIES",
+        "retries of a WMS request (bounded back-off, `Retry-After` honoured) on connection errors, 429, 502/503/504",
+        3,
+        ge=0,
+    )
+    status_report_max_bytes: int = setting(
+        "TMS_STATUS_REPORT_MAX_BYTES",
+        "JSON bytes per status report call, below the WMS's `MAX_BODY_BYTES` (1 MiB); a 413 splits a call",
+        512 * 1024,
+        ge=1024,
     )
     # what pilots get
     pilot_launch: str = setting(

@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ewms_client import WMSError
 from tms import metrics
 from tms.backends.base import JEL_SUFFIX
 from tms.config import TMSConfig
 from tms.files import atomic_writer
-from tms.wms_client import WMSClient, WMSError, WMSUnavailable
+from tms.wms_client import WMSClient
 
 LOGGER = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class FileManager:
                 },
                 ["taskforce_uuid"],
             )
-        except (WMSError, WMSUnavailable) as exc:
+        except WMSError as exc:
             LOGGER.warning("file manager: cannot tell whether %s is in use (%s); keeping it", path, exc)
             return True
         return bool(found)

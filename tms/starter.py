@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ewms_client import WMSError
 from tms import metrics
 from tms.backends.base import Backend, BackendError, JobSpec
 from tms.config import TMSConfig
@@ -19,7 +20,7 @@ from tms.daemon import wait_or_stop
 from tms.submit_description import TaskforceSpecError, build_job_spec
 from tms.watcher.cluster_map import TaskforceRef
 from tms.watcher.loop import Watcher
-from tms.wms_client import WMSClient, WMSError
+from tms.wms_client import WMSClient
 
 LOGGER = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class Starter:
                 str(submission.spec.job_event_log),
             )
         except WMSError as exc:
+            if exc.is_unavailable:
+                raise  # kept as unconfirmed: confirmed, not submitted again, when offered next
             self._unconfirmed.pop(uuid, None)
             if exc.status not in (404, 409):
                 raise

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ewms_client import WMSError
 from tms import metrics
 from tms.backends.base import Backend, BackendError
 from tms.config import TMSConfig
 from tms.daemon import wait_or_stop
-from tms.wms_client import WMSClient, WMSError
+from tms.wms_client import WMSClient
 
 LOGGER = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 from cli_support import Run, RunCLI
 
+from ewms_client import WMSClient
 from wms.auth import Role
 from wms.cli.main import main
-from wms.client import WMSClient
 
 
 @pytest.fixture(autouse=True)

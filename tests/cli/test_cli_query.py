@@ -6,7 +6,7 @@ import json
 
 from cli_support import RunCLI, workflow_request
 
-from wms.client import WMSClient
+from ewms_client import WMSClient
 
 
 async def test_query_follows_every_page(ewms: RunCLI, client: WMSClient) -> None:

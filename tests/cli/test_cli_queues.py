@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from cli_support import RunCLI, workflow_request
 
+from ewms_client import WMSClient
 from ewms_dev.processes import free_port
 from wms.cli.exits import CLIError, Exit
 from wms.cli.mq import broker_errors, open_queue
-from wms.client import WMSClient
 
 
 async def submit(client: WMSClient) -> str:

@@ -7,9 +7,9 @@ import json
 
 from cli_support import RunCLI, workflow_request
 
+from ewms_client import WMSClient
 from ewms_dev.processes import wait_for_phase
 from wms.auth import Role
-from wms.client import WMSClient
 
 
 async def test_status_table_summarises_statuses_and_errors(ewms: RunCLI, client: WMSClient, api_as) -> None:

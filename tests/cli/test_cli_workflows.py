@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cli_support import RunCLI, workflow_request, write_json, write_yaml
 
+from ewms_client import WMSClient
 from wms.cli.main import main
-from wms.client import WMSClient
 
 
 async def test_submit_yaml_prints_ids(ewms: RunCLI, client: WMSClient, tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ import pika
 import pika.exceptions
 import pytest
 
+from ewms_client import WMSClient
+from ewms_dev.broker_node import BrokerNode
 from ewms_dev.devstack import DevStack
-from wms.client import WMSClient
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -84,7 +85,7 @@ async def test_two_task_chain_over_200_events(stack: DevStack) -> None:
         mqids = {q for d in directives for q in d["input_queues"] + d["output_queues"]}
         assert len(mqids) == 3
         vhost = (await client.public_queues(workflow_id))[0]["broker_address"].partition("/")[2]
-        admin_url = f"amqp://guest:guest@127.0.0.1:{state.broker['amqp_port']}/{vhost}"
+        admin_url = BrokerNode(**state.broker).admin_url_in(vhost)
         deadline = time.monotonic() + 20
         while any(_queue_exists(admin_url, q) for q in mqids):
             assert time.monotonic() < deadline, "queues still on the broker"

@@ -81,7 +81,7 @@ def proxy(broker: BrokerNode) -> Iterator[CountingProxy]:
 async def test_one_connection_serves_many_calls_and_a_dropped_one_is_replaced(
     broker: BrokerNode, proxy: CountingProxy
 ) -> None:
-    admin = BrokerAdmin(f"http://guest:guest@127.0.0.1:{proxy.port}")
+    admin = BrokerAdmin(broker.management_url.replace(str(broker.management_port), str(proxy.port)))
     try:
         policy = Policy("p", ".*", {"max-length": 5, "overflow": "reject-publish"})
         for n in range(3):
@@ -106,7 +106,7 @@ async def test_one_connection_serves_many_calls_and_a_dropped_one_is_replaced(
 
 
 async def test_an_unreachable_or_refusing_broker_is_reported(broker: BrokerNode, proxy: CountingProxy) -> None:
-    admin = BrokerAdmin(f"http://guest:guest@127.0.0.1:{proxy.port}", timeout=1.0)
+    admin = BrokerAdmin(broker.management_url.replace(str(broker.management_port), str(proxy.port)), timeout=1.0)
     await admin.delete_vhost("admin-unreachable")
     proxy.close()
     with pytest.raises(BrokerUnavailable, match="cannot reach"):

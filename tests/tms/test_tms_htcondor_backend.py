@@ -43,9 +43,25 @@ async def test_find_cluster_queries_the_taskforce_attribute(make_config) -> None
     assert await backend.find_cluster("TF-mine") == FoundCluster(cluster_id=71, n_jobs=3, job_event_log=log)
     assert await backend.find_cluster("TF-none") is None
     assert schedd.queries[0] == ('EWMSTaskforceUUID == "TF-mine"', ["ClusterId", "ProcId", "UserLog"])
+    assert schedd.history_queries[0] == ('EWMSTaskforceUUID == "TF-mine"', ["ClusterId", "ProcId", "UserLog"], -1)
     # a job that already left the queue does not hide how many were submitted
-    del schedd.job_ads[1]
+    schedd.history_ads.append(schedd.job_ads.pop())
     assert (await backend.find_cluster("TF-mine")).n_jobs == 3  # type: ignore[union-attr]
+
+
+async def test_find_cluster_sees_a_cluster_that_left_the_queue(make_config) -> None:
+    """Crash recovery: a cluster submitted before a restart and completed meanwhile is in the history only."""
+    config = make_config(backend="htcondor")
+    schedd = RecordingSchedd(first_cluster=300)
+    crashed = HTCondorBackend(config.job_event_log_dir, schedd)
+    log = crashed.job_event_log_path()
+    spec, n = build_job_spec(config, make_pending(make_taskforce("TF-done", n_workers=2)), log)
+    await crashed.submit(spec, n)
+    schedd.leave_queue(300)
+    assert schedd.job_ads == []
+    restarted = HTCondorBackend(config.job_event_log_dir, schedd)
+    assert await restarted.find_cluster("TF-done") == FoundCluster(cluster_id=300, n_jobs=2, job_event_log=log)
+    assert [q[0] for q in schedd.history_queries] == ['EWMSTaskforceUUID == "TF-done"']
 
 
 async def test_schedd_errors_become_backend_errors(make_config) -> None:

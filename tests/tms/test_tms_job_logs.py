@@ -15,6 +15,7 @@ import pytest
 from factories import one_task_workflow
 from test_tms_with_real_wms import running_tms, tms_config, wait_for
 
+from ewms_client import RetryPolicy, WMSError
 from ewms_dev.processes import until
 from ewms_wire.chirp import ChirpAttr, format_chirp
 from ewms_wire.job_event_log import JobEventLogWriter
@@ -24,7 +25,7 @@ from tms.watcher import job_logs
 from tms.watcher.cluster_map import TaskforceRef
 from tms.watcher.job_logs import output_files, read_tail
 from tms.watcher.loop import Watcher
-from tms.wms_client import TokenSource, WMSClient, WMSError, WMSUnavailable
+from tms.wms_client import WMSClient
 from wms.auth import Role
 
 # a stand-in pilot: 500 numbered lines on stdout and stderr, then ok (exit 0) or fail (chirped error, exit 3)
@@ -252,7 +253,7 @@ async def test_failed_posts_are_retried_and_the_queue_is_bounded(make_config, mo
     for proc in range(8):
         writer.terminated(11, proc, 0)
     watcher, wms = stub_watcher(config, log, {11: "TF-E"})
-    wms.failures = [WMSUnavailable("WMS away"), WMSError("POST", "/v0/tms/logs", 413, "too large")]
+    wms.failures = [WMSError(None, "Unreachable", "WMS away"), WMSError(413, "Content Too Large", "too large")]
     with caplog.at_level(logging.WARNING):
         await passes(watcher)  # away: kept, the 3 oldest dropped
         await passes(watcher)  # too large: kept, smaller batches from now on
@@ -263,7 +264,7 @@ async def test_failed_posts_are_retried_and_the_queue_is_bounded(make_config, mo
 
     writer.terminated(12, 0, 0)
     watcher.register_cluster(log, 12, TaskforceRef("TF-GONE", None, "condor-complete"))
-    wms.failures = [WMSError("POST", "/v0/tms/logs", 404, "no taskforce found")]
+    wms.failures = [WMSError(404, "Not Found", "no taskforce found")]
     await passes(watcher, 2)  # refused: dropped, not repeated
     assert "12.0" not in wms.shipped() and watcher.job_logs.pending == 0
 
@@ -333,7 +334,7 @@ async def test_a_failed_logs_post_is_retried_next_pass(api, wms_server, make_tok
     writer.terminated(3001, 0, 1)
     write_output(config, uuid, 3001, "0.err", "E" * 500 + "\nTraceback: the end\n")
     transport = FlakyTransport(failures=1)
-    wms = WMSClient(wms_server.url, TokenSource(make_token(Role.TMS, "tms")), retries=0, transport=transport)
+    wms = WMSClient(wms_server.url, make_token(Role.TMS, "tms"), policy=RetryPolicy(retries=0), transport=transport)
     watcher = Watcher(config, wms)
     watcher.register_cluster(log, 3001, TaskforceRef(uuid, 1, "condor-complete"))
     try:

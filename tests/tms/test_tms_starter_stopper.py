@@ -10,11 +10,12 @@ import htcondor2
 import pytest
 from tms_fakes import FakeWMS, RecordingSchedd, make_taskforce
 
+from ewms_client import WMSError
 from tms.backends.base import Backend, BackendError, FoundCluster, JobSpec, Submitted
 from tms.backends.htcondor import HTCondorBackend
 from tms.starter import Starter
 from tms.stopper import Stopper
-from tms.wms_client import WMSClient, WMSUnavailable
+from tms.wms_client import WMSClient
 
 
 class ScriptedBackend(Backend):
@@ -75,7 +76,7 @@ async def test_unconfirmed_submission_is_confirmed_not_resubmitted(fake_wms: Fak
     backend = ScriptedBackend(config)
     starter = Starter(config, wms, backend, None, asyncio.Event())
     fake_wms.fail_paths.append(("/condor-submit/", 503))
-    with pytest.raises(WMSUnavailable):  # the poll loop logs this and backs off
+    with pytest.raises(WMSError, match="503"):  # the poll loop logs this and backs off
         await starter.step()
     assert fake_wms.taskforces["TF-u"]["phase"] == "pending-starter"
     assert await starter.step()  # offered again: confirmed with the same cluster, no second submission
@@ -106,7 +107,7 @@ async def test_htcondor_submission_survives_a_lost_confirmation_and_a_restart(fa
     schedd = RecordingSchedd(first_cluster=900)
     wms = WMSClient.from_config(config)
     fake_wms.fail_paths.append(("/condor-submit/", 503))
-    with pytest.raises(WMSUnavailable):
+    with pytest.raises(WMSError, match="503"):
         await Starter(config, wms, HTCondorBackend(config.job_event_log_dir, schedd), None, asyncio.Event()).step()
     restarted = Starter(config, wms, HTCondorBackend(config.job_event_log_dir, schedd), None, asyncio.Event())
     assert await restarted.step()

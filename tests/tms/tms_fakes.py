@@ -21,6 +21,7 @@ import tornado.netutil
 import tornado.web
 
 from ewms_dev.factories import task_directive, taskforce
+from ewms_wire.job_event_log import JobEventLogWriter
 from wms.lifecycle import ALLOWED_MOVES, Phase
 
 TOKEN = "test-tms-token"
@@ -266,13 +267,18 @@ async def start_fake_wms() -> tuple[FakeWMS, tornado.httpserver.HTTPServer]:
 class RecordingSchedd:
     """Stands in for ``htcondor2.Schedd``: records calls, answers like a schedd."""
 
-    def __init__(self, first_cluster: int = 500, fail_with: Exception | None = None) -> None:
+    def __init__(
+        self, first_cluster: int = 500, fail_with: Exception | None = None, writes_job_event_log: bool = False
+    ) -> None:
         self.next_cluster = first_cluster
         self.fail_with = fail_with
+        self.writes_job_event_log = writes_job_event_log  # a submit event per job, as a schedd writes to ``log``
         self.submits: list[tuple[Any, int]] = []
         self.actions: list[tuple[Any, str, str | None]] = []
         self.queries: list[tuple[str, list[str]]] = []
+        self.history_queries: list[tuple[str | None, list[str], int]] = []
         self.job_ads: list[dict[str, Any]] = []  # the queue, as the ads a query projects
+        self.history_ads: list[dict[str, Any]] = []  # jobs that left the queue, most recent first
 
     def submit(self, description: Any, count: int = 0) -> Any:
         if self.fail_with is not None:
@@ -283,6 +289,8 @@ class RecordingSchedd:
         for proc in range(count):
             ad = {"ClusterId": cluster, "ProcId": proc, "UserLog": description["log"], "EWMSTaskforceUUID": uuid}
             self.job_ads.append(ad)
+            if self.writes_job_event_log:
+                JobEventLogWriter(description["log"]).submit(cluster, proc)
         return _Result(cluster, count)
 
     def query(self, constraint: str = "True", projection: list[str] | None = None) -> list[dict[str, Any]]:
@@ -290,16 +298,36 @@ class RecordingSchedd:
         if self.fail_with is not None:
             raise self.fail_with
         self.queries.append((constraint, list(projection or [])))
-        match = re.fullmatch(r'EWMSTaskforceUUID == "([^"]*)"', constraint)
-        assert match, constraint
-        found = [ad for ad in self.job_ads if ad["EWMSTaskforceUUID"] == match.group(1)]
-        return [{k: ad[k] for k in projection} if projection else ad for ad in found]
+        return _select(self.job_ads, constraint, projection)
+
+    def history(
+        self, constraint: str | None = None, projection: list[str] | None = None, match: int = -1
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`query`, over the jobs that left the queue (at most ``match`` of them unless -1)."""
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.history_queries.append((constraint, list(projection or []), match))
+        found = _select(self.history_ads, constraint or "", projection)
+        return found if match < 0 else found[:match]
+
+    def leave_queue(self, cluster_id: int) -> None:
+        """The cluster's jobs complete: they move from the queue to the history."""
+        gone = [ad for ad in self.job_ads if ad["ClusterId"] == cluster_id]
+        self.job_ads = [ad for ad in self.job_ads if ad["ClusterId"] != cluster_id]
+        self.history_ads[:0] = reversed(gone)
 
     def act(self, action: Any, job_spec: str, reason: str | None = None) -> dict[str, int]:
         if self.fail_with is not None:
             raise self.fail_with
         self.actions.append((action, job_spec, reason))
         return {"TotalSuccess": 3, "TotalNotFound": 0}
+
+
+def _select(ads: list[dict[str, Any]], constraint: str, projection: list[str] | None) -> list[dict[str, Any]]:
+    match = re.fullmatch(r'EWMSTaskforceUUID == "([^"]*)"', constraint)
+    assert match, constraint
+    found = [ad for ad in ads if ad["EWMSTaskforceUUID"] == match.group(1)]
+    return [{k: ad[k] for k in projection} if projection else ad for ad in found]
 
 
 @dataclass

@@ -14,13 +14,17 @@ from tms.backends.base import Backend, BackendError, FoundCluster, JobSpec, Subm
 
 LOGGER = logging.getLogger(__name__)
 
+FIND_PROJECTION = ("ClusterId", "ProcId", "UserLog")
+
 
 class ScheddLike(Protocol):
-    """The three ``htcondor2.Schedd`` methods this backend calls."""
+    """The four ``htcondor2.Schedd`` methods this backend calls."""
 
     def submit(self, description: htcondor2.Submit, count: int = 0) -> Any: ...
 
     def query(self, constraint: str = "True", projection: list[str] = ...) -> Any: ...
+
+    def history(self, constraint: str | None = None, projection: list[str] = ..., match: int = -1) -> Any: ...
 
     def act(self, action: htcondor2.JobAction, job_spec: str, reason: str | None = None) -> Any: ...
 
@@ -34,7 +38,8 @@ class HTCondorBackend(Backend):
         super().__init__(job_event_log_dir)
         self._schedd = schedd
 
-    def _get_schedd(self) -> ScheddLike:
+    def schedd(self) -> ScheddLike:
+        """The schedd (located on first use); raises BackendError when there is none."""
         if self._schedd is None:
             try:
                 self._schedd = htcondor2.Schedd()
@@ -45,7 +50,7 @@ class HTCondorBackend(Backend):
     async def submit(self, spec: JobSpec, count: int) -> Submitted:
         """``schedd.submit(Submit(spec.submit_dict), count=count)``."""
         description = htcondor2.Submit(spec.submit_dict)
-        schedd = self._get_schedd()
+        schedd = self.schedd()
         try:
             result = await asyncio.to_thread(schedd.submit, description, count=count)
         except (htcondor2.HTCondorException, RuntimeError, ValueError) as exc:
@@ -57,16 +62,19 @@ class HTCondorBackend(Backend):
         return submitted
 
     async def find_cluster(self, taskforce_uuid: str) -> FoundCluster | None:
-        """``schedd.query('EWMSTaskforceUUID == "<uuid>"', ["ClusterId", "ProcId", "UserLog"])``: the first cluster
-        with jobs of the taskforce still in the queue (jobs that already left it are not found)."""
-        schedd = self._get_schedd()
+        """The first cluster with jobs of the taskforce in the schedd's queue (``schedd.query``) or already gone from it
+        (``schedd.history``: completed or removed while no TMS was watching), both with the constraint
+        ``EWMSTaskforceUUID == "<uuid>"`` and the projection ``ClusterId, ProcId, UserLog``."""
+        schedd = self.schedd()
         constraint = f"EWMSTaskforceUUID == {classad2.quote(taskforce_uuid)}"
         try:
-            ads = await asyncio.to_thread(
-                schedd.query, constraint=constraint, projection=["ClusterId", "ProcId", "UserLog"]
+            queued = await asyncio.to_thread(schedd.query, constraint=constraint, projection=list(FIND_PROJECTION))
+            left = await asyncio.to_thread(
+                schedd.history, constraint=constraint, projection=list(FIND_PROJECTION), match=-1
             )
         except (htcondor2.HTCondorException, RuntimeError, ValueError) as exc:
             raise BackendError(f"condor_q of taskforce {taskforce_uuid} failed: {type(exc).__name__}: {exc}") from exc
+        ads = [*queued, *left]
         if not ads:
             return None
         cluster_id = min(int(ad["ClusterId"]) for ad in ads)
@@ -74,13 +82,13 @@ class HTCondorBackend(Backend):
         log = next((str(ad["UserLog"]) for ad in jobs if ad.get("UserLog")), None)
         return FoundCluster(
             cluster_id=cluster_id,
-            n_jobs=max(int(ad["ProcId"]) for ad in jobs) + 1,  # procs are numbered from 0; some may have left
+            n_jobs=max(int(ad["ProcId"]) for ad in jobs) + 1,  # procs are numbered from 0
             job_event_log=Path(log) if log else self.job_event_log_path(),
         )
 
     async def remove(self, cluster_id: int, reason: str) -> int:
         """``schedd.act(JobAction.Remove, "ClusterId == N", reason)`` (condor_rm)."""
-        schedd = self._get_schedd()
+        schedd = self.schedd()
         try:
             ad = await asyncio.to_thread(
                 schedd.act, htcondor2.JobAction.Remove, f"ClusterId == {int(cluster_id)}", reason=reason

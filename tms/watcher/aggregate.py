@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,24 @@ class StatusChanges:
     def taskforces(self) -> set[str]:
         """Taskforces included."""
         return set(self.compound_statuses) | set(self.top_task_errors)
+
+    def chunks(self, max_bytes: int) -> list[StatusChanges]:
+        """Split into reports of at most about ``max_bytes`` of JSON each (a taskforce's entries stay together;
+        one taskforce larger than that goes alone)."""
+        out: list[StatusChanges] = []
+        size = max_bytes
+        for uuid in sorted(self.taskforces):
+            compound, errors = self.compound_statuses.get(uuid), self.top_task_errors.get(uuid)
+            entry = len(json.dumps([compound, errors]).encode()) + 2 * len(uuid) + 16  # keys, quotes and separators
+            if size + entry > max_bytes:
+                out.append(StatusChanges())
+                size = 80  # the two top-level keys
+            if compound is not None:
+                out[-1].compound_statuses[uuid] = compound
+            if errors is not None:
+                out[-1].top_task_errors[uuid] = errors
+            size += entry
+        return out
 
 
 class StatusTracker:

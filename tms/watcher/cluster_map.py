@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tms.wms_client import WMSClient, WMSError, WMSUnavailable
+from ewms_client import WMSError
+from tms.wms_client import WMSClient
 
 LOGGER = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class ClusterMap:
                 {"schedd": self._schedd, "job_event_log_fpath": self._log_path},
                 ["taskforce_uuid", "cluster_id", "n_workers", "phase"],
             )
-        except (WMSError, WMSUnavailable) as exc:
+        except WMSError as exc:
             LOGGER.warning("cannot look up the taskforces of %s: %s", self._log_path, exc)
             found = None
         if found is not None:

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ewms_client import WMSError
 from tms import metrics
 from tms.config import MAX_LOG_TAIL_BYTES, TMSConfig
 from tms.submit_description import taskforce_dir
 from tms.watcher.job_state import COMPLETED, JobState
-from tms.wms_client import WMSClient, WMSError, WMSUnavailable
+from tms.wms_client import WMSClient
 
 LOGGER = logging.getLogger(__name__)
 
@@ -259,15 +260,15 @@ class JobLogShipper:
         for uuid, keys in self._batches().items():
             try:
                 await self._wms.send_job_logs(uuid, [self._queue[key].record for key in keys])
-            except WMSUnavailable as exc:
+            except WMSError as exc:
+                if not exc.is_unavailable:
+                    self._refused(uuid, keys, exc)
+                    continue
                 LOGGER.warning(
                     "watcher: logs of %d jobs of %s not shipped (retrying next pass): %s", len(keys), uuid, exc
                 )
                 metrics.JOB_LOGS.labels("failed").inc(len(keys))
                 return  # the WMS is away: the other taskforces wait for the next pass too
-            except WMSError as exc:
-                self._refused(uuid, keys, exc)
-                continue
             self._remove(keys)
             metrics.JOB_LOGS.labels("sent").inc(len(keys))
             LOGGER.debug("watcher: shipped the logs of %d jobs of %s", len(keys), uuid)

@@ -10,13 +10,16 @@ states of old events; a flooded log in steady state reports on every pass.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ewms_client import WMSError
 from ewms_wire.chirp import ATTR_PREFIX
 from ewms_wire.job_event_log import EventType
 from tms import metrics
@@ -28,7 +31,7 @@ from tms.watcher.cluster_map import ClusterMap, TaskforceRef
 from tms.watcher.job_logs import JobLogShipper
 from tms.watcher.job_state import ENDED, ClusterState, JobState
 from tms.watcher.log_reader import LogGone, LogReader
-from tms.wms_client import WMSClient, WMSError, WMSUnavailable
+from tms.wms_client import WMSClient
 
 LOGGER = logging.getLogger(__name__)
 
@@ -139,6 +142,7 @@ class Watcher:
         self.completed: set[tuple[Path, int]] = set()
         self._maybe_complete: set[tuple[Path, int]] = set()
         self._reported: set[str] = set()
+        self._unsent: dict[str, tuple[CompoundStatuses, TopTaskErrors]] = {}  # snapshots the WMS did not take yet
         self._registered: dict[Path, dict[int, TaskforceRef]] = {}
 
     def register_cluster(self, log_path: Path, cluster_id: int, ref: TaskforceRef) -> None:
@@ -251,35 +255,44 @@ class Watcher:
                         state.dirty = False
 
     async def _report_statuses(self) -> bool:
-        """Send what changed in one bulk call; False when the WMS could not take it (retried next pass)."""
-        changes = self.tracker.changes(self._snapshots())
-        if changes:
+        """Send what changed, in reports under ``status_report_max_bytes`` (a 413 splits a report further); what the
+        WMS did not accept is kept and sent again next pass. False when the WMS is away (nothing more is sent)."""
+        snapshots = {**self._unsent, **self._snapshots()}
+        self._clear_dirty()
+        changes = self.tracker.changes(snapshots)
+        self._unsent = {}
+        pending = changes.chunks(self.config.status_report_max_bytes)
+        while pending:
+            chunk = pending.pop(0)
             try:
-                results = await self.wms.send_statuses(changes.compound_statuses, changes.top_task_errors)
-            except WMSUnavailable as exc:
+                results = await self.wms.send_statuses(chunk.compound_statuses, chunk.top_task_errors)
+            except WMSError as exc:
+                if exc.status == 413 and len(chunk.taskforces) > 1:
+                    pending[:0] = chunk.chunks(len(json.dumps(asdict(chunk))) // 2)
+                    LOGGER.warning("watcher: WMS refused a status report as too large; splitting it: %s", exc)
+                    continue
+                kept = [chunk, *pending] if exc.is_unavailable else [chunk]  # the WMS is away: the rest waits too
+                self._unsent.update({uuid: snapshots[uuid] for part in kept for uuid in part.taskforces})
                 LOGGER.warning(
-                    "watcher: status report for %d taskforces failed (retrying next pass): %s",
-                    len(changes.taskforces),
+                    "watcher: status report for %d taskforces not accepted (sent again next pass): %s",
+                    sum(len(part.taskforces) for part in kept),
                     exc,
                 )
-                metrics.STATUS_REPORTS.labels("failed").inc()
-                return False
-            except WMSError as exc:  # refused: sending the same again would be refused again
-                LOGGER.error("watcher: WMS refused the status report for %s: %s", sorted(changes.taskforces), exc)
-                metrics.STATUS_REPORTS.labels("refused").inc()
-                results = []
+                metrics.STATUS_REPORTS.labels("failed" if exc.is_unavailable else "refused").inc()
+                if exc.is_unavailable:
+                    return False
+                continue
             for result in results:
                 if result.get("status") == "failed":
                     LOGGER.warning(
                         "watcher: WMS did not take the status of %s: %s", result.get("uuid"), result.get("error")
                     )
-            for uuid in sorted(changes.taskforces - self._reported):
-                LOGGER.info("watcher: first statuses of %s: %s", uuid, changes.compound_statuses.get(uuid))
-            self._reported |= changes.taskforces
-            LOGGER.debug("watcher: reported %s", changes)
-            self.tracker.mark_sent(changes)
+            for uuid in sorted(chunk.taskforces - self._reported):
+                LOGGER.info("watcher: first statuses of %s: %s", uuid, chunk.compound_statuses.get(uuid))
+            self._reported |= chunk.taskforces
+            LOGGER.debug("watcher: reported %s", chunk)
+            self.tracker.mark_sent(chunk)
             metrics.STATUS_REPORTS.labels("sent").inc()
-        self._clear_dirty()
         return True
 
     def _collect_ended(self) -> None:
@@ -319,12 +332,15 @@ class Watcher:
             if ref.phase != "condor-complete":  # (already recorded, e.g. seen again after a restart)
                 try:
                     await self.wms.confirm_condor_complete(ref.uuid, state.finished_ts or int(time.time()))
-                except WMSUnavailable as exc:
-                    LOGGER.warning(
-                        "watcher: condor-complete of %s (cluster %d) failed, retrying: %s", ref.uuid, cluster_id, exc
-                    )
-                    continue
                 except WMSError as exc:
+                    if exc.is_unavailable:
+                        LOGGER.warning(
+                            "watcher: condor-complete of %s (cluster %d) failed, retrying: %s",
+                            ref.uuid,
+                            cluster_id,
+                            exc,
+                        )
+                        continue
                     LOGGER.warning(
                         "watcher: WMS refused condor-complete of %s (cluster %d): %s", ref.uuid, cluster_id, exc.detail
                     )

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ewms_dev.devstack import STATE_FILE, DevStack, StackState
+from ewms_dev.devstack import STATE_FILE, DevStack, StackState, make_data_dir
 from wms.cli.exits import CLIError, Exit
 
 DEFAULT_DIR = ".ewms-dev"
@@ -28,6 +28,10 @@ def register(subparsers: Any) -> None:
     up.add_argument("--detach", action="store_true", help="start in the background and return once ready")
     up.add_argument("--max-local-jobs", type=int, default=4, help="pilots the local TMS runs at once")
     up.add_argument("--port", type=int, default=0, help="WMS port (default: the previous one, else a free one)")
+    up.add_argument(
+        "--locations", type=_positive, default=1,
+        help="access points, each a TMS of its own: location local, then local-2, local-3, ... (default 1)",
+    )  # fmt: skip
     up.set_defaults(handler=_up)
     down = commands.add_parser("down", help="stop a stack started with `ewms dev up`")
     down.add_argument("--data-dir", default=DEFAULT_DIR)
@@ -37,11 +41,19 @@ def register(subparsers: Any) -> None:
     env.set_defaults(handler=_env)
 
 
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw} is not a positive number")
+    return value
+
+
 def _print_ready(state: StackState) -> None:
     print(f"WMS:      {state.url}/v0/   (metrics {state.url}/metrics)")
     print(f"broker:   127.0.0.1:{state.broker['amqp_port']} (management 127.0.0.1:{state.broker['management_port']})")
     print(f"MongoDB:  mongodb://127.0.0.1:{state.mongo_port}")
-    print(f"logs:     {state.data_dir}/{{wms,tms}}.log")
+    print(f"TMS:      one per location: {', '.join(state.tms_pids)}")
+    print(f"logs:     {state.data_dir}/wms.log, {state.data_dir}/tms*.log")
     print(f"user token (also in {state.data_dir}/env.sh):")
     print(f"  export EWMS_URL={state.url}")
     print(f"  export EWMS_TOKEN={state.user_token}", flush=True)
@@ -50,7 +62,7 @@ def _print_ready(state: StackState) -> None:
 async def _up(args: argparse.Namespace) -> int:
     if args.detach:
         return _up_detached(args)
-    stack = DevStack(args.data_dir, max_local_jobs=args.max_local_jobs, wms_port=args.port)
+    stack = DevStack(args.data_dir, max_local_jobs=args.max_local_jobs, wms_port=args.port, locations=args.locations)
     try:
         state = stack.up()
     except (RuntimeError, TimeoutError, OSError) as exc:
@@ -82,11 +94,11 @@ async def _up(args: argparse.Namespace) -> int:
 
 def _up_detached(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(data_dir)
     state_path = data_dir / STATE_FILE
     started_after = time.time()
     cmd = [sys.executable, "-m", "wms.cli", "dev", "up", "--data-dir", str(data_dir)]
-    cmd += ["--max-local-jobs", str(args.max_local_jobs), "--port", str(args.port)]
+    cmd += ["--max-local-jobs", str(args.max_local_jobs), "--port", str(args.port), "--locations", str(args.locations)]
     log = open(data_dir / "stack.log", "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180

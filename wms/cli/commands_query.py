@@ -7,11 +7,11 @@ import contextlib
 import json
 from typing import Any
 
+from ewms_client import QUERY_KINDS
 from wms.cli.argtypes import positive_int
 from wms.cli.exits import CLIError, Exit
 from wms.cli.output import add_json_option, note, print_json, table
 from wms.cli.settings import add_connection_options, connect
-from wms.client import QUERY_KINDS
 
 TABLE_COLUMNS = {
     "workflows": ["workflow_id", "owner", "priority", "deactivated"],

@@ -9,11 +9,11 @@ import sys
 import time
 from typing import Any
 
+from ewms_client import WMSClient
 from wms.cli.argtypes import positive_float
 from wms.cli.exits import CLIError, Exit
 from wms.cli.output import add_json_option, print_json, shorten, table, when
 from wms.cli.settings import add_connection_options, connect
-from wms.client import WMSClient
 
 END_PHASES = frozenset({"pending-stopper", "condor-rm", "condor-complete"})
 DEFAULT_WATCH_INTERVAL = 5.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from wms.client import WMSError
+from ewms_client import WMSError
 
 
 class Exit(enum.IntEnum):

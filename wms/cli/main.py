@@ -12,10 +12,10 @@ import threading
 from collections.abc import Sequence
 from types import FrameType, ModuleType
 
+from ewms_client import WMSError
 from wms.cli import commands_dev, commands_query, commands_queues, commands_status, commands_workflows
 from wms.cli.exits import EPILOG, CLIError, Exit, exit_code_for
 from wms.cli.settings import add_connection_options
-from wms.client import WMSError
 
 # each module's register(subparsers) adds its sub-commands; add a module here to add commands
 COMMAND_MODULES: tuple[ModuleType, ...] = (

@@ -12,8 +12,8 @@ import mqclient
 import pika.exceptions
 from mqclient.broker_client_interface import MQClientException
 
+from ewms_client import WMSClient
 from wms.cli.exits import CLIError, Exit
-from wms.client import WMSClient
 
 POLL_SECONDS = 0.5
 IDLE_SECONDS = 60  # a subscription ends after this long without a message, unless told otherwise

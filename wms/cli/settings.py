@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from ewms_client import WMSClient
 from wms.cli.exits import CLIError, Exit
-from wms.client import WMSClient
 
 HTTP_TIMEOUT = 30.0
 
