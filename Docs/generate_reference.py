@@ -163,11 +163,18 @@ def parameter_rows(spec: dict[str, Any], params: list[dict[str, Any]]) -> list[s
     return lines
 
 
+def _prefixes(servers: list[dict[str, Any]]) -> str:
+    return ", ".join(f"`{s['url']}`" for s in servers)
+
+
 def route_page(spec: dict[str, Any], tag: str, operations: list[tuple[str, str, dict[str, Any], list[Any]]]) -> str:
-    """Markdown for one route group: per route its summary, parameters, request body and responses."""
-    lines = [f"# Routes: {tag}", ""]
+    """Markdown for one route group: per route its summary, prefixes, parameters, request body and responses."""
+    lines = [f"# Routes: {tag}", "", f"Each path is served under every prefix: {_prefixes(spec['servers'])}.", ""]
     for method, path, op, params in operations:
-        lines += [f"## `{method.upper()} {path}`", "", f"**{_cell(op.get('summary', ''))}**", ""]
+        lines += [f"## `{method.upper()} {path}`", ""]
+        if "servers" in spec["paths"][path]:
+            lines += [f"Served under: {_prefixes(spec['paths'][path]['servers'])} only.", ""]
+        lines += [f"**{_cell(op.get('summary', ''))}**", ""]
         lines += [op.get("description", "").strip(), ""]
         if params:
             lines += [*parameter_rows(spec, params), ""]

@@ -28,7 +28,8 @@ def documented() -> dict[str, set[str]]:
 
 def written(index: Mapping[str, Any]) -> str:
     """One index as the guide writes it, without directions (the embedded server's stand-in for ``_id`` as ``_id``)."""
-    return " + ".join(f"`{'_id' if field == EMBEDDED_ID_KEY else field}`" for field in index["key"]) + (" (unique)" if index.get("unique") else "")
+    fields = " + ".join(f"`{'_id' if field == EMBEDDED_ID_KEY else field}`" for field in index["key"])
+    return fields + (" (unique)" if index.get("unique") else "")
 
 
 async def test_the_documented_indexes_are_those_created(mongo_uri: str) -> None:

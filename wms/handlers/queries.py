@@ -139,7 +139,7 @@ class _QueryHandler(BaseHandler):
 class WorkflowsQueryHandler(_QueryHandler):
     """``POST /v0/query/workflows``."""
 
-    ROUTE = "/v0/query/workflows"
+    ROUTE = "/query/workflows"
     COLLECTION = "workflows"
     RESULT_KEY = "workflows"
 
@@ -147,7 +147,7 @@ class WorkflowsQueryHandler(_QueryHandler):
 class TaskDirectivesQueryHandler(_QueryHandler):
     """``POST /v0/query/task-directives``."""
 
-    ROUTE = "/v0/query/task-directives"
+    ROUTE = "/query/task-directives"
     COLLECTION = "task_directives"
     RESULT_KEY = "task_directives"
 
@@ -155,6 +155,6 @@ class TaskDirectivesQueryHandler(_QueryHandler):
 class TaskforcesQueryHandler(_QueryHandler):
     """``POST /v0/query/taskforces``."""
 
-    ROUTE = "/v0/query/taskforces"
+    ROUTE = "/query/taskforces"
     COLLECTION = "taskforces"
     RESULT_KEY = "taskforces"
