@@ -208,7 +208,8 @@ async function signIn(token) {
     const doc = await api("GET", "/v0/schema/openapi");
     const paths = Object.entries(doc.paths || {});
     const v0 = (path) => (path.startsWith("/v0/") || path === "/metrics" ? path : `/v0${path}`); // prefix-free paths
-    state.routes = new Set(paths.flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${v0(path)}`)));
+    state.routes = new Set(paths.flatMap(([path, ops]) => Object.keys(ops)
+      .map((m) => `${m.toUpperCase()} ${v0(path)}`)));
   } catch (err) {
     if (err.status === 401 || err.status === 403) {
       state.token = null;
