@@ -115,7 +115,7 @@ class StubWMS:
     async def query_taskforces(self, query: dict[str, Any], projection: list[str]) -> list[dict[str, Any]]:
         return self.rows
 
-    async def send_statuses(self, compound: Any, errors: Any) -> list[dict[str, Any]]:
+    async def send_statuses(self, compound: Any, errors: Any, counters: Any = None) -> list[dict[str, Any]]:
         self.reports += 1
         return []
 

@@ -34,6 +34,11 @@ class WMSClient(Connection):
         result: dict[str, Any] = await self.request("GET", f"/v0/workflows/{_q(workflow_id)}")
         return result
 
+    async def workflow_progress(self, workflow_id: str) -> dict[str, Any]:
+        """A workflow's ``WorkflowProgress``: counters, rates and time left per task and taskforce, queue depths."""
+        result: dict[str, Any] = await self.request("GET", f"/v0/workflows/{_q(workflow_id)}/progress")
+        return result
+
     async def abort(self, workflow_id: str) -> dict[str, Any]:
         """Abort a workflow; ``n_taskforces`` tells how many taskforces this call sent to stop."""
         result: dict[str, Any] = await self.request("POST", f"/v0/workflows/{_q(workflow_id)}/actions/abort", {})

@@ -51,6 +51,9 @@ def priority_expression(priority: int, n_workers: int) -> str:
     return f"{priority} - (($(ProcId) * {deduction}) / {n_workers - 1})"
 
 
+COUNTER_REPORT_INTERVAL = "5"  # s between a pilot's counter reports, unless the operator's extra env sets it
+
+
 def pilot_environment(
     taskforce: Mapping[str, Any],
     task_directive: Mapping[str, Any],
@@ -64,6 +67,7 @@ def pilot_environment(
     given = (taskforce.get("pilot_config") or {}).get("environment") or {}
     env = {key: _env_value(value) for key, value in given.items()}
     env.update(extra_env)
+    env.setdefault("EWMS_PILOT_HTCHIRP_RATELIMIT_INTERVAL", COUNTER_REPORT_INTERVAL)  # live progress (pilot: 60 s)
     env.update(_task_variables(task_directive))
     for key, value in env.items():
         if not _ENV_KEY_RE.fullmatch(str(key)) or "\0" in value:

@@ -81,13 +81,17 @@ class WMSClient(UserClient):
         self,
         compound_statuses: Mapping[str, Mapping[str, Mapping[str, int]]],
         top_task_errors: Mapping[str, Mapping[str, int]],
+        event_counters: Mapping[str, Mapping[str, int]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Bulk status report; returns the per-taskforce results (some may be ``failed`` on 207)."""
+        """Bulk status report (with the taskforces' ``event_counters``); returns the per-taskforce results (some may
+        be ``failed`` on 207)."""
         body: dict[str, Any] = {}
         if compound_statuses:
             body["compound_statuses_by_taskforce"] = compound_statuses
         if top_task_errors:
             body["top_task_errors_by_taskforce"] = top_task_errors
+        if event_counters:
+            body["event_counters_by_taskforce"] = event_counters
         resp = await self.request("POST", "/v0/tms/statuses/taskforces", body, idempotent=True)
         return list(resp.get("results", [])) if isinstance(resp, dict) else []
 

@@ -35,6 +35,7 @@ HANDLERS: list[type[BaseHandler]] = [
     misc.SchemaHandler,
     workflows.WorkflowsHandler,
     workflows.WorkflowIDHandler,
+    workflows.WorkflowProgressHandler,
     workflows.WorkflowAbortHandler,
     workflows.WorkflowFinishedHandler,
     queries.WorkflowsQueryHandler,

@@ -28,18 +28,58 @@ async def test_status_table_summarises_statuses_and_errors(ewms: RunCLI, client:
 
     run = await ewms("status", workflow_id)
     assert run.code == 0, run.err
-    head, header, *rows = run.out.splitlines()
-    assert head.startswith(f"workflow {workflow_id}: active (owner alice, priority 50, created ")
-    assert header.split() == ["TASKFORCE", "LOCATION", "PHASE", "WORKERS", "STATUSES", "TOP", "ERROR"]
+    head, task, header, *rows = run.out.splitlines()
+    assert head == f"workflow {workflow_id}: active (owner alice, priority 50, created {head.split('created ')[1]}"
+    assert f"  [{'.' * 24}]   -%  done 0  failed 0  waiting " in task  # nothing counted yet
+    assert task.endswith("  in flight 0  0.00/s  ETA 0 s") or task.endswith("waiting ?  in flight 0  0.00/s  ETA -")
+    assert header.split() == ["TASKFORCE", "LOCATION", "PHASE", "WORKERS", "HEALTH", "STATUSES", "TOP", "ERROR"]
     by_location = {row.split()[1]: row for row in rows}
     alpha = by_location["test-alpha"]
-    assert alpha.startswith(uuid) and " condor-submit " in alpha
+    assert alpha.startswith(uuid) and " condor-submit " in alpha and " failing " in alpha  # 1 held of 4
     assert alpha.endswith("RUNNING: Tasking=3; HELD: memory=1  task failed (exit code 2): boom (x4)")
-    assert by_location["test-beta"].split()[2:] == ["pending-starter", "3", "-", "-"]
+    assert by_location["test-beta"].split()[2:] == ["pending-starter", "3", "ok", "-", "-"]
+    assert "\x1b[" not in run.out  # not a terminal: no colour
 
     run = await ewms("status", workflow_id, "--json")
     snap = json.loads(run.out)
     assert snap["workflow"]["workflow_id"] == workflow_id and len(snap["taskforces"]) == 2
+    assert snap["progress"]["tasks"][0]["taskforces"][0]["health"] in {"ok", "failing"}
+
+
+async def test_status_shows_progress_per_task_and_failures_in_red(ewms: RunCLI, client: WMSClient, api_as) -> None:
+    workflow_id = (await client.submit_workflow(workflow_request()))["workflow"]["workflow_id"]
+    await wait_for_phase(lambda: client.taskforces_of(workflow_id), "pending-starter")
+    tms = api_as(Role.TMS, "tms-alpha")
+    uuids = []
+    for n, schedd in enumerate(("schedd-alpha.test", "schedd-beta.test")):
+        work = await tms.ok("GET", "/v0/tms/pending-starter/taskforces", params={"schedd": schedd})
+        uuids.append(work["taskforce"]["taskforce_uuid"])
+        submitted = {"cluster_id": 20 + n, "n_workers": 3, "submit_dict": {}, "job_event_log_fpath": "/j.jel"}
+        await tms.ok("POST", f"/v0/tms/condor-submit/taskforces/{uuids[-1]}", submitted)
+    counters = {"done": 30, "failed": 10, "in_flight": 2}
+    report = {
+        "compound_statuses_by_taskforce": {uuids[0]: {"RUNNING": {"Tasking": 3}}},
+        "event_counters_by_taskforce": {uuids[0]: {"done": 0, "failed": 0, "in_flight": 0}},
+    }
+    await tms.ok("POST", "/v0/tms/statuses/taskforces", report)
+    await tms.ok("POST", "/v0/tms/statuses/taskforces", {"event_counters_by_taskforce": {uuids[0]: counters}})
+
+    run = await ewms("status", workflow_id)
+    task = run.out.splitlines()[1]
+    assert task.startswith("TK-") and "  done 30  failed 10  waiting " in task and "  in flight 2  " in task
+    assert "[" + "#" * 17 + "!" * 6 + "." + "]  95%" in task  # 30 done and 10 failed of 42
+    assert "/s  ETA " in task and "FAILING" not in task  # (the queue's depth is unknown for its first seconds)
+
+    fatal = {uuid: {"COMPLETED": {"FatalError": 3}} for uuid in uuids}
+    await tms.ok("POST", "/v0/tms/statuses/taskforces", {"compound_statuses_by_taskforce": fatal})
+    run = await ewms("status", workflow_id, "--color", "always")
+    head, task, *_ = run.out.splitlines()
+    assert "\x1b[31mFAILED: all 2 taskforces failed: all 3 workers ended in fatal errors" in head
+    assert head.endswith("\x1b[0m")
+    assert "\x1b[31mfailed 10\x1b[0m" in task and "\x1b[31m!!!!!!\x1b[0m" in task
+    assert run.out.count("\x1b[31mfailed\x1b[0m") == 2  # each taskforce's health cell
+    plain = await ewms("status", workflow_id, "--color", "never")
+    assert "\x1b[" not in plain.out and "FAILED: all 2 taskforces failed" in plain.out.splitlines()[0]
 
 
 async def test_watch_refreshes_until_every_taskforce_ended(ewms: RunCLI, client: WMSClient) -> None:

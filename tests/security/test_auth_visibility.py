@@ -32,6 +32,7 @@ ADD_WORKERS = {"cluster_location": "test-alpha", "n_workers": 1}
 OWNED_ROUTES = [
     ("GET", "/v0/workflows/{workflow_id}", None),
     ("PATCH", "/v0/workflows/{workflow_id}", {"labels": {"x": "y"}}),
+    ("GET", "/v0/workflows/{workflow_id}/progress", None),
     ("POST", "/v0/workflows/{workflow_id}/actions/abort", None),
     ("POST", "/v0/workflows/{workflow_id}/actions/finished", None),
     ("GET", "/v0/mqs/workflows/{workflow_id}/mq-profiles/public", None),

@@ -68,7 +68,7 @@ class StubWMS:
     async def query_taskforces(self, query: Any, projection: Any) -> list[dict[str, Any]]:
         return []
 
-    async def send_statuses(self, compound: Any, errors: Any) -> list[dict[str, Any]]:
+    async def send_statuses(self, compound: Any, errors: Any, counters: Any = None) -> list[dict[str, Any]]:
         return []
 
     async def confirm_condor_complete(self, uuid: str, ts: int) -> None:

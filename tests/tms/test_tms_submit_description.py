@@ -95,6 +95,7 @@ def test_pilot_environment_and_env_file(make_config) -> None:
     assert env["EWMS_PILOT_HTCHIRP"] == "True"  # the TMS's own default wins over an operator extra
     assert env["EWMS_PILOT_HTCHIRP_DEST"] == "JOB_EVENT_LOG"
     assert env["EWMS_PILOT_TIMEOUT_QUEUE_INCOMING"] == "30"
+    assert env["EWMS_PILOT_HTCHIRP_RATELIMIT_INTERVAL"] == "5"  # counters often enough for live progress
     assert env["EWMS_PILOT_OKAY_ERRORS"] == "TimeoutError ValueError"
     assert json.loads(env["EWMS_PILOT_TASK_ENV_JSON"]) == {"A": "it's $HOME"}
     env_file = spec.taskforce_dir / ENV_FILE_NAME

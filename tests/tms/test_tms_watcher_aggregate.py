@@ -10,7 +10,7 @@ from tms_fakes import DATA
 
 from ewms_wire.chirp import ChirpAttr, format_chirp
 from ewms_wire.job_event_log import JobEventLogWriter
-from tms.watcher.aggregate import StatusTracker, compound_statuses, top_task_errors
+from tms.watcher.aggregate import StatusChanges, StatusTracker, compound_statuses, event_counters, top_task_errors
 from tms.watcher.cluster_map import ClusterMap, TaskforceRef
 from tms.watcher.job_state import JobState
 from tms.watcher.loop import WatchedLog
@@ -179,13 +179,73 @@ def test_stale_unfinished_tail_does_not_hide_earlier_events(tmp_path: Path, monk
 
 def test_tracker_sends_only_changes() -> None:
     tracker = StatusTracker()
-    first = tracker.changes({"TF-A": (EXPECTED_A, {"e": 1}), "TF-B": ({}, {})})
+    zero = {"done": 0, "failed": 0, "in_flight": 0}
+    first = tracker.changes({"TF-A": (EXPECTED_A, {"e": 1}, zero), "TF-B": ({}, {}, zero)})
     assert first.compound_statuses == {"TF-A": EXPECTED_A} and first.top_task_errors == {"TF-A": {"e": 1}}
+    assert first.event_counters == {"TF-A": zero}
     assert first.taskforces == {"TF-A"}
     tracker.mark_sent(first)
-    assert not tracker.changes({"TF-A": (EXPECTED_A, {"e": 1})})
-    changed = tracker.changes({"TF-A": (EXPECTED_B, {"e": 1})})
+    assert not tracker.changes({"TF-A": (EXPECTED_A, {"e": 1}, zero)})
+    changed = tracker.changes({"TF-A": (EXPECTED_B, {"e": 1}, zero)})
     assert changed.compound_statuses == {"TF-A": EXPECTED_B} and not changed.top_task_errors
+    assert not changed.event_counters
+    counted = tracker.changes({"TF-A": (EXPECTED_A, {"e": 1}, {**zero, "done": 3})})
+    assert counted.event_counters == {"TF-A": {**zero, "done": 3}} and counted.taskforces == {"TF-A"}
+
+
+def counted_job(total: int, success: int, failed: int, status: str = "RUNNING") -> JobState:
+    job = JobState()
+    job.set_status(status)
+    for attr, value in (
+        (ChirpAttr.TASKS_TOTAL, total), (ChirpAttr.TASKS_SUCCESS, success), (ChirpAttr.TASKS_FAILED, failed),
+    ):  # fmt: skip
+        job.chirp(format_chirp(attr, value))
+    return job
+
+
+def test_event_counters_sum_jobs_and_count_in_flight_over_live_jobs_only() -> None:
+    jobs = [
+        counted_job(10, 6, 1),  # 3 in flight
+        counted_job(5, 5, 0, "COMPLETED"),
+        counted_job(4, 1, 1, "REMOVED"),  # its 2 unsettled events went back to the queue
+        counted_job(2, 0, 0, "HELD"),  # held: still in the queue, its 2 events are unacked until it is removed
+        JobState(),  # not reported yet
+    ]
+    assert event_counters(jobs) == {"done": 12, "failed": 2, "in_flight": 5}
+    assert event_counters([]) == {"done": 0, "failed": 0, "in_flight": 0}
+
+
+def test_event_counters_from_real_log_chirps(tmp_path: Path) -> None:
+    path = tmp_path / "counters.tms.jel"
+    writer = JobEventLogWriter(path)
+    writer.submit(101, 0)
+    writer.submit(101, 1)
+    writer.execute(101, 0)
+    writer.execute(101, 1)
+    for proc, (total, success, failed) in ((0, (7, 4, 1)), (1, (3, 3, 0))):
+        for attr, value in (
+            (ChirpAttr.TASKS_TOTAL, total), (ChirpAttr.TASKS_SUCCESS, success), (ChirpAttr.TASKS_FAILED, failed),
+        ):  # fmt: skip
+            writer.generic(101, proc, format_chirp(attr, value))
+    log = watched(path)
+    log.consume(100)
+    assert event_counters(log.clusters[101].jobs.values()) == {"done": 7, "failed": 1, "in_flight": 2}
+    writer.terminated(101, 0, 0)
+    log.consume(100)
+    assert event_counters(log.clusters[101].jobs.values()) == {"done": 7, "failed": 1, "in_flight": 0}
+
+
+def test_counters_split_with_their_taskforce() -> None:
+    counters = {"done": 1, "failed": 0, "in_flight": 0}
+    changes = StatusChanges(
+        compound_statuses={f"TF-{i}": {"RUNNING": {"Tasking": 1}} for i in range(6)},
+        event_counters={f"TF-{i}": counters for i in range(6)},
+    )
+    chunks = changes.chunks(300)
+    assert len(chunks) > 1
+    for chunk in chunks:
+        assert set(chunk.event_counters) == set(chunk.compound_statuses)
+    assert sum(len(c.event_counters) for c in chunks) == 6
 
 
 def test_top_errors_are_limited_and_ordered() -> None:

@@ -96,6 +96,7 @@ UPSTREAM_REQUEST_FIELDS: dict[str, list[str]] = {
 OUR_OWN_OBJECTS = {
     "Labels", "JobLog", "TaskforceLogsResponse", "ArchivedWorkflowSummary", "ArchivedWorkflow", "ArchiveListResponse",
     "ArchivePurgeResponse", "LabelsUpdateRequest", "JobLogsReport", "ArchivePurgeRequest",
+    "Health", "QueueDepth", "TaskforceProgress", "TaskProgress", "WorkflowProgress",
 }  # fmt: skip
 # every object schema of this project's document is one of upstream's or one of OUR_OWN_OBJECTS
 UPSTREAM_FIELDS = UPSTREAM_OBJECT_FIELDS | UPSTREAM_REQUEST_FIELDS
@@ -151,9 +152,11 @@ def test_every_object_schema_is_compared_or_ours() -> None:
 
 def test_extensions_are_this_projects_fields() -> None:
     # the fields the issue names: owner, labels, cluster_location (and limit, the problem-details fields)
-    assert _split(SCHEMAS["WorkflowObject"])[1] == {"owner", "labels"}
+    progress = {"health", "health_reason"}  # and progress (issue 15)
+    assert _split(SCHEMAS["WorkflowObject"])[1] == {"owner", "labels"} | progress
     assert _split(SCHEMAS["TaskDirectiveObject"])[1] == {"owner"}
-    assert _split(SCHEMAS["TaskforceObject"])[1] == {"cluster_location", "owner"}
+    counters = {"event_counters", "event_rate"}
+    assert _split(SCHEMAS["TaskforceObject"])[1] == {"cluster_location", "owner"} | counters | progress
     assert _split(SCHEMAS["WorkflowRequest"])[1] == {"labels"}
     assert SCHEMAS["TaskforceObject"]["properties"]["job_event_log_fpath"]["type"] == "string"
 

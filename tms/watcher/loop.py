@@ -26,7 +26,7 @@ from tms import metrics
 from tms.backends.base import JEL_SUFFIX
 from tms.config import TMSConfig
 from tms.daemon import poll_loop
-from tms.watcher.aggregate import CompoundStatuses, StatusTracker, TopTaskErrors, compound_statuses, top_task_errors
+from tms.watcher.aggregate import Snapshot, StatusTracker, compound_statuses, event_counters, top_task_errors
 from tms.watcher.cluster_map import ClusterMap, TaskforceRef
 from tms.watcher.job_logs import JobLogShipper
 from tms.watcher.job_state import ENDED, ClusterState, JobState
@@ -142,7 +142,7 @@ class Watcher:
         self.completed: set[tuple[Path, int]] = set()
         self._maybe_complete: set[tuple[Path, int]] = set()
         self._reported: set[str] = set()
-        self._unsent: dict[str, tuple[CompoundStatuses, TopTaskErrors]] = {}  # snapshots the WMS did not take yet
+        self._unsent: dict[str, Snapshot] = {}  # snapshots the WMS did not take yet
         self._registered: dict[Path, dict[int, TaskforceRef]] = {}
 
     def register_cluster(self, log_path: Path, cluster_id: int, ref: TaskforceRef) -> None:
@@ -225,7 +225,7 @@ class Watcher:
         metrics.CORRUPT_EVENTS.set(sum(w.reader.n_corrupt for w in self.logs.values()))
         return bool(pending)
 
-    def _snapshots(self) -> dict[str, tuple[CompoundStatuses, TopTaskErrors]]:
+    def _snapshots(self) -> dict[str, Snapshot]:
         """Fresh summaries of every taskforce with a changed cluster in a caught-up log; those clusters also become
         candidates for the completion check."""
         by_uuid: dict[str, list[ClusterState]] = {}
@@ -244,7 +244,11 @@ class Watcher:
         out = {}
         for uuid in dirty:
             jobs = [job for state in by_uuid[uuid] for job in state.jobs.values()]
-            out[uuid] = (compound_statuses(jobs), top_task_errors(jobs, self.config.n_top_task_errors))
+            out[uuid] = (
+                compound_statuses(jobs),
+                top_task_errors(jobs, self.config.n_top_task_errors),
+                event_counters(jobs),
+            )
         return out
 
     def _clear_dirty(self) -> None:
@@ -265,7 +269,9 @@ class Watcher:
         while pending:
             chunk = pending.pop(0)
             try:
-                results = await self.wms.send_statuses(chunk.compound_statuses, chunk.top_task_errors)
+                results = await self.wms.send_statuses(
+                    chunk.compound_statuses, chunk.top_task_errors, chunk.event_counters
+                )
             except WMSError as exc:
                 if exc.status == 413 and len(chunk.taskforces) > 1:
                     pending[:0] = chunk.chunks(len(json.dumps(asdict(chunk))) // 2)

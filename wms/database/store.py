@@ -57,6 +57,15 @@ def append_log(entry: Doc) -> Doc:
     return {"$addToSet": {"phase_change_log": entry}}
 
 
+def push_bounded(values: Doc, keep: int) -> Doc:
+    """The update appending one number to each of several parallel arrays, keeping the last ``keep`` of each.
+
+    Numbers only: the embedded server stores a pushed array (or subdocument) as its JSON text; parallel arrays of
+    numbers pushed in one update stay aligned.
+    """
+    return {"$push": {field: {"$each": [value], "$slice": -keep} for field, value in values.items()}}
+
+
 def one_of(values: list[str]) -> Doc:
     """A filter value matching any of ``values``: use it beside an indexed equality (the embedded server evaluates
     ``$in`` on every document its other clauses select)."""

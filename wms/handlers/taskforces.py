@@ -7,6 +7,7 @@ from typing import Any
 from wms.database.store import public
 from wms.handlers.base import ANYONE, USERS, BaseHandler
 from wms.operations.errors import found
+from wms.progress import taskforce_view
 
 
 class TaskforceUUIDHandler(BaseHandler):
@@ -16,9 +17,10 @@ class TaskforceUUIDHandler(BaseHandler):
     ROLES = {"GET": ANYONE}
 
     async def get(self, taskforce_uuid: str) -> None:
-        """Return the taskforce."""
+        """Return the taskforce with its rate and health (``wms.progress``)."""
         doc = await self.wms.store.taskforces.find_one({"taskforce_uuid": taskforce_uuid}, {"_id": False})
-        self.send(public(found(doc, "taskforce", f"uuid: {taskforce_uuid}", self.require_caller())))
+        doc = found(doc, "taskforce", f"uuid: {taskforce_uuid}", self.require_caller())
+        self.send({**public(doc), **taskforce_view(doc, self.wms.config.tms_action_retries)})
 
 
 class RetryHandler(BaseHandler):

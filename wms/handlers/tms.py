@@ -7,6 +7,7 @@ answered 200, so a TMS may retry any call safely.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from pymongo import UpdateOne
@@ -14,6 +15,7 @@ from pymongo import UpdateOne
 from wms.database.store import RM_FAILURES, SUBMIT_FAILURES, append_log, public
 from wms.handlers.base import TMS, BaseHandler, Problem
 from wms.lifecycle import Phase, log_entry
+from wms.progress import RATE_TS, counters_update
 
 LOGGER = logging.getLogger(__name__)
 SOURCE = "TMS"
@@ -223,36 +225,50 @@ class CondorCompleteHandler(_MoveHandler):
 
 
 class StatusesHandler(BaseHandler):
-    """``POST /v0/tms/statuses/taskforces``: bulk compound statuses and top task errors."""
+    """``POST /v0/tms/statuses/taskforces``: bulk compound statuses, top task errors and event counters."""
 
     ROUTE = "/tms/statuses/taskforces"
     ROLES = {"POST": TMS}
 
     async def post(self) -> None:
-        """Set the reported fields (re-sent values are harmless); 207 lists unknown uuids."""
+        """Set the reported fields, one write per taskforce (re-sent values are harmless); 207 lists unknown uuids.
+
+        Event counters are stored with a rate sample in the same write (``wms.progress.counters_update``).
+        """
         errors = self.body.get("top_task_errors_by_taskforce", {})
         statuses = self.body.get("compound_statuses_by_taskforce", {})
+        counters = self.body.get("event_counters_by_taskforce", {})
         updates: dict[str, dict[str, Any]] = {}
         for uuid, value in errors.items():
             updates.setdefault(uuid, {})["top_task_errors"] = value
         for uuid, value in statuses.items():
             updates.setdefault(uuid, {})["compound_statuses"] = value
+        for uuid in counters:
+            updates.setdefault(uuid, {})
         coll = self.wms.store.taskforces
-        known = {
-            d["taskforce_uuid"]
-            async for d in coll.find({"taskforce_uuid": {"$in": list(updates)}}, {"_id": False, "taskforce_uuid": True})
-        }
-        if known:
-            await coll.bulk_write(
-                [UpdateOne({"taskforce_uuid": u}, {"$set": updates[u]}) for u in updates if u in known], ordered=False
+        samples = {
+            d["taskforce_uuid"]: d.get(RATE_TS) or []
+            async for d in coll.find(
+                {"taskforce_uuid": {"$in": list(updates)}}, {"_id": False, "taskforce_uuid": True, RATE_TS: True}
             )
+        }
+        now = time.time()
+        writes = []
+        for uuid, fields in updates.items():
+            if uuid not in samples:
+                continue
+            update = counters_update(counters[uuid], samples[uuid], now) if uuid in counters else {"$set": {}}
+            update["$set"].update(fields)
+            writes.append(UpdateOne({"taskforce_uuid": uuid}, update))
+        if writes:
+            await coll.bulk_write(writes, ordered=False)
         results = [
             {"uuid": u, "status": "updated"}
-            if u in known
+            if u in samples
             else {"uuid": u, "status": "failed", "error": "no taskforce found with uuid"}
             for u in updates
         ]
-        self.send({"results": results}, status=200 if len(known) == len(updates) else 207)
+        self.send({"results": results}, status=200 if len(samples) == len(updates) else 207)
 
 
 class TaskforceLogsReportHandler(BaseHandler):

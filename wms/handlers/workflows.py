@@ -1,4 +1,4 @@
-"""Workflow routes: create, read, label, abort, finish (each one call into ``wms.operations.workflows``)."""
+"""Workflow routes: create, read, label, progress, abort, finish (each one call into ``wms.operations``)."""
 
 from __future__ import annotations
 
@@ -24,13 +24,25 @@ class WorkflowIDHandler(BaseHandler):
     ROLES = {"GET": USERS, "PATCH": USERS}
 
     async def get(self, workflow_id: str) -> None:
-        """Return the workflow."""
-        self.send(public(await self.wms.operations.workflows.get(workflow_id, self.require_caller())))
+        """Return the workflow with its health (``wms.operations.progress``)."""
+        workflow = await self.wms.operations.workflows.get(workflow_id, self.require_caller())
+        self.send(public(await self.wms.operations.progress.with_health(workflow)))
 
     async def patch(self, workflow_id: str) -> None:
         """Set or (with null) remove labels."""
         workflows = self.wms.operations.workflows
         self.send(await workflows.set_labels(workflow_id, self.body["labels"], self.require_caller()))
+
+
+class WorkflowProgressHandler(BaseHandler):
+    """``GET /v0/workflows/{workflow_id}/progress``: counters, queue depths, rates, time left and health."""
+
+    ROUTE = "/workflows/{workflow_id}/progress"
+    ROLES = {"GET": USERS}
+
+    async def get(self, workflow_id: str) -> None:
+        """Return the workflow's progress (``wms.operations.progress``)."""
+        self.send(await self.wms.operations.progress.workflow(workflow_id, self.require_caller()))
 
 
 class _DeactivateHandler(BaseHandler):

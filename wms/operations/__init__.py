@@ -12,6 +12,7 @@ from wms.daemons.loop import Wakeups
 from wms.database.store import Store
 from wms.lifecycle import Lifecycle
 from wms.operations.errors import OperationError
+from wms.operations.progress import Progress
 from wms.operations.taskforces import Taskforces
 from wms.operations.workflows import Workflows
 
@@ -24,6 +25,7 @@ class Operations:
 
     workflows: Workflows
     taskforces: Taskforces
+    progress: Progress
 
     @classmethod
     def build(
@@ -33,4 +35,5 @@ class Operations:
         return cls(
             workflows=Workflows(store, lifecycle, mqs, config, wakeups),
             taskforces=Taskforces(store, lifecycle, config, wakeups),
+            progress=Progress(store, mqs, config),
         )

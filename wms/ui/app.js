@@ -18,7 +18,9 @@ const TASKFORCE_FIELDS = [
   "cluster_id", "phase", "phase_change_log", "compound_statuses", "top_task_errors",
 ];
 // condor status -> bar segment; the first match wins
+const FATAL = "FatalError"; // a worker whose pilot ended in a fatal error: its own (red) segment, whatever its status
 const STATUS_KINDS = [
+  { kind: "fatal", label: "Fatal error", test: () => false },
   { kind: "running", label: "Running", test: (s) => s === "RUNNING" },
   { kind: "idle", label: "Idle", test: (s) => s === "IDLE" },
   { kind: "held", label: "Held", test: (s) => s === "HELD" || s.startsWith("HELD:") },
@@ -27,6 +29,15 @@ const STATUS_KINDS = [
   { kind: "other", label: "Other", test: () => true },
 ];
 const RETRY_ROUTE = "POST /v0/taskforces/{taskforce_uuid}/actions/retry";
+const PROGRESS_ROUTE = "GET /v0/workflows/{workflow_id}/progress";
+const PROGRESS_CAP = 25; // most workflows whose progress (and health) one refresh reads: open ones first, then active
+// event counts -> progress bar segments, in this order
+const PROGRESS_KINDS = [
+  { key: "done", label: "Done" },
+  { key: "failed", label: "Failed" },
+  { key: "in_flight", label: "In flight" },
+  { key: "waiting", label: "Waiting" },
+];
 const LOGS_ROUTE = "GET /v0/taskforces/{taskforce_uuid}/logs";
 
 const state = {
@@ -196,7 +207,9 @@ async function signIn(token) {
   try {
     const doc = await api("GET", "/v0/schema/openapi");
     const paths = Object.entries(doc.paths || {});
-    state.routes = new Set(paths.flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`)));
+    const v0 = (path) => (path.startsWith("/v0/") || path === "/metrics" ? path : `/v0${path}`); // prefix-free paths
+    state.routes = new Set(paths.flatMap(([path, ops]) => Object.keys(ops)
+      .map((m) => `${m.toUpperCase()} ${v0(path)}`)));
   } catch (err) {
     if (err.status === 401 || err.status === 403) {
       state.token = null;
@@ -301,6 +314,7 @@ async function refresh() {
     }
   }
   const open = ids.filter((id) => state.expanded.has(id));
+  const progress = await progressOf(open, workflows);
   const taskforces = new Map(open.map((id) => [id, []]));
   if (open.length > 0) {
     const missing = open.filter((id) => !state.directives.has(id));
@@ -313,8 +327,24 @@ async function refresh() {
     for (const tf of items) taskforces.get(tf.workflow_id)?.push(tf);
   }
   if (state.token !== token) return; // signed out (or in as someone else) meanwhile
-  state.last = { workflows, counts, taskforces, more };
+  state.last = { workflows, counts, taskforces, progress, more };
   render();
+}
+
+/** The progress (with health) of the open workflows and of the first active ones, up to PROGRESS_CAP. */
+async function progressOf(open, workflows) {
+  const progress = new Map();
+  if (!supports(PROGRESS_ROUTE)) return progress;
+  const active = workflows.filter((w) => !w.deactivated).map((w) => w.workflow_id);
+  const ids = [...new Set([...open, ...active])].slice(0, PROGRESS_CAP);
+  const results = await Promise.allSettled(
+    ids.map((id) => api("GET", `/v0/workflows/${encodeURIComponent(id)}/progress`)));
+  results.forEach((result, i) => {
+    if (result.status === "fulfilled") progress.set(ids[i], result.value);
+    else if (routeMissing(result.reason)) state.missing.add(PROGRESS_ROUTE);
+    else if (result.reason.status !== 404) throw result.reason; // 404: deleted meanwhile
+  });
+  return progress;
 }
 
 // ---- the workflow list --------------------------------------------------------------------------------------
@@ -331,7 +361,7 @@ function matches(w, text) {
 
 function render() {
   if (!state.last) return;
-  const { workflows, counts, taskforces, more } = state.last;
+  const { workflows, counts, taskforces, progress, more } = state.last;
   const text = $("#text-filter").value.trim().toLowerCase();
   const shown = workflows.filter((w) => matches(w, text)).sort((a, b) => b.timestamp - a.timestamp);
   const body = $("#workflows");
@@ -342,17 +372,19 @@ function render() {
     keep.add(id);
     const expanded = state.expanded.has(id);
     const entry = state.rows.get(id) || {};
-    const rowSig = JSON.stringify([w, counts.get(id), expanded]);
+    const health = progress.get(id) ? [progress.get(id).health, progress.get(id).health_reason] : null;
+    const rowSig = JSON.stringify([w, counts.get(id), expanded, health]);
     if (rowSig !== entry.rowSig) {
-      const row = workflowRow(w, counts.get(id), expanded);
+      const row = workflowRow(w, counts.get(id), expanded, health);
       if (entry.row) swap(entry.row, row);
       Object.assign(entry, { row, rowSig });
     }
     const routes = [supports(RETRY_ROUTE), supports(LOGS_ROUTE)];
-    const detailData = expanded ? [w, state.directives.get(id), taskforces.get(id), routes] : null;
+    const shownProgress = expanded ? progressView(progress.get(id)) : null;
+    const detailData = expanded ? [w, state.directives.get(id), taskforces.get(id), routes, shownProgress] : null;
     const detailSig = JSON.stringify(detailData);
     if (detailSig !== entry.detailSig) {
-      const detail = detailRow(w, expanded, state.directives.get(id), taskforces.get(id));
+      const detail = detailRow(w, expanded, state.directives.get(id), taskforces.get(id), progress.get(id));
       if (entry.detail) swap(entry.detail, detail);
       Object.assign(entry, { detail, detailSig });
     }
@@ -376,7 +408,12 @@ function render() {
   $("#truncated").textContent = `Showing the first ${workflows.length} workflows only: narrow the selection.`;
 }
 
-function workflowRow(w, counts, expanded) {
+/** What the detail view shows of a progress document (its timestamp changes at every read). */
+function progressView(p) {
+  return p ? { ...p, timestamp: undefined } : null;
+}
+
+function workflowRow(w, counts, expanded, health) {
   const id = w.workflow_id;
   const labels = Object.entries(w.labels || {});
   return h("tr", { class: "wf", "data-id": id },
@@ -390,7 +427,9 @@ function workflowRow(w, counts, expanded) {
     h("td", { "data-label": "Created" }, timeEl(w.timestamp)),
     h("td", { "data-label": "Owner" }, w.owner),
     h("td", { "data-label": "Priority", class: "num" }, String(w.priority)),
-    h("td", { "data-label": "State" }, h("span", { class: `state state-${stateOf(w)}` }, stateOf(w))),
+    h("td", { "data-label": "State" }, h("span", { class: `state state-${stateOf(w)}` }, stateOf(w)),
+      health && health[0] !== "ok" && " ",
+      health && health[0] !== "ok" && healthBadge(health[0], health[1])),
     h("td", { "data-label": "Taskforces" }, phaseCounts(counts || {})),
   );
 }
@@ -410,16 +449,17 @@ function toggle(id) {
 
 // ---- workflow details ---------------------------------------------------------------------------------------
 
-function detailRow(w, expanded, directives, taskforces) {
+function detailRow(w, expanded, directives, taskforces, progress) {
   const id = w.workflow_id;
   const cell = h("td", { colspan: 6 });
-  if (expanded && directives && taskforces) cell.append(workflowDetail(w, directives, taskforces));
+  if (expanded && directives && taskforces) cell.append(workflowDetail(w, directives, taskforces, progress));
   else if (expanded) cell.append(h("p", { class: "muted" }, "Loading…"));
   return h("tr", { class: "detail", id: `detail-${id}`, hidden: !expanded }, cell);
 }
 
-function workflowDetail(w, directives, taskforces) {
+function workflowDetail(w, directives, taskforces, progress) {
   const id = w.workflow_id;
+  const tasks = new Map((progress?.tasks || []).map((t) => [t.task_id, t]));
   const active = !w.deactivated;
   const locations = [...new Set(directives.flatMap((d) => d.cluster_locations))];
   const ended = w.deactivated === "ABORTED" ? "Aborted" : "Finished";
@@ -431,8 +471,11 @@ function workflowDetail(w, directives, taskforces) {
           type: "button", class: "danger", "data-key": `abort:${id}`, onclick: () => abortWorkflow(id),
         }, "Abort…"))
       : h("p", { class: "muted" }, `${ended} `, timeEl(w.deactivated_ts)),
+    progress && progress.health !== "ok" && h("p", { class: `health-alert health-${progress.health}`, role: "alert" },
+      h("strong", {}, `Workflow ${progress.health}: `), progress.health_reason || ""),
     directives.length === 0 && h("p", { class: "muted" }, "No tasks."),
-    directives.map((d) => taskSection(d, taskforces.filter((tf) => tf.task_id === d.task_id), active, locations)),
+    directives.map((d) => taskSection(d, taskforces.filter((tf) => tf.task_id === d.task_id), active, locations,
+      tasks.get(d.task_id))),
   );
 }
 
@@ -442,7 +485,8 @@ function facts(items) {
     .map(([k, v, wide]) => h("div", { class: wide ? "wide" : null }, h("dt", {}, k), h("dd", {}, v))));
 }
 
-function taskSection(d, taskforces, active, locations) {
+function taskSection(d, taskforces, active, locations, progress) {
+  const byUuid = new Map((progress?.taskforces || []).map((tf) => [tf.taskforce_uuid, tf]));
   const queues = (list) => (list.length ? list.join(", ") : "none");
   return h("section", { class: "task", "aria-label": `Task ${d.task_id}` },
     h("div", { class: "task-head" },
@@ -457,20 +501,27 @@ function taskSection(d, taskforces, active, locations) {
       ["Input queues", queues(d.input_queues)],
       ["Output queues", queues(d.output_queues)],
     ]),
+    progress && progressBlock(progress, `Events of task ${d.task_id}`),
     taskforces.length === 0
       ? h("p", { class: "muted" }, "No taskforces.")
       : h("div", { class: "taskforces" },
-        taskforces.sort((a, b) => a.timestamp - b.timestamp).map((tf) => taskforceCard(tf, active))),
+        taskforces.sort((a, b) => a.timestamp - b.timestamp)
+          .map((tf) => taskforceCard(tf, active, byUuid.get(tf.taskforce_uuid)))),
   );
 }
 
-function taskforceCard(tf, active) {
+function taskforceCard(tf, active, progress) {
   const uuid = tf.taskforce_uuid;
   const log = tf.phase_change_log || [];
-  return h("article", { class: "tf", "aria-label": `Taskforce ${uuid}` },
+  const health = progress ? progress.health : "ok";
+  return h("article", { class: `tf tf-${health}`, "aria-label": `Taskforce ${uuid}` },
     h("header", {},
       h("h4", { class: "mono" }, uuid),
-      h("span", { class: `phase phase-${tf.phase}` }, tf.phase)),
+      h("span", { class: `phase phase-${tf.phase}` }, tf.phase),
+      progress && healthBadge(progress.health, progress.health_reason)),
+    progress && progress.health !== "ok" && h("p", { class: `health-reason health-${progress.health}` },
+      progress.health_reason),
+    progress && progressBlock(progress, `Events of taskforce ${uuid}`),
     facts([
       ["Location", tf.cluster_location],
       ["Workers", tf.n_workers === null ? "—" : String(tf.n_workers)],
@@ -500,8 +551,15 @@ function taskforceCard(tf, active) {
 /** Group `compound_statuses` ({condor status: {pilot status: n}}) into bar segments. */
 function statusSegments(compound) {
   const segments = STATUS_KINDS.map((k) => ({ ...k, count: 0, parts: [] }));
-  for (const [condor, pilots] of Object.entries(compound)) {
+  const fatal = segments[0];
+  for (const [condor, all] of Object.entries(compound)) {
     const segment = segments.find((s) => s.test(condor));
+    const split = segment.kind !== "held" && all[FATAL] > 0; // a held worker stays held, whatever its pilot said
+    const pilots = split ? Object.fromEntries(Object.entries(all).filter(([p]) => p !== FATAL)) : all;
+    if (split) {
+      fatal.count += all[FATAL];
+      fatal.parts.push(`${condor.toLowerCase()} ${all[FATAL]}`);
+    }
     const count = Object.values(pilots).reduce((a, b) => a + b, 0);
     if (count === 0) continue;
     segment.count += count;
@@ -529,6 +587,39 @@ function statusBar(compound) {
     h("strong", {}, `${s.label} ${s.count}`),
     s.parts.length > 0 && h("span", { class: "muted" }, ` — ${s.parts.join("; ")}`))));
   return h("div", { class: "status" }, bar, legend);
+}
+
+function healthBadge(health, reason) {
+  return h("span", { class: `health health-${health}`, title: reason || null }, health);
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return null;
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+/** A progress bar of done, failed, in flight and waiting events (of a task or a taskforce), with rate and time left. */
+function progressBlock(p, label) {
+  const kinds = PROGRESS_KINDS.filter((k) => p[k.key] !== undefined);
+  const counts = kinds.map((k) => ({ ...k, count: p[k.key] }));
+  const known = counts.filter((c) => c.count !== null);
+  const total = known.reduce((a, c) => a + c.count, 0);
+  const summary = counts.map((c) => `${c.count === null ? "?" : c.count} ${c.label.toLowerCase()}`).join(", ");
+  const bar = h("div", { class: "pbar", role: "img", "aria-label": `${label}: ${summary}` },
+    total === 0 ? h("span", { class: "seg seg-empty" }, "no events yet") : known.filter((c) => c.count > 0).map((c) => {
+      const seg = h("span", { class: `seg seg-ev-${c.key}`, title: `${c.label}: ${c.count}` }, String(c.count));
+      seg.style.flexGrow = String(c.count);
+      return seg;
+    }));
+  const left = duration(p.eta_seconds);
+  const legend = h("ul", { class: "legend progress-legend" },
+    counts.map((c) => h("li", { class: `key-ev-${c.key}` }, `${c.label} ${c.count === null ? "?" : c.count}`)),
+    h("li", {}, `${p.rate.toFixed(2)} events/s`),
+    left !== null && h("li", {}, `${left} left`));
+  return h("div", { class: "status progress-block" }, bar, legend);
 }
 
 function topErrors(errors) {
