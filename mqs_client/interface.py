@@ -90,6 +90,11 @@ class MQSClient(Protocol):
         """The workflow's public profiles (may be not yet activated); raises MQSNotFound."""
         ...
 
+    async def renew_token(self, mqid: str) -> MQProfile:
+        """The queue's profile with a token valid for the full TTL from now (for a pilot that outlives its token);
+        raises MQSNotFound, MQSError (the queue is not active)."""
+        ...
+
     async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:
         """Ready, unacknowledged and consumers of each of the workflow's queues (the broker's statistics, a few
         seconds stale); raises MQSNotFound, MQSNotSupported, TryAgainLater."""

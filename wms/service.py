@@ -14,6 +14,7 @@ from mqs_client import ManagedMQSClient, MQSConfig, make_mqs_client
 from wms import schema
 from wms.auth import TokenValidator
 from wms.config import WMSConfig
+from wms.daemons.elastic_workers import ElasticWorkers
 from wms.daemons.launch_control import LaunchControl
 from wms.daemons.loop import Wakeups, run_forever
 from wms.daemons.mq_activator import MQActivator
@@ -70,7 +71,7 @@ class WMS:
         LOGGER.info("WMS listening on http://%s:%d/v0/", self.config.rest_host, self.port)
 
     def _start_daemons(self) -> None:
-        """The MQ activator, launch control, retention and MQS housekeeping, as background tasks."""
+        """The MQ activator, launch control, retention, elastic workers and MQS housekeeping, as background tasks."""
         activator = MQActivator(self.store, self.lifecycle, self.mqs, self.config, self.wakeups.launch)
         launcher = LaunchControl(self.store, self.lifecycle, self.config)
         poll = self.config.daemon_poll_seconds
@@ -90,6 +91,15 @@ class WMS:
                     self._stop,
                 )
             ),
+            asyncio.create_task(
+                run_forever(
+                    "elastic-workers",
+                    ElasticWorkers(self.store, self.mqs, self.operations.taskforces, self.config).one_pass,
+                    self.wakeups.elastic,
+                    self.config.elastic_interval_seconds,
+                    self._stop,
+                )
+            ),
         ]
         self._tasks.append(asyncio.create_task(self.mqs.run_housekeeping(self._stop)))
 
@@ -104,6 +114,7 @@ class WMS:
         self.wakeups.mq_activator.set()
         self.wakeups.launch.set()
         self.wakeups.retention.set()
+        self.wakeups.elastic.set()
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 10)

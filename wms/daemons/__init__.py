@@ -1,2 +1,3 @@
 """Background loops of the WMS: queue activation (with queue retirement and the completion of interrupted
-deactivations), taskforce launch control (active workflows only) and retention."""
+deactivations), taskforce launch control (active workflows only), elastic workers (taskforces for events no worker
+consumes) and retention."""

@@ -37,6 +37,7 @@ class Wakeups:
     mq_activator: Wakeup = field(default_factory=Wakeup)
     launch: Wakeup = field(default_factory=Wakeup)
     retention: Wakeup = field(default_factory=Wakeup)
+    elastic: Wakeup = field(default_factory=Wakeup)
 
 
 async def run_forever(
