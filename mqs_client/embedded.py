@@ -170,11 +170,11 @@ class EmbeddedMQS:
             MQProfile.from_dict(doc) for doc in await self._with_fresh_tokens(doc for doc in docs if doc["is_public"])
         ]
 
-    async def renew_token(self, mqid: str) -> MQProfile:
+    async def renew_token(self, workflow_id: str, mqid: str) -> MQProfile:
         """A token minted now for an active queue (not stored: the profile keeps its own, refreshed as usual)."""
         doc = await self._profiles.find_one({"mqid": mqid})
-        if doc is None:
-            raise MQSNotFound(f"no MQ profile with mqid {mqid}")
+        if doc is None or doc["workflow_id"] != workflow_id:
+            raise MQSNotFound(f"workflow {workflow_id} has no queue {mqid}")
         if not doc["is_activated"] or doc["deactivated_ts"] is not None or doc["deleted_ts"] is not None:
             raise MQSError(f"queue {mqid} is not active")
         token = self._minter.mint(doc["vhost"], mqid, doc["workflow_id"])

@@ -90,9 +90,9 @@ class MQSClient(Protocol):
         """The workflow's public profiles (may be not yet activated); raises MQSNotFound."""
         ...
 
-    async def renew_token(self, mqid: str) -> MQProfile:
-        """The queue's profile with a token valid for the full TTL from now (for a pilot that outlives its token);
-        raises MQSNotFound, MQSError (the queue is not active)."""
+    async def renew_token(self, workflow_id: str, mqid: str) -> MQProfile:
+        """The profile of the workflow's queue with a token valid for the full TTL from now (for a pilot that
+        outlives its token); raises MQSNotFound (not a queue of that workflow), MQSError (the queue is not active)."""
         ...
 
     async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:

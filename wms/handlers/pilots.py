@@ -52,11 +52,9 @@ class QueueTokenHandler(BaseHandler):
         if workflow["deactivated"]:
             raise Problem(409, f"workflow {workflow_id} is {workflow['deactivated'].lower()}: no new queue tokens")
         try:
-            profile = await self.wms.mqs.renew_token(queue)
+            profile = await self.wms.mqs.renew_token(workflow_id, queue)
         except MQSNotFound as exc:
             raise Problem(404, f"workflow {workflow_id} has no queue {queue}") from exc
         except MQSError as exc:
             raise Problem(409, f"queue {queue} of workflow {workflow_id}: {exc}") from exc
-        if profile.workflow_id != workflow_id:
-            raise Problem(404, f"workflow {workflow_id} has no queue {queue}")
         self.send({"mqid": profile.mqid, "auth_token": profile.auth_token})
