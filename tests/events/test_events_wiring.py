@@ -69,7 +69,8 @@ async def test_a_pilot_credential_renews_its_workflows_queue_tokens_only(api, ap
 
     fresh = await pilot.ok("POST", TOKEN_ROUTE.format(wid=wid, queue=queue))
     assert fresh["mqid"] == queue
-    old, new = (jwt.decode(t, options={"verify_signature": False}) for t in (profile["auth_token"], fresh["auth_token"]))
+    tokens = (profile["auth_token"], fresh["auth_token"])
+    old, new = (jwt.decode(t, options={"verify_signature": False}) for t in tokens)
     assert new["sub"] == old["sub"] and new["exp"] >= old["exp"]
     # the fresh token opens the queue on the broker
     await asyncio.to_thread(pika_publish, profile["broker_address"], fresh["auth_token"], queue, envelope("x"))
