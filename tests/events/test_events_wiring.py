@@ -80,8 +80,10 @@ async def test_a_pilot_credential_renews_its_workflows_queue_tokens_only(api, ap
     await pilot.problem("POST", TOKEN_ROUTE.format(wid=other_wid, queue=other_queue), status=403)
     await pilot.problem("POST", TOKEN_ROUTE.format(wid=wid, queue=other_queue), status=404)
     await pilot.problem("POST", TOKEN_ROUTE.format(wid=wid, queue="a0000000000000000000f"), status=404)
-    for caller in (api, tms, api_as(Role.ADMIN, "root")):  # no other token is accepted here
-        await caller.problem("POST", TOKEN_ROUTE.format(wid=wid, queue=queue), status=401)
+    for caller in (api, tms, api_as(Role.ADMIN, "root")):  # no other token holds the pilot role here
+        await caller.problem("POST", TOKEN_ROUTE.format(wid=wid, queue=queue), status=403)
+    # nor a user token claiming the role: pilot credentials have an audience of their own
+    await api_as(Role.PILOT, "mallory").problem("POST", TOKEN_ROUTE.format(wid=wid, queue=queue), status=403)
     await api.ok("POST", f"/v0/workflows/{wid}/actions/finished")
     await pilot.problem("POST", TOKEN_ROUTE.format(wid=wid, queue=queue), status=409)
 

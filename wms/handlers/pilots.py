@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from mqs_client.interface import FAILED_EVENTS_ALIAS, MQSError, MQSNotFound
 from wms import pilot_credentials
-from wms.auth import Caller, Role
+from wms.auth import AuthError, Caller, Role
 from wms.handlers.base import BaseHandler, Problem
 
 if TYPE_CHECKING:
@@ -37,8 +37,14 @@ class QueueTokenHandler(BaseHandler):
     pilot_workflow_id = ""
 
     def authenticate(self) -> Caller:
-        """Only a pilot credential (``wms.pilot_credentials``) is accepted here; it names one workflow."""
-        pilot = pilot_credentials.verify(self.wms.config, self.request.headers.get("Authorization"))
+        """A pilot credential (``wms.pilot_credentials``), which names one workflow; any other valid token is
+        authenticated as usual but never holds the pilot role here (403)."""
+        authorization = self.request.headers.get("Authorization")
+        try:
+            pilot = pilot_credentials.verify(self.wms.config, authorization)
+        except AuthError:
+            caller = self.wms.auth.authenticate(authorization)
+            return Caller(subject=caller.subject, roles=caller.roles - PILOTS)
         self.pilot_workflow_id = pilot.workflow_id
         return Caller(subject=f"{pilot_credentials.SUBJECT_PREFIX}{pilot.workflow_id}", roles=PILOTS)
 
