@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-FAILED_EVENTS_ALIAS = "@failed-events"
-"""Alias of the queue every workflow gets for its failed events (user aliases cannot contain ``@``)."""
+from ewms_wire.failed_events import FAILED_EVENTS_ALIAS as FAILED_EVENTS_ALIAS  # re-exported
 
 
 @dataclass

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import pika
 import zstd
 
+from ewms_wire.failed_events import FAILED_HEADER
+
 from .interface import MQProfile
 
 LOGGER = logging.getLogger(__name__)
-FAILED_HEADER = "ewms-failed"
 
 
 @dataclass

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from mqs_client.interface import FAILED_EVENTS_ALIAS
+from ewms_wire.failed_events import FAILED_EVENTS_ALIAS
 from tms.config import TMSConfig
 
 FIRST_MESSAGE = "EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE"

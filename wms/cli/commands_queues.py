@@ -10,7 +10,7 @@ from typing import Any
 from mqclient.broker_client_interface import Message
 
 from ewms_client import WMSClient
-from mqs_client.interface import FAILED_EVENTS_ALIAS
+from ewms_wire.failed_events import FAILED_EVENTS_ALIAS, FAILED_HEADER
 from wms.cli.argtypes import positive_float, positive_int
 from wms.cli.exits import CLIError, Exit
 from wms.cli.mq import IDLE_SECONDS, broker_errors, find_queue, open_queue
@@ -19,7 +19,6 @@ from wms.cli.settings import add_connection_options, connect
 
 ACTIVATION_WAIT = 60.0  # default seconds to wait for a queue to be activated
 HIDDEN = "***"
-FAILED_HEADER = "ewms-failed"  # the pilot's header on a failed event
 LIVE_PHASES = ("pre-mq-activation", "pre-launch", "pending-starter", "condor-submit")
 
 
