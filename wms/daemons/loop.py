@@ -37,7 +37,6 @@ class Wakeups:
     mq_activator: Wakeup = field(default_factory=Wakeup)
     launch: Wakeup = field(default_factory=Wakeup)
     retention: Wakeup = field(default_factory=Wakeup)
-    elastic: Wakeup = field(default_factory=Wakeup)
 
 
 async def run_forever(
