@@ -8,7 +8,7 @@ from wms.handlers.base import USERS, BaseHandler
 class RequeueFailedEventsHandler(BaseHandler):
     """Move the workflow's failed events back to the input queues they failed from."""
 
-    ROUTE = "/v0/workflows/{workflow_id}/actions/requeue-failed-events"
+    ROUTE = "/workflows/{workflow_id}/actions/requeue-failed-events"
     ROLES = {"POST": USERS}
 
     async def post(self, workflow_id: str) -> None:

@@ -32,7 +32,7 @@ async def starter_additions(wms: WMS, taskforce: dict[str, Any]) -> dict[str, An
 class QueueTokenHandler(BaseHandler):
     """``POST /v0/mqs/workflows/{workflow_id}/queues/{queue}/token``: for the holder of a pilot credential."""
 
-    ROUTE = "/v0/mqs/workflows/{workflow_id}/queues/{queue}/token"
+    ROUTE = "/mqs/workflows/{workflow_id}/queues/{queue}/token"
     ROLES = {"POST": PILOTS}
     pilot_workflow_id = ""
 
