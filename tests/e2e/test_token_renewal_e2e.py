@@ -29,7 +29,7 @@ TTL = 3  # s: every queue token's lifetime
 EVENTS = 30  # one pilot, one task at a time, each at least 1 s: the pilot runs at least 10 x TTL
 LIVENESS = 180  # s: generous bound on the whole run (not a timing claim)
 SLOW_COPY = """sh -c 'sleep 1; cp "$0" "$1"' {{INFILE}} {{OUTFILE}}"""
-TOKEN_ROUTE = "/v0/mqs/workflows/{workflow_id}/queues/{queue}/token"
+TOKEN_ROUTE = "/mqs/workflows/{workflow_id}/queues/{queue}/token"  # the metrics label: the route without its prefix
 
 
 @pytest.fixture(scope="module")
