@@ -49,6 +49,12 @@ class WMSClient(Connection):
         result: dict[str, Any] = await self.request("POST", f"/v0/workflows/{_q(workflow_id)}/actions/finished", {})
         return result
 
+    async def requeue_failed_events(self, workflow_id: str) -> dict[str, Any]:
+        """Move the workflow's failed events back to the input queues they failed from; what moved and stayed."""
+        path = f"/v0/workflows/{_q(workflow_id)}/actions/requeue-failed-events"
+        result: dict[str, Any] = await self.request("POST", path, {})
+        return result
+
     # ---- tasks and taskforces ------------------------------------------------------------------------------
     async def get_task_directive(self, task_id: str) -> dict[str, Any]:
         """One task directive."""

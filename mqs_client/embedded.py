@@ -170,6 +170,16 @@ class EmbeddedMQS:
             MQProfile.from_dict(doc) for doc in await self._with_fresh_tokens(doc for doc in docs if doc["is_public"])
         ]
 
+    async def renew_token(self, workflow_id: str, mqid: str) -> MQProfile:
+        """A token minted now for an active queue (not stored: the profile keeps its own, refreshed as usual)."""
+        doc = await self._profiles.find_one({"mqid": mqid})
+        if doc is None or doc["workflow_id"] != workflow_id:
+            raise MQSNotFound(f"workflow {workflow_id} has no queue {mqid}")
+        if not doc["is_activated"] or doc["deactivated_ts"] is not None or doc["deleted_ts"] is not None:
+            raise MQSError(f"queue {mqid} is not active")
+        token = self._minter.mint(doc["vhost"], mqid, doc["workflow_id"])
+        return MQProfile.from_dict(doc | {"auth_token": token.token})
+
     async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:
         """The broker's figures for each reserved queue, from one management call on the workflow's vhost."""
         group = await self._group(workflow_id)

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-FAILED_EVENTS_ALIAS = "@failed-events"
-"""Alias of the queue every workflow gets for its failed events (user aliases cannot contain ``@``)."""
+from ewms_wire.failed_events import FAILED_EVENTS_ALIAS as FAILED_EVENTS_ALIAS  # re-exported
 
 
 @dataclass
@@ -88,6 +87,11 @@ class MQSClient(Protocol):
 
     async def get_public_profiles(self, workflow_id: str) -> list[MQProfile]:
         """The workflow's public profiles (may be not yet activated); raises MQSNotFound."""
+        ...
+
+    async def renew_token(self, workflow_id: str, mqid: str) -> MQProfile:
+        """The profile of the workflow's queue with a token valid for the full TTL from now (for a pilot that
+        outlives its token); raises MQSNotFound (not a queue of that workflow), MQSError (the queue is not active)."""
         ...
 
     async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:

@@ -132,6 +132,13 @@ class RemoteMQS:
         body = await self._call("GET", self._workflow(workflow_id, "mq-profiles/public"))
         return [MQProfile.from_dict(p) for p in body["mqprofiles"]]
 
+    async def renew_token(self, workflow_id: str, mqid: str) -> MQProfile:
+        """``GET mq-profiles/{mqid}``: the remote MQS refreshes its tokens itself (it has no minting route)."""
+        (profile,) = await self.get_profiles([mqid])
+        if profile.workflow_id != workflow_id:
+            raise MQSNotFound(f"workflow {workflow_id} has no queue {mqid}")
+        return profile
+
     async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:
         """Not offered: an EWMS-compatible MQS has no route for queue depths (upstream's management URL is a TODO)."""
         raise MQSNotSupported(f"the MQS at {self.address} reports no queue depths (EWMS MQS has no such route)")

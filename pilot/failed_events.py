@@ -18,11 +18,10 @@ import socket
 import time
 from typing import Any
 
+from ewms_wire.failed_events import FAILED_HEADER
 from pilot.config import ReportingConfig
 from pilot.errors import TaskError, TaskInputError
 from pilot.events_io import Event, decode_event, encode_event
-
-FAILED_HEADER = "ewms-failed"
 
 
 def pilot_identity(reporting: ReportingConfig) -> tuple[str, str | None]:

@@ -137,6 +137,27 @@ class TMSConfig:
         default_factory=dict,
         parse=parse_extra_pilot_env,
     )
+    pilot_default_first_message: float = setting(
+        "TMS_PILOT_DEFAULT_WAIT_FOR_FIRST_MESSAGE",
+        "s a pilot waits for its first event, unless the taskforce or the operator sets"
+        " `EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE` (covers submit, poll for queues, then send)",
+        300.0,
+        gt=0,
+    )
+    pilot_default_idle: float = setting(
+        "TMS_PILOT_DEFAULT_IDLE_TIMEOUT",
+        "s without an event after which a pilot ends, unless `EWMS_PILOT_TIMEOUT_QUEUE_INCOMING` is set (events"
+        " sent later get new pilots from the WMS's elastic workers)",
+        60.0,
+        gt=0,
+    )
+    pilot_wms_address: str = setting(
+        "TMS_PILOT_WMS_ADDRESS",
+        "the WMS base URL as pilots reach it, for renewing their queue tokens",
+        "",
+        parse=_base_url,
+        default_doc="`EWMS_ADDRESS`",
+    )
     input_file_schemes: tuple[str, ...] = setting(
         "TMS_INPUT_FILE_SCHEMES", "URL schemes a pilot may be given as input files (comma-separated)",
         ("osdf", "https"), parse=_words,

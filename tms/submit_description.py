@@ -14,6 +14,7 @@ from typing import Any
 from tms.backends.base import JobSpec
 from tms.config import TMSConfig
 from tms.files import atomic_write_text
+from tms.pilot_extras import pilot_env_extras
 
 ENV_FILE_NAME = "ewms_htcondor_envfile.sh"
 PRIORITY_MAX_DEDUCTION_FACTOR = 0.5
@@ -213,9 +214,9 @@ def build_job_spec(config: TMSConfig, pending: Mapping[str, Any], job_event_log:
     n_workers = taskforce.get("n_workers")
     if not isinstance(n_workers, int) or n_workers < 1:
         raise TaskforceSpecError(f"n_workers must be a positive integer, not {n_workers!r}")
-    env = pilot_environment(
-        taskforce, pending.get("task_directive") or {}, pending.get("mqprofiles") or [], config.extra_pilot_env
-    )
+    mqprofiles = pending.get("mqprofiles") or []
+    env = pilot_environment(taskforce, pending.get("task_directive") or {}, mqprofiles, config.extra_pilot_env)
+    env.update(pilot_env_extras(config, taskforce, mqprofiles, pending.get("pilot_credential"), env))
     tf_dir = taskforce_dir(config, uuid)
     env_file = tf_dir / ENV_FILE_NAME
     submit = build_submit_dict(config, taskforce, job_event_log, env_file)

@@ -27,6 +27,7 @@ class Role(enum.StrEnum):
     USER = "user"
     TMS = "system-tms"
     ADMIN = "admin"
+    PILOT = "pilot"  # a pilot's credential (``wms.pilot_credentials``): renews the queue tokens of one workflow
 
 
 class AuthError(Exception):

@@ -227,6 +227,28 @@ class WMSConfig:
     max_added_taskforces_per_task: int = setting(
         "MAX_ADDED_TASKFORCES_PER_TASK", "add-workers calls for one task beyond this: 422", 20, ge=0
     )
+    elastic_interval_seconds: float = setting(
+        "ELASTIC_WORKERS_INTERVAL_SECONDS",
+        "how often the elastic-workers daemon looks for events that no worker consumes (broker figures lag ~5 s)",
+        10.0,
+        gt=0,
+    )
+    elastic_min_gap_seconds: float = setting(
+        "ELASTIC_WORKERS_MIN_GAP_SECONDS", "least time between two taskforces it adds for one task", 30.0, ge=0
+    )
+    pilot_credential_signing_key: str = setting(
+        "PILOT_CREDENTIAL_SIGNING_KEY",
+        "HS256 key of the credentials pilots renew queue tokens with (empty: `AUTH_SIGNING_KEY`; both empty: pilots"
+        " get no credential and cannot renew)",
+        "",
+        secret=True,
+    )
+    pilot_credential_margin_seconds: float = setting(
+        "PILOT_CREDENTIAL_MARGIN_SECONDS",
+        "a pilot credential lives its taskforce's `max_worker_runtime` plus this (time queued in the scheduler)",
+        2 * 86400.0,
+        ge=0,
+    )
     retention_days: float = setting(
         "RETENTION_DAYS",
         "deactivated workflows older than this are archived, then deleted with their task directives, taskforces,"
@@ -271,6 +293,11 @@ class WMSConfig:
         default_doc="`Docs/openapi.json`",
     )
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def pilot_key(self) -> str:
+        """The key pilot credentials are signed and checked with ("" when pilots get none)."""
+        return self.pilot_credential_signing_key or self.auth_signing_key
 
     @property
     def pilot_env_deny(self) -> frozenset[str]:

@@ -19,7 +19,7 @@ import tornado.iostream
 import tornado.web
 
 from wms.config import WMSConfig
-from wms.handlers import admin, misc, queries, task_directives, taskforces, tms, ui, workflows
+from wms.handlers import admin, failed_events, misc, pilots, queries, task_directives, taskforces, tms, ui, workflows
 from wms.handlers.base import BaseHandler, NotFoundHandler
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ HANDLERS: list[type[BaseHandler]] = [
     workflows.WorkflowProgressHandler,
     workflows.WorkflowAbortHandler,
     workflows.WorkflowFinishedHandler,
+    failed_events.RequeueFailedEventsHandler,
     queries.WorkflowsQueryHandler,
     queries.TaskDirectivesQueryHandler,
     queries.TaskforcesQueryHandler,
@@ -47,6 +48,7 @@ HANDLERS: list[type[BaseHandler]] = [
     taskforces.RetryHandler,
     taskforces.TaskforceLogsHandler,
     misc.PublicMQProfilesHandler,
+    pilots.QueueTokenHandler,
     tms.PendingStarterHandler,
     tms.CondorSubmitHandler,
     tms.CondorSubmitFailedHandler,

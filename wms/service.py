@@ -53,7 +53,15 @@ class WMS:
         self.operations = Operations.build(self.store, self.lifecycle, self.mqs, config, self.wakeups)
         self.instance_id = secrets.token_hex(8)
         self.daemons = DaemonRunner(
-            self.store, self.lifecycle, self.mqs, self.retention, config, self.wakeups, self.metrics, self.instance_id
+            self.store,
+            self.lifecycle,
+            self.mqs,
+            self.retention,
+            config,
+            self.wakeups,
+            self.metrics,
+            self.instance_id,
+            self.operations.taskforces,
         )
         self._stop = asyncio.Event()
         self._daemons_task: asyncio.Task[None] | None = None

@@ -8,14 +8,28 @@ import signal
 import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
+from typing import Any
 
+import pika
 import pytest
 from cli_support import RunCLI, workflow_request
+from mqclient.broker_client_interface import Message
 
 from ewms_client import WMSClient
 from ewms_dev.processes import free_port
 from wms.cli.exits import CLIError, Exit
 from wms.cli.mq import broker_errors, open_queue
+
+
+def publish(profile: dict[str, Any], body: bytes) -> None:
+    """Publish a raw envelope to the profile's queue (``host:port/vhost`` address, the token as password)."""
+    where, _, vhost = profile["broker_address"].partition("/")
+    host, port = where.rsplit(":", 1)
+    credentials = pika.PlainCredentials("", profile["auth_token"])
+    with pika.BlockingConnection(pika.ConnectionParameters(host, int(port), vhost, credentials)) as connection:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", profile["mqid"], body)
 
 
 async def submit(client: WMSClient) -> str:
@@ -102,3 +116,23 @@ async def test_ctrl_c_stops_a_blocked_receive_at_once(wms_server, token: str, cl
     proc.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=5)
     assert proc.returncode == 130 and out == b"" and err == b"error: interrupted\n"
+
+
+async def test_send_says_who_consumes_and_receive_failed_prints_errors(ewms: RunCLI, client: WMSClient) -> None:
+    workflow_id = await submit(client)
+    run = await ewms("send", workflow_id, "in", stdin="x\n")
+    assert run.code == 0 and "in is read by task TK-" in run.err and "(live taskforces)" in run.err, run.err
+    run = await ewms("send", workflow_id, "out", stdin="x\n")
+    assert run.code == 0 and f"no task of {workflow_id} reads out" in run.err, run.err
+
+    failed = next(p for p in await client.public_queues(workflow_id) if p["alias"] == "@failed-events")
+    error = {"error": "task failed (exit code 3): bad", "exit_code": 3, "stderr_tail": "bad", "input_queue": "q"}
+    body = Message.serialize("the input", headers={"ewms-failed": error})  # as a pilot publishes a failed event
+    await asyncio.to_thread(publish, failed, body)
+    run = await ewms("receive", workflow_id, "--failed", "-n", "1", "--timeout", "10")
+    assert run.code == 0, run.err
+    assert json.loads(run.out) == {"data": "the input", "error": error}
+
+    for args in ((workflow_id, "in", "--failed"), (workflow_id,)):
+        run = await ewms("receive", *args)
+        assert run.code == 2 and "give a queue ALIAS or --failed" in run.err

@@ -32,7 +32,8 @@ async def test_dev_stack_with_two_locations(tmp_path: Path) -> None:
         assert "local, local-2" in up.stdout
         url = f"http://127.0.0.1:{state['wms_port']}"
         async with WMSClient(url, state["user_token"]) as client:
-            created = await client.submit_workflow(workflow_request(tasks=[task_request(("local", "local-2"), task_image="")]))
+            task = task_request(("local", "local-2"), task_image="")  # local locations run no images
+            created = await client.submit_workflow(workflow_request(tasks=[task]))
             workflow_id = created["workflow"]["workflow_id"]
 
             async def taskforces() -> list[dict]:

@@ -42,16 +42,22 @@ class Broker:
         conn = pika.BlockingConnection(pika.URLParameters(url))
         return conn, conn.channel()
 
+    @property
+    def admin(self) -> tuple[str, str]:
+        """The node's administrator (the private node has no guest user)."""
+        return self.node.admin_user, self.node.admin_password
+
     def management(self, method: str, path: str, json: Any = None) -> None:
         """Call the management HTTP API as the loopback admin; fail on an error status."""
         url = f"http://127.0.0.1:{self.node.management_port}/api/{path}"
-        httpx.request(method, url, json=json, auth=(self.node.admin_user, self.node.admin_password), timeout=30).raise_for_status()
+        httpx.request(method, url, json=json, auth=self.admin, timeout=30).raise_for_status()
 
     def new_vhost(self) -> str:
         """Create a fresh vhost the admin may use."""
         vhost = f"wf-{uuid.uuid4().hex[:10]}"
         self.management("PUT", f"vhosts/{vhost}")
-        self.management("PUT", f"permissions/{vhost}/{self.node.admin_user}", {"configure": ".*", "write": ".*", "read": ".*"})
+        everything = {"configure": ".*", "write": ".*", "read": ".*"}
+        self.management("PUT", f"permissions/{vhost}/{self.node.admin_user}", everything)
         return vhost
 
     def delete_queue(self, queue: str) -> None:
@@ -109,14 +115,14 @@ class Broker:
         url = f"http://127.0.0.1:{self.node.management_port}/api/connections"
         deadline = time.monotonic() + 30  # liveness bound: a few statistics intervals
         while True:
-            listed = httpx.get(url, params={"columns": "name,user"}, auth=(self.node.admin_user, self.node.admin_password), timeout=30)
+            listed = httpx.get(url, params={"columns": "name,user"}, auth=self.admin, timeout=30)
             names = [c["name"] for c in listed.raise_for_status().json() if c.get("user") == user]
             if len(names) >= count:
                 break
             assert time.monotonic() < deadline, f"{user} has {len(names)} connections listed, not {count}"
             time.sleep(0.2)
         for name in names:
-            closed = httpx.delete(f"{url}/{urllib.parse.quote(name, safe='')}", auth=(self.node.admin_user, self.node.admin_password), timeout=30)
+            closed = httpx.delete(f"{url}/{urllib.parse.quote(name, safe='')}", auth=self.admin, timeout=30)
             if closed.status_code != 404:  # 404: it closed meanwhile (the pilot ended on the first one's loss)
                 closed.raise_for_status()
 

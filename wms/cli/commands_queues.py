@@ -7,6 +7,10 @@ import json
 import sys
 from typing import Any
 
+from mqclient.broker_client_interface import Message
+
+from ewms_client import WMSClient
+from ewms_wire.failed_events import FAILED_EVENTS_ALIAS, FAILED_HEADER
 from wms.cli.argtypes import positive_float, positive_int
 from wms.cli.exits import CLIError, Exit
 from wms.cli.mq import IDLE_SECONDS, broker_errors, find_queue, open_queue
@@ -15,6 +19,7 @@ from wms.cli.settings import add_connection_options, connect
 
 ACTIVATION_WAIT = 60.0  # default seconds to wait for a queue to be activated
 HIDDEN = "***"
+LIVE_PHASES = ("pre-mq-activation", "pre-launch", "pending-starter", "condor-submit")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,11 +52,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "receive",
         help="print events from a public queue, one per line",
-        description="Print events from the workflow's public queue ALIAS as they arrive, one per line (strings as "
-        "they are, other data JSON-encoded). Each event is taken off the queue after it is printed.",
+        description="Print events from the workflow's public queue ALIAS (or, with --failed, its failed events) as "
+        "they arrive, one per line (strings as they are, other data JSON-encoded). Each event is taken off the queue "
+        "after it is printed.",
     )
     p.add_argument("workflow_id", metavar="WORKFLOW_ID")
-    p.add_argument("alias", metavar="ALIAS", help="public queue alias")
+    p.add_argument("alias", metavar="ALIAS", nargs="?", help="public queue alias (not with --failed)")
+    p.add_argument(
+        "--failed",
+        action="store_true",
+        help=f"read the failed-events queue ({FAILED_EVENTS_ALIAS}): one JSON line per event, "
+        '{"data": <the input>, "error": <its ewms-failed header: error, kind, exit_code, stderr_tail, input_queue, '
+        "...>}; POST /v0/workflows/ID/actions/requeue-failed-events sends them back to their tasks",
+    )
     p.add_argument("-n", type=positive_int, metavar="N", help="stop after N events (exit 4 if --timeout hits first)")
     p.add_argument(
         "--timeout",
@@ -104,7 +117,29 @@ async def send(args: argparse.Namespace) -> int:
                 await pub.send(parse_line(text, lineno, sent) if args.json else text)
                 sent += 1
     note(f"sent {sent} event(s) to {args.alias} ({profile['mqid']})")
+    async with connect(args) as wms:
+        note(await consumer_note(wms, args.workflow_id, args.alias, profile["mqid"]))
     return Exit.OK
+
+
+async def consumer_note(wms: WMSClient, workflow_id: str, alias: str, mqid: str) -> str:
+    """Who will consume the queue: a task with live taskforces, a task whose workers the WMS starts (elastic
+    workers), or no task at all."""
+    readers = [d async for d in wms.query("task-directives", {"workflow_id": workflow_id}) if mqid in d["input_queues"]]
+    if not readers:
+        return f"note: no task of {workflow_id} reads {alias}: nothing will consume these events"
+    taskforces = await wms.taskforces_of(workflow_id)
+    idle = [
+        d["task_id"]
+        for d in readers
+        if not any(tf["task_id"] == d["task_id"] and tf["phase"] in LIVE_PHASES for tf in taskforces)
+    ]
+    if idle:
+        return (
+            f"note: no worker consumes {alias} now (task {', '.join(idle)} has no live taskforce); the WMS starts "
+            "workers for events that wait unconsumed (elastic workers)"
+        )
+    return f"{alias} is read by task {', '.join(d['task_id'] for d in readers)} (live taskforces)"
 
 
 def parse_line(text: str, lineno: int, sent: int) -> Any:
@@ -120,16 +155,25 @@ def format_event(data: Any, as_json: bool) -> str:
     return data if isinstance(data, str) and not as_json else json.dumps(data)
 
 
+def format_failed(msg: Message) -> str:
+    """A failed event as one JSON line: its data and its error header."""
+    headers = msg.headers if isinstance(msg.headers, dict) else {}
+    return json.dumps({"data": msg.data, "error": headers.get(FAILED_HEADER)})
+
+
 async def receive(args: argparse.Namespace) -> int:
     """Print events until N arrived, the queue stayed idle for --timeout seconds, or Ctrl-C."""
+    if bool(args.failed) == bool(args.alias):
+        raise CLIError("give a queue ALIAS or --failed (not both)", Exit.USAGE)
+    alias = FAILED_EVENTS_ALIAS if args.failed else args.alias
     async with connect(args) as wms:
-        profile = await find_queue(wms, args.workflow_id, args.alias, args.wait)
+        profile = await find_queue(wms, args.workflow_id, alias, args.wait)
     received = 0
     with broker_errors(profile):
         while True:  # manual acking: ack only once printed, and let Ctrl-C through (open_sub would swallow it)
             async with open_queue(profile, args.timeout or IDLE_SECONDS).open_sub_manual_acking() as sub:
                 async for msg in sub.iter_messages():
-                    print(format_event(msg.data, args.json), flush=True)
+                    print(format_failed(msg) if args.failed else format_event(msg.data, args.json), flush=True)
                     await sub.ack(msg)
                     received += 1
                     if received == args.n:

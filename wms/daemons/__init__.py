@@ -1,3 +1,4 @@
 """Background loops of the WMS: queue activation (with queue retirement and the completion of interrupted
-deactivations), taskforce launch control (active workflows only), retention and the end of stopped taskforces that
-never got a cluster; run (``runner.py``) by the one WMS instance that holds the daemon lease (``lease.py``)."""
+deactivations), taskforce launch control (active workflows only), retention, the end of stopped taskforces that
+never got a cluster, and elastic workers (taskforces for events no worker consumes); run (``runner.py``) by the one
+WMS instance that holds the daemon lease (``lease.py``)."""

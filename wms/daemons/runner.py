@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from mqs_client import ManagedMQSClient
 from wms.config import WMSConfig
+from wms.daemons.elastic_workers import ElasticWorkers
 from wms.daemons.launch_control import LaunchControl
 from wms.daemons.lease import DaemonLease
 from wms.daemons.loop import Wakeup, Wakeups, run_forever
@@ -25,6 +26,7 @@ from wms.database.leases import LeaseRecords
 from wms.database.store import Store
 from wms.lifecycle import Lifecycle
 from wms.metrics import Metrics
+from wms.operations.taskforces import Taskforces
 
 LOGGER = logging.getLogger(__name__)
 LEASE_NAME = "daemons"
@@ -44,6 +46,7 @@ class DaemonRunner:
         wakeups: Wakeups,
         metrics: Metrics,
         instance_id: str,
+        taskforces: Taskforces,
     ) -> None:
         self.store = store
         self.lifecycle = lifecycle
@@ -52,6 +55,7 @@ class DaemonRunner:
         self.config = config
         self.wakeups = wakeups
         self.metrics = metrics
+        self.taskforces = taskforces
         self.lease = DaemonLease(LeaseRecords(store.db, LEASE_NAME), instance_id, config.daemon_lease_seconds)
         self._tasks: list[asyncio.Task[None]] = []
         self._daemons_stop = asyncio.Event()
@@ -103,10 +107,12 @@ class DaemonRunner:
             await self._stop_daemons(0.0)
 
     def _start_daemons(self) -> None:
-        """The MQ activator, launch control, retention, the stuck-taskforce sweeper and MQS housekeeping."""
+        """The MQ activator, launch control, retention, the stuck-taskforce sweeper, elastic workers and MQS
+        housekeeping."""
         activator = MQActivator(self.store, self.lifecycle, self.mqs, self.config, self.wakeups.launch)
         launcher = LaunchControl(self.store, self.lifecycle, self.config)
         sweeper = StuckTaskforces(self.store, self.lifecycle, self.config.unsubmitted_stop_grace_seconds)
+        elastic = ElasticWorkers(self.store, self.mqs, self.taskforces, self.config)
         poll = self.config.daemon_poll_seconds
         self._daemons_stop = stop = asyncio.Event()
         self._daemon_wakeups = []
@@ -117,6 +123,7 @@ class DaemonRunner:
                 "retention", self.retention.one_pass, self.wakeups.retention, self.config.retention_interval_seconds
             ),
             self._daemon("stuck-taskforces", sweeper.one_pass, Wakeup(), sweeper.grace / 2 or poll),
+            self._daemon("elastic-workers", elastic.one_pass, Wakeup(), self.config.elastic_interval_seconds),
             asyncio.create_task(self.mqs.run_housekeeping(stop)),
         ]
         self.metrics.daemon_lease_held.set(1)

@@ -14,6 +14,7 @@ from pymongo import UpdateOne
 
 from wms.database.store import RM_FAILURES, SUBMIT_FAILURES, append_log, public
 from wms.handlers.base import TMS, BaseHandler, Problem
+from wms.handlers.pilots import starter_additions
 from wms.lifecycle import Phase, log_entry
 from wms.progress import RATE_TS, counters_update
 
@@ -61,11 +62,13 @@ class PendingStarterHandler(BaseHandler):
         if directive is None:
             raise Problem(409, f"taskforce {taskforce['taskforce_uuid']} has no task directive")
         profiles = await self.wms.mqs.get_profiles(directive["input_queues"] + directive["output_queues"])
+        extra = await starter_additions(self.wms, taskforce)
         self.send(
             {
                 "taskforce": public(taskforce),
                 "task_directive": public(directive),
-                "mqprofiles": [p.to_dict() for p in profiles],
+                "mqprofiles": [p.to_dict() for p in profiles] + extra["failed_events"],
+                "pilot_credential": extra["pilot_credential"],
             }
         )
 

@@ -12,6 +12,7 @@ from wms.daemons.loop import Wakeups
 from wms.database.store import Store
 from wms.lifecycle import Lifecycle
 from wms.operations.errors import OperationError
+from wms.operations.failed_events import FailedEvents
 from wms.operations.progress import Progress
 from wms.operations.taskforces import Taskforces
 from wms.operations.workflows import Workflows
@@ -26,14 +27,17 @@ class Operations:
     workflows: Workflows
     taskforces: Taskforces
     progress: Progress
+    failed_events: FailedEvents
 
     @classmethod
     def build(
         cls, store: Store, lifecycle: Lifecycle, mqs: ManagedMQSClient, config: WMSConfig, wakeups: Wakeups
     ) -> Operations:
         """Wire the operations."""
+        workflows = Workflows(store, lifecycle, mqs, config, wakeups)
         return cls(
-            workflows=Workflows(store, lifecycle, mqs, config, wakeups),
+            workflows=workflows,
             taskforces=Taskforces(store, lifecycle, config, wakeups),
             progress=Progress(store, mqs, config),
+            failed_events=FailedEvents(store, mqs, workflows),
         )
