@@ -13,14 +13,22 @@ from collections.abc import Sequence
 from types import FrameType, ModuleType
 
 from ewms_client import WMSError
-from wms.cli import commands_dev, commands_query, commands_queues, commands_status, commands_workflows
+from wms.cli import (
+    commands_dev,
+    commands_query,
+    commands_queues,
+    commands_status,
+    commands_taskforces,
+    commands_workflows,
+)
 from wms.cli.exits import EPILOG, CLIError, Exit, exit_code_for
-from wms.cli.settings import add_connection_options
+from wms.cli.settings import add_connection_options, is_local, resolve
 
 # each module's register(subparsers) adds its sub-commands; add a module here to add commands
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     commands_workflows,
     commands_status,
+    commands_taskforces,
     commands_queues,
     commands_query,
     commands_dev,
@@ -51,6 +59,8 @@ async def run(args: argparse.Namespace) -> int:
         return code
     except WMSError as exc:
         hint = " (check --token / EWMS_TOKEN)" if exc.status == 401 else ""
+        if exc.title == "Unreachable" and is_local(resolve(args).url):
+            hint = "\nhint: nothing answers there; start a dev stack with `ewms dev up` (then source .ewms-dev/env.sh)"
         return fail(f"{exc}{hint}", exit_code_for(exc))
     except CLIError as exc:
         return fail(str(exc), exc.code)

@@ -64,6 +64,15 @@ def resolve(args: argparse.Namespace) -> Settings:
     return Settings(url=check_url(str(url)), token=str(token))
 
 
+def is_local(url: str) -> bool:
+    """Whether ``url`` points at this machine (where ``ewms dev up`` runs a stack)."""
+    try:
+        host = httpx.URL(url).host
+    except httpx.InvalidURL:
+        return False
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def check_url(url: str) -> str:
     """``url`` if it is an http(s) address with a host."""
     try:

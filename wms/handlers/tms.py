@@ -246,7 +246,7 @@ class StatusesHandler(BaseHandler):
 
 
 class TaskforceLogsReportHandler(BaseHandler):
-    """``POST /v0/tms/logs/taskforces/{taskforce_uuid}``: store the output tails of ended jobs (one per job id)."""
+    """``POST /v0/tms/logs/taskforces/{taskforce_uuid}``: store job output tails (one per job id)."""
 
     ROUTE = "/v0/tms/logs/taskforces/{taskforce_uuid}"
     ROLES = {"POST": TMS}
