@@ -41,7 +41,8 @@ async def test_flags_then_environment_then_config_file(
 def test_no_token_is_a_usage_error_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--url", "http://127.0.0.1:9", "status", "WF-1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith('error: no WMS token: pass --token, set EWMS_TOKEN, or put "token" in ')
+    assert err.startswith('error: no WMS token: pass --token, set EWMS_TOKEN, put "token" in ')
+    assert err.endswith(", or run `ewms login`\n")
 
 
 def test_unreadable_config_file_is_a_usage_error(

@@ -1,4 +1,5 @@
-"""Output tails of ended jobs shipped to the WMS: reading tails, batches, retries, once per job, end to end."""
+"""Output tails of jobs shipped to the WMS: reading tails, batches, retries, once per job end, running jobs' growing
+tails, end to end."""
 
 from __future__ import annotations
 
@@ -349,3 +350,42 @@ async def test_a_failed_logs_post_is_retried_next_pass(api, wms_server, make_tok
     assert job["job_id"] == "3001.0" and job["exit_code"] == 1
     assert job["stderr_tail"] == ("E" * 500 + "\nTraceback: the end\n")[-100:]
     assert job["task_error"] == "task failed (exit code 1): no input"
+
+
+async def test_running_jobs_tails_grow_then_the_end_replaces_them(make_config) -> None:
+    config = make_config(log_running_interval=1e-6)  # due on every pass
+    log = config.job_event_log_dir / "r.tms.jel"
+    writer = TimedWriter(log)
+    writer.when = time.time() - 60
+    writer.execute(8, 0)
+    writer.execute(8, 1)  # runs without output files: nothing to ship
+    write_output(config, "TF-R", 8, "job-0/_condor_stdout", "a\n")
+    watcher, wms = stub_watcher(config, log, {8: "TF-R"})
+    await passes(watcher)
+    assert wms.shipped() == {
+        "8.0": {"job_id": "8.0", "stdout_tail": "a\n", "stderr_tail": "", "task_error": "", "exit_code": None,
+                "ended_ts": None},
+    }  # fmt: skip
+    await passes(watcher, 2)
+    assert len(wms.log_posts) == 1  # unchanged files: not read or sent again
+    write_output(config, "TF-R", 8, "job-0/_condor_stdout", "a\nb\n")
+    await passes(watcher)
+    assert len(wms.log_posts) == 2 and wms.shipped()["8.0"]["stdout_tail"] == "a\nb\n"
+
+    writer.terminated(8, 0, 0)
+    await passes(watcher)
+    ended = wms.shipped()["8.0"]
+    assert ended["ended_ts"] is not None and ended["exit_code"] == 0 and ended["stdout_tail"] == "a\nb\n"
+    write_output(config, "TF-R", 8, "job-0/_condor_stdout", "a\nb\nlate\n")
+    await passes(watcher, 2)
+    assert wms.shipped()["8.0"] == ended  # an ended job is no longer shipped as running
+
+
+async def test_running_tails_off(make_config) -> None:
+    config = make_config(log_running_interval=0)
+    log = config.job_event_log_dir / "s.tms.jel"
+    JobEventLogWriter(log).execute(9, 0)
+    write_output(config, "TF-S", 9, "job-0/_condor_stdout", "a\n")
+    watcher, wms = stub_watcher(config, log, {9: "TF-S"})
+    await passes(watcher, 2)
+    assert wms.log_posts == []

@@ -15,6 +15,7 @@ from types import FrameType, ModuleType
 from ewms_client import WMSError
 from wms.cli import (
     commands_dev,
+    commands_login,
     commands_query,
     commands_queues,
     commands_status,
@@ -31,6 +32,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     commands_taskforces,
     commands_queues,
     commands_query,
+    commands_login,
     commands_dev,
 )
 
@@ -41,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ewms",
         description="Submit and follow EWMS workflows; send and receive the events of their public queues.\n\n"
         "The WMS address and token come from --url/--token, else EWMS_URL/EWMS_TOKEN, else the config file\n"
-        '$EWMS_CONFIG or ~/.config/ewms/config.json ({"url": ..., "token": ...}). See Docs/cli.md.',
+        '$EWMS_CONFIG or ~/.config/ewms/config.json ({"url": ..., "token": ...}), else (the token) `ewms login`.\n'
+        "See Docs/cli.md.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
