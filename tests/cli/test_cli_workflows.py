@@ -121,9 +121,9 @@ async def test_finish_then_abort(ewms: RunCLI, client: WMSClient) -> None:
 async def test_add_workers(ewms: RunCLI, client: WMSClient) -> None:
     created = await client.submit_workflow(workflow_request())
     task_id = created["task_directives"][0]["task_id"]
-    run = await ewms("add-workers", task_id, "test-alpha", "2")
+    run = await ewms("add-workers", task_id, "test-beta", "2")  # a location that runs the task's image
     assert run.code == 0, run.err
-    uuid = re.fullmatch(r"taskforce (TF-\S+) at test-alpha: 2 workers, \S+\n", run.out).group(1)  # type: ignore[union-attr]
+    uuid = re.fullmatch(r"taskforce (TF-\S+) at test-beta: 2 workers, \S+\n", run.out).group(1)  # type: ignore[union-attr]
     assert (await client.get_taskforce(uuid))["task_id"] == task_id
     assert len(await client.taskforces_of(created["workflow"]["workflow_id"])) == 3
 

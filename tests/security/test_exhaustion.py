@@ -80,11 +80,16 @@ async def test_big_bodies_are_refused_before_they_are_buffered(
     wms = spawn_wms()
     pid, port = wms.proc.pid, _port(wms.url)  # type: ignore[attr-defined]
     token = None if role is None else "not-a-jwt" if role == "bad" else make_token(role, "alice")
-    before = _rss_bytes(pid)
-    statuses = await asyncio.gather(*(_send_big_body(port, token, chunked) for _ in range(4)))
-    grown = _rss_bytes(pid) - before
-    assert grown < 40 * 1024 * 1024, f"WMS memory grew by {grown / 2**20:.0f} MB for four refused 60 MB bodies"
-    # the answer is the refusal; a connection cut after it (the unread body) may hide it from the client
+    statuses: list[int | None] = []
+    # the answer is the refusal; the connection reset after it (the unread body) may hide it from a client that has
+    # not read it yet, so a round where every answer was hidden that way is sent again (at most three rounds)
+    for _ in range(3):
+        before = _rss_bytes(pid)
+        statuses += await asyncio.gather(*(_send_big_body(port, token, chunked) for _ in range(4)))
+        grown = _rss_bytes(pid) - before
+        assert grown < 40 * 1024 * 1024, f"WMS memory grew by {grown / 2**20:.0f} MB for four refused 60 MB bodies"
+        if expected in statuses:
+            break
     assert set(statuses) <= {expected, None} and expected in statuses, statuses
     async with httpx.AsyncClient(timeout=30) as client:
         assert (await client.get(f"{wms.url}/v0/")).status_code == 200  # type: ignore[attr-defined]

@@ -37,7 +37,8 @@ async def test_deactivated_workflows_are_archived_deleted_and_purged(start_wms, 
     assert [w["workflow_id"] for w in listing["workflows"]] == [wid]
     assert listing["workflows"][0]["n_taskforces"] == 2 and listing["workflows"][0]["deactivated"] == "FINISHED"
     archived = await admin.ok("GET", f"/v0/admin/archive/workflows/{wid}")
-    assert len(archived["taskforces"]) == 2 and len(archived["mq_profiles"]) == 2
+    # the workflow's two queues and its failed-events queue
+    assert len(archived["taskforces"]) == 2 and len(archived["mq_profiles"]) == 3
     assert all("auth_token" not in p for p in archived["mq_profiles"])
     await user.problem("GET", "/v0/admin/archive/workflows", status=403)
     await admin.problem("GET", "/v0/admin/archive/workflows/WF-1-00000000", status=404)
