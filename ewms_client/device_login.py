@@ -62,6 +62,7 @@ class Tokens:
     access_token: str
     refresh_token: str | None
     expires_at: float  # epoch seconds
+    refresh_at: float  # epoch seconds: shortly before expiry (at most half the lifetime before)
 
 
 def _json(response: httpx.Response, what: str) -> dict[str, Any]:
@@ -80,8 +81,14 @@ def _tokens(body: dict[str, Any], provider_url: str, client_id: str, refresh: st
     if "access_token" not in body:
         raise LoginError(f"no access_token from {provider_url}: {body.get('error', 'unknown error')}")
     lifetime = float(body.get("expires_in") or DEFAULT_LIFETIME)
+    now = time.time()
     return Tokens(
-        provider_url, client_id, str(body["access_token"]), body.get("refresh_token") or refresh, time.time() + lifetime
+        token_endpoint=provider_url,
+        client_id=client_id,
+        access_token=str(body["access_token"]),
+        refresh_token=body.get("refresh_token") or refresh,
+        expires_at=now + lifetime,
+        refresh_at=now + lifetime - min(REFRESH_MARGIN, lifetime / 2),
     )
 
 
@@ -154,9 +161,7 @@ class SavedLogin:
     async def token(self, http: httpx.AsyncClient, rejected: str | None = None) -> str:
         """The access token; refreshed first when it is about to expire or was ``rejected``."""
         async with self._lock:
-            tokens = self.tokens
-            margin = min(REFRESH_MARGIN, max(tokens.expires_at - time.time(), 0) / 2)
-            if tokens.access_token == rejected or time.time() >= tokens.expires_at - margin:
+            if self.tokens.access_token == rejected or time.time() >= self.tokens.refresh_at:
                 await self._refresh(http)
             return self.tokens.access_token
 

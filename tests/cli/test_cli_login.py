@@ -96,6 +96,10 @@ def saved_login(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def write(path: Path, saved: dict[str, Any]) -> None:
+    path.write_text(json.dumps(saved))
+
+
 def private(path: Path) -> bool:
     """Readable and writable by its owner only."""
     return stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -145,6 +149,11 @@ async def test_a_refused_token_is_refreshed_and_saved(
     saved = saved_login(login_file)
     assert saved is not None and saved["access_token"] != "not-a-valid-token" and saved["refresh_token"] == "refresh-1"
     assert private(login_file)
+
+    write(login_file, {**saved, "refresh_at": 0})  # due for renewal: refreshed before it is sent
+    run = await ewms("--url", wms_server.url, "query", "workflows", connect=False)
+    assert run.code == 0 and provider.refreshes == 2, run.err
+    assert (saved_login(login_file) or {})["refresh_at"] > 0
 
 
 async def test_login_needs_a_provider(ewms: RunCLI) -> None:
