@@ -83,6 +83,10 @@ async def test_logs_of_running_and_ended_jobs(ewms: RunCLI, client: WMSClient, a
     assert run.out.startswith("=== job 12.1: ended ") and "12.0" not in run.out
     run = await ewms("logs", uuid, "--job", "12.0", "--json")
     assert json.loads(run.out) == [jobs[0]]
+    late = {"jobs": [job("12.1", "stale running tail\n"), job("12.2", "new\n")]}  # after 12.1's end
+    await tms.ok("POST", f"/v0/tms/logs/taskforces/{uuid}", late)
+    run = await ewms("logs", uuid, "--json")
+    assert json.loads(run.out) == [jobs[0], jobs[1], late["jobs"][1]]  # the end's record stays
     run = await ewms("logs", uuid, "--job", "7")
     assert run.code == 0 and run.err == f"no output of job 7 of {uuid} yet\n"
     run = await ewms("logs", "TF-0-00000000-00000000-00000000")
