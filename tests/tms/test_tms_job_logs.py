@@ -309,6 +309,51 @@ async def test_failed_and_successful_jobs_end_to_end(api, wms_server, make_token
     assert succeeded["task_error"] == "" and abs(succeeded["ended_ts"] - time.time()) < 60
 
 
+# a stand-in pilot that prints a line, then waits for the file named by its task args before it finishes
+WAITING_PILOT = """
+import os, sys, time
+print("started", flush=True)
+while not os.path.exists(os.environ["EWMS_PILOT_TASK_ARGS"]):
+    time.sleep(0.05)
+print("finished", flush=True)
+"""
+
+
+async def test_a_running_jobs_tail_then_its_end(api, wms_server, make_token, make_config, tmp_path) -> None:
+    """A local-backend job's output reaches the WMS while it runs; its end's record then replaces it."""
+    pilot = tmp_path / "waiting_pilot.py"
+    pilot.write_text(WAITING_PILOT)
+    release = tmp_path / "release"
+    config = tms_config(
+        make_config,
+        wms_server,
+        make_token,
+        local_pilot_command=(sys.executable, str(pilot)),
+        log_running_interval=0.2,
+        local_pilot_user="",
+    )
+    request = one_task_workflow(str(release), 1)
+    request["tasks"][0]["worker_config"]["do_transfer_worker_stdouterr"] = False
+    uuid = (await api.ok("POST", "/v0/workflows", request))["taskforces"][0]["taskforce_uuid"]
+    async with running_tms(config):
+        body = await until(
+            lambda: api.ok("GET", f"/v0/taskforces/{uuid}/logs"),
+            lambda b: [(j["stdout_tail"], j["ended_ts"]) for j in b["jobs"]] == [("started\n", None)],
+            30,  # a generous liveness bound (pilot start, watcher pass, shipment), not a timing
+            "the running job's tail",
+        )
+        assert body["jobs"][0]["exit_code"] is None
+        release.touch()
+        await wait_for(api, uuid, lambda tf: tf["phase"] == "condor-complete", 30)
+        ended = await until(
+            lambda: api.ok("GET", f"/v0/taskforces/{uuid}/logs"),
+            lambda b: b["jobs"][0]["ended_ts"] is not None,
+            30,
+            "the job's end",
+        )
+    assert ended["jobs"][0]["stdout_tail"] == "started\nfinished\n" and ended["jobs"][0]["exit_code"] == 0
+
+
 class FlakyTransport(httpx.AsyncHTTPTransport):
     """Answers the first ``failures`` logs posts with 503 itself; passes everything else to the WMS."""
 
