@@ -13,9 +13,12 @@
    after the warm-up (when it held one connection per client besides its grown database pool): a leak per
    request or per workflow would show up as hundreds. The CPU share of each process and the taskforces by phase at
    the end are reported too.
+   After the load, the taskforces stopped before any cluster was submitted (their workflow finished first) must all
+   have been ended by the daemons once ``UNSUBMITTED_STOP_GRACE_SECONDS`` (5 s here) and the next sweep have passed.
 2. Faults: runs ``pytest tests/reliability`` (TMS killed between submit and confirm, database down 10 s, broker
-   restarted under running pilots) and collects the figures each scenario reports (faults injected, items lost,
-   duplicates, server errors).
+   restarted under running pilots, the WMS instance running the daemons killed or paused beside another) and
+   collects the figures each scenario reports (faults injected, items lost, duplicates, server errors, leader
+   failovers and their time).
 3. Fuzz (``--fuzz-examples N``): schemathesis with N examples per operation against the soaked WMS, every route.
 
 Writes ``bench/results/reliability.json`` and prints it; exits 1 if any check failed.
@@ -56,6 +59,7 @@ RESULTS = ROOT / "bench" / "results" / "reliability.json"
 AUDIENCE = "ewms-reliability"
 SCHEDD = "ap.reliability"
 MAX_ACTIVE = 3  # active workflows per simulated user
+STOP_GRACE = 5.0  # UNSUBMITTED_STOP_GRACE_SECONDS of the soaked WMS
 RSS_GROWTH_LIMIT = 0.10
 FD_SLACK = 16
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -105,6 +109,7 @@ def running_service(work: Path) -> Iterator[Service]:
             "MQ_DELETE_GRACE_SECONDS": "0",
             "MQS_HOUSEKEEPING_INTERVAL_SECONDS": "2",
             "DAEMON_POLL_SECONDS": "0.5",
+            "UNSUBMITTED_STOP_GRACE_SECONDS": str(STOP_GRACE),
             "LOG_LEVEL": "WARNING",
         }
         log = work / "wms.log"
@@ -273,6 +278,31 @@ async def tms_actor(tms: Caller, until: float) -> int:
     return actions
 
 
+async def count_taskforces(http: httpx.AsyncClient, token: str, query: dict[str, Any]) -> int:
+    """The number of taskforces matching ``query``, page by page through ``POST /v0/query/taskforces``."""
+    body: dict[str, Any] = {"query": query, "projection": ["taskforce_uuid"], "limit": 1000}
+    total = 0
+    while True:
+        response = await http.post("/v0/query/taskforces", json=body, headers={"Authorization": f"Bearer {token}"})
+        response.raise_for_status()
+        page = response.json()
+        total += len(page["taskforces"])
+        if page["next_after"] is None:
+            return total
+        body["after"] = page["next_after"]
+
+
+async def unsubmitted_stops(service: Service) -> dict[str, int]:
+    """After the load: taskforces stopped before any cluster was submitted (their workflow finished first), ended
+    by the daemons, and those still waiting once the grace and the next sweep (every half grace) have passed."""
+    await asyncio.sleep(STOP_GRACE * 2 + 2)
+    token = service.token(Role.ADMIN, "reliability-admin")
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        ended = await count_taskforces(http, token, {"phase": "condor-complete", "cluster_id": None})
+        waiting = await count_taskforces(http, token, {"phase": "pending-stopper", "cluster_id": None})
+    return {"stuck_taskforces_ended": ended, "stuck_taskforces_left": waiting}
+
+
 async def soak(service: Service, clients: int, duration: float, warmup: float) -> dict[str, Any]:
     """Run the mixed load and sample the WMS process; the figures and whether the checks passed."""
     pid = service.proc.pid
@@ -320,6 +350,7 @@ async def soak(service: Service, clients: int, duration: float, warmup: float) -
     phases = {m[1]: int(float(m[2])) for m in re.finditer(r'ewms_wms_taskforces\{phase="([^"]+)"\} (\S+)', metrics)}
     await asyncio.sleep(2)  # the clients' connections are closed now
     fds_after_clients = open_fds(pid)
+    stops = await unsubmitted_stops(service)
     after_warmup = next(s for s in samples if s[0] >= warmup)
     end = samples[-1]
     rss_growth = (end[1] - after_warmup[1]) / after_warmup[1]
@@ -333,6 +364,7 @@ async def soak(service: Service, clients: int, duration: float, warmup: float) -
         "error_samples": summary["error_samples"],
         "tms_actions": results[0],
         "taskforces_by_phase_at_end": phases,
+        **stops,
         "cpu_share": {name: round(seconds / elapsed, 2) for name, seconds in cpu.items()},
         "rss_mb_after_warmup": round(after_warmup[1], 1),
         "rss_mb_end": round(end[1], 1),
@@ -350,6 +382,7 @@ async def soak(service: Service, clients: int, duration: float, warmup: float) -
         # quiet (no client connection) vs. warmed up (database pool grown, one connection per client)
         "no_fd_leak": fds_after_clients <= after_warmup[2] + FD_SLACK,
         "wms_alive": service.proc.poll() is None,
+        "no_stuck_taskforce": stops["stuck_taskforces_left"] == 0,
     }
     return {"figures": figures, "checks": checks}
 
@@ -375,6 +408,8 @@ def run_faults(work: Path) -> dict[str, Any]:
         "items_lost": sum(s.get("items_lost", 0) for s in scenarios),
         "duplicates": sum(s.get("duplicates", 0) for s in scenarios),
         "server_errors": sum(s.get("server_errors", 0) for s in scenarios),
+        "leader_failovers": sum(s.get("leader_failovers", 0) for s in scenarios),
+        "failover_s_max": max((s["failover_s"] for s in scenarios if "failover_s" in s), default=None),
         "scenarios": scenarios,
     }
     if result.returncode != 0:

@@ -83,6 +83,7 @@ def wms_test_env(mongo_uri: str, broker: broker_node.BrokerNode, auth_key: str, 
         "MQ_DELETE_GRACE_SECONDS": "0",
         "MQS_HOUSEKEEPING_INTERVAL_SECONDS": "0.5",
         "DAEMON_POLL_SECONDS": "0.2",
+        "DAEMON_LEASE_SECONDS": "6",  # a WMS killed by a test is replaced within about 7.5 s
         "MQ_ACTIVATION_RETRY_MIN_SECONDS": "0.2",
         "MQ_ACTIVATION_RETRY_MAX_SECONDS": "1",
     }

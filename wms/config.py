@@ -244,7 +244,26 @@ class WMSConfig:
     retention_interval_seconds: float = setting(
         "RETENTION_INTERVAL_SECONDS", "how often the retention daemon runs", 3600.0, gt=0
     )
-    run_daemons: bool = setting("WMS_RUN_DAEMONS", "`false`: serve REST only (see Processes)", True)
+    run_daemons: bool = setting(
+        "WMS_RUN_DAEMONS",
+        "`true`: contend for the daemon lease and run the daemons while holding it; `false`: serve REST only"
+        " (see Processes)",
+        True,
+    )
+    daemon_lease_seconds: float = setting(
+        "DAEMON_LEASE_SECONDS",
+        "lease time of the instance running the daemons: renewed every quarter of it; another instance takes over"
+        " within about 1.25 times it after the holder dies",
+        20.0,
+        gt=0,
+    )
+    unsubmitted_stop_grace_seconds: float = setting(
+        "UNSUBMITTED_STOP_GRACE_SECONDS",
+        "a stopped (`pending-stopper`) taskforce that never got a cluster is ended (`condor-complete`) this long"
+        " after the daemons first see it, so that a submit still in flight is recorded (and removed) first",
+        300.0,
+        ge=0,
+    )
     openapi_path: str = setting(
         "WMS_OPENAPI_PATH",
         "the document requests are validated against",

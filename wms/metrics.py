@@ -31,6 +31,11 @@ class Metrics:
         )
         self.taskforces = Gauge("ewms_wms_taskforces", "Taskforces by phase", ["phase"], registry=self.registry)
         self.workflows = Gauge("ewms_wms_workflows", "Workflows by state", ["state"], registry=self.registry)
+        self.daemon_lease_held = Gauge(
+            "ewms_wms_daemon_lease_held",
+            "1 while this instance holds the daemon lease and runs the daemons, else 0",
+            registry=self.registry,
+        )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request."""

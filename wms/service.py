@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 from typing import Any
 
 import tornado.httpserver
@@ -14,10 +16,9 @@ from mqs_client import ManagedMQSClient, MQSConfig, make_mqs_client
 from wms import schema
 from wms.auth import TokenValidator
 from wms.config import WMSConfig
-from wms.daemons.launch_control import LaunchControl
-from wms.daemons.loop import Wakeups, run_forever
-from wms.daemons.mq_activator import MQActivator
+from wms.daemons.loop import Wakeups
 from wms.daemons.retention import Retention
+from wms.daemons.runner import DaemonRunner
 from wms.database.store import Store
 from wms.lifecycle import Lifecycle
 from wms.metrics import Metrics
@@ -50,8 +51,12 @@ class WMS:
         self.metrics = Metrics(config.metrics_refresh_seconds)
         self.wakeups = Wakeups()
         self.operations = Operations.build(self.store, self.lifecycle, self.mqs, config, self.wakeups)
+        self.instance_id = secrets.token_hex(8)
+        self.daemons = DaemonRunner(
+            self.store, self.lifecycle, self.mqs, self.retention, config, self.wakeups, self.metrics, self.instance_id
+        )
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._daemons_task: asyncio.Task[None] | None = None
         self._http: tornado.httpserver.HTTPServer | None = None
         self.port: int = config.rest_port
 
@@ -59,8 +64,9 @@ class WMS:
         """Ensure indexes, start the daemons, and listen."""
         await self.store.ensure_indexes()
         await self.mqs.ensure_indexes()
+        LOGGER.info("WMS instance %s (pid %d)", self.instance_id, os.getpid())
         if self.config.run_daemons:
-            self._start_daemons()
+            self._daemons_task = asyncio.create_task(self.daemons.run(self._stop))
         else:
             LOGGER.info("REST only (WMS_RUN_DAEMONS=false): another WMS instance runs the daemons")
         self._http = make_http_server(make_app(self), self.config)
@@ -68,30 +74,6 @@ class WMS:
         self.port = sockets[0].getsockname()[1]
         self._http.add_sockets(sockets)
         LOGGER.info("WMS listening on http://%s:%d/v0/", self.config.rest_host, self.port)
-
-    def _start_daemons(self) -> None:
-        """The MQ activator, launch control, retention and MQS housekeeping, as background tasks."""
-        activator = MQActivator(self.store, self.lifecycle, self.mqs, self.config, self.wakeups.launch)
-        launcher = LaunchControl(self.store, self.lifecycle, self.config)
-        poll = self.config.daemon_poll_seconds
-        self._tasks = [
-            asyncio.create_task(
-                run_forever("mq-activator", activator.one_pass, self.wakeups.mq_activator, poll, self._stop)
-            ),
-            asyncio.create_task(
-                run_forever("launch-control", launcher.one_pass, self.wakeups.launch, poll, self._stop)
-            ),
-            asyncio.create_task(
-                run_forever(
-                    "retention",
-                    self.retention.one_pass,
-                    self.wakeups.retention,
-                    self.config.retention_interval_seconds,
-                    self._stop,
-                )
-            ),
-        ]
-        self._tasks.append(asyncio.create_task(self.mqs.run_housekeeping(self._stop)))
 
     async def stop(self) -> None:
         """Stop listening, stop the daemons, close connections (a second call does nothing)."""
@@ -101,14 +83,8 @@ class WMS:
             self._http.stop()
             await self._http.close_all_connections()
         self._stop.set()
-        self.wakeups.mq_activator.set()
-        self.wakeups.launch.set()
-        self.wakeups.retention.set()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
+        if self._daemons_task is not None:
+            await self._daemons_task
         await self.mqs.close()
         await self.mongo.close()
         LOGGER.info("WMS stopped")

@@ -11,8 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wms.client import WMSClient
-
+from ewms_client import WMSClient
 from ewms_dev.factories import task_request, workflow_request
 from ewms_dev.processes import alive, until
 

@@ -16,10 +16,11 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 from apiclient import Api
-from pilot.joblog import JobEventLogWriter
-from test_tms_with_real_wms import SCHEDD, tms_config, workflow
+from factories import one_task_workflow
+from test_tms_with_real_wms import SCHEDD, tms_config
 
 from ewms_client import ClientCredentials, RetryPolicy
+from ewms_wire.job_event_log import JobEventLogWriter
 from tms.config import TMSConfig
 from tms.watcher.loop import Watcher
 from tms.wms_client import WMSClient
@@ -52,7 +53,7 @@ class Recorder(httpx.AsyncHTTPTransport):
 
 async def taskforces_in_log(wms: Any, api: Api, log: Path, n: int) -> list[str]:
     """``n`` submitted taskforces (copies of a real one) whose single job, cluster 1000 + i, writes to ``log``."""
-    created = await api.ok("POST", "/v0/workflows", workflow("sleep", 1))
+    created = await api.ok("POST", "/v0/workflows", one_task_workflow("sleep", 1))
     template = await wms.store.taskforces.find_one({"taskforce_uuid": created["taskforces"][0]["taskforce_uuid"]})
     del template["_id"]
     uuids = [f"TF-0-{i:08x}-00000000-00000000" for i in range(n)]

@@ -103,7 +103,8 @@ async def test_tms_calls_with_bad_bodies_or_unknown_ids(api_as) -> None:  # type
 
 
 async def test_health_metrics_and_schema(api: Api, wms_server, make_token) -> None:  # type: ignore[no-untyped-def]
-    assert await api.ok("GET", "/v0/") == {"status": "ok"}
+    health = await api.ok("GET", "/v0/")
+    assert health["status"] == "ok" and health["instance_id"] == wms_server.wms.instance_id
     await api.ok("POST", "/v0/workflows", workflow_request())
     schema = await api.ok("GET", "/v0/schema/openapi")
     assert schema["info"]["title"] == "EWMS Workflow Management Service"

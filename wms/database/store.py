@@ -32,6 +32,7 @@ RETRIED_AS = "retried_as"  # taskforce (public, an extension): the uuid of the t
 N_RETRIES = "_n_retries"  # task directive: taskforces created by retry
 N_ADDED = "_n_added"  # task directive: taskforces created by add-workers
 LABELS_REV = "_labels_rev"  # workflow: bumped by every labels edit (optimistic concurrency)
+UNSUBMITTED_SINCE = "_unsubmitted_since"  # taskforce: first seen pending-stopper without a cluster (epoch s)
 ABORTED, FINISHED = "ABORTED", "FINISHED"  # the values of Workflow ``deactivated`` besides null
 DEACTIVATION_KINDS = (ABORTED, FINISHED)
 

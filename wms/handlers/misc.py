@@ -13,14 +13,15 @@ from wms.handlers.base import ANYONE, USERS, BaseHandler, Problem
 
 
 class HealthHandler(BaseHandler):
-    """``GET /v0/``: 200 when the database answers."""
+    """``GET /v0/``: 200 when the database answers, with this instance's id and the daemon lease's holder."""
 
     ROUTE = "/v0/"
 
     async def get(self) -> None:
-        """Ping the database."""
+        """Ping the database; say which instance this is and which one holds the daemon lease."""
         await self.wms.store.db.command("ping")
-        self.send({"status": "ok"})
+        holder = await self.wms.daemons.holder()
+        self.send({"status": "ok", "instance_id": self.wms.instance_id, "daemon_lease_holder": holder})
 
 
 class MetricsHandler(BaseHandler):

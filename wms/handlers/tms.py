@@ -77,7 +77,9 @@ class CondorSubmitHandler(BaseHandler):
         """Record the submitted cluster and move to ``condor-submit``.
 
         If the workflow was deactivated while the TMS was submitting, the cluster is still recorded on the
-        ``pending-stopper`` taskforce so that the stopper removes those jobs.
+        ``pending-stopper`` taskforce so that the stopper removes those jobs, within ``UNSUBMITTED_STOP_GRACE_SECONDS``;
+        after that the taskforce has ended (``wms.daemons.stuck_taskforces``), the submit gets 409 and the TMS removes
+        the cluster itself.
         """
         fields = {k: self.body[k] for k in ("cluster_id", "n_workers", "submit_dict", "job_event_log_fpath")}
         self.wms.spec.validate_fields("TaskforceObject", fields)
@@ -156,7 +158,8 @@ class PendingStopperHandler(BaseHandler):
     ROLES = {"GET": TMS}
 
     async def get(self) -> None:
-        """Oldest first; only taskforces with a submitted cluster; ``{}`` when there is none."""
+        """Oldest first; only taskforces with a submitted cluster (those without one are ended by the daemons,
+        ``wms.daemons.stuck_taskforces``); ``{}`` when there is none."""
         found = await (
             self.wms.store.taskforces.find(
                 {
