@@ -157,8 +157,14 @@ def _listing(
     return listing
 
 
+def _report_dropped(dropped: int) -> None:
+    if dropped:
+        LOGGER.warning("watcher: job log queue full; dropped the %d oldest job logs", dropped)
+        metrics.JOB_LOGS.labels("dropped").inc(dropped)
+
+
 class JobLogShipper:
-    """Reads the output tails of ended jobs and ships them to the WMS, per taskforce."""
+    """Reads the output tails of running and ended jobs and ships them to the WMS, per taskforce."""
 
     def __init__(self, config: TMSConfig, wms: WMSClient, clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
@@ -228,9 +234,7 @@ class JobLogShipper:
             size = _fit(record, json_size(record), BATCH_MAX_BYTES)
             dropped += self._enqueue(key, _Queued(uuid, record, size))
         self._running_seen = now_running
-        if dropped:
-            LOGGER.warning("watcher: job log queue full; dropped the %d oldest job logs", dropped)
-            metrics.JOB_LOGS.labels("dropped").inc(dropped)
+        _report_dropped(dropped)
 
     def forget(self, clusters: Iterable[int]) -> None:
         """Drop what is remembered about clusters whose log is no longer followed (their records still go out)."""
@@ -275,9 +279,7 @@ class JobLogShipper:
             if size > BATCH_MAX_BYTES:
                 size = _fit(record, size, BATCH_MAX_BYTES)
             dropped += self._enqueue(key, _Queued(ended.uuid, record, size))
-        if dropped:
-            LOGGER.warning("watcher: job log queue full; dropped the %d oldest job logs", dropped)
-            metrics.JOB_LOGS.labels("dropped").inc(dropped)
+        _report_dropped(dropped)
 
     def _settled(self, ended: _Ended, signatures: tuple[Signature, Signature], now: float) -> bool:
         """Whether the job's files may be read: none was written lately, or they look as on the previous pass."""
