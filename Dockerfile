@@ -12,6 +12,8 @@ COPY mqs_client ./mqs_client
 COPY tms ./tms
 COPY pilot ./pilot
 COPY ewms_client ./ewms_client
+COPY ewms_settings ./ewms_settings
+COPY ewms_wire ./ewms_wire
 COPY Docs ./Docs
 RUN pip install --no-cache-dir . && useradd --system --home-dir /var/lib/ewms --create-home ewms
 

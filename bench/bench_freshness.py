@@ -39,7 +39,7 @@ async def main() -> None:
     args = parser.parse_args()
     request = {
         "public_queue_aliases": ["in", "out"],
-        "tasks": [task_request(["local"], ["in"], ["out"], n_workers=args.samples)],
+        "tasks": [task_request(["local"], ["in"], ["out"], task_image="", n_workers=args.samples)],
     }
     tasking = str(PilotStatus.TASKING)
     rng = random.Random(3)

@@ -38,7 +38,7 @@ async def main() -> None:
     args = parser.parse_args()
     request = {
         "public_queue_aliases": ["in", "out"],
-        "tasks": [task_request(["local"], ["in"], ["out"], n_workers=1) for _ in range(args.taskforces)],
+        "tasks": [task_request(["local"], ["in"], ["out"], task_image="", n_workers=1) for _ in range(args.taskforces)],
     }
 
     with dev_stack(max_local_jobs=4, pilot_command=idle_pilot_command()) as state:

@@ -3,10 +3,10 @@
 Queries as the TMS does (a ``system-tms`` token: no owner clause), through :class:`bench.common.LeanHTTP`.
 Figures: the first page (default page size, one client, repeated) as pages/s and p50/p99, and a full paginated scan
 (page size 1000, following ``next_after`` to the end) as taskforces/s.
-Floor: the ``find`` the handler sends (the filter built by the handler's own ``scoped``, no projection, sort on
-``_id``, limit + 1) through ``pymongo.AsyncMongoClient`` from the bench process against the same database. Floor and
-WMS alternate, first-page windows twice each (the best of each counts), scans while the budget lasts (the best of
-each counts).
+Floor: the ``find`` the handler sends (built by the same ``Store.page``: the filter with ``$eq`` equalities, the
+keyset clause, sort in ``_id`` order, limit + 1, no projection) through ``pymongo.AsyncMongoClient`` from the bench
+process against the same database. Floor and WMS alternate, first-page windows twice each (the best of each counts),
+scans while the budget lasts (the best of each counts).
 Target: each rate >= 0.5 x floor.
 
     .venv/bin/python -m bench.bench_rest_query [--taskforces 100000] [--seconds 5]
@@ -19,10 +19,13 @@ import time
 from typing import Any
 
 from bson import ObjectId
+from pymongo import AsyncMongoClient
 
 from bench.common import CLUSTERS, LeanHTTP, check, emit, log, run, run_load, server_cpu_ms, wms_process
+from wms import schema
 from wms.auth import Role
-from wms.handlers.queries import scoped
+from wms.config import DEFAULT_OPENAPI_PATH
+from wms.database.store import Store
 
 QUERY = {"phase": "condor-submit", "schedd": CLUSTERS["alpha"]}
 FIRST_PAGE = 100  # QUERY_PAGE_SIZE_DEFAULT
@@ -31,17 +34,20 @@ MAX_SCANS, SCAN_BUDGET_S = 3, 60.0  # repeat the scans (best is kept) while they
 ROUNDS = 2  # first-page windows of the floor and the WMS alternate; the best of this many counts for each
 
 
-def handler_filter(after: str | None) -> dict[str, Any]:
-    """The filter the WMS sends for the TMS (no owner clause): the query, scoped by the page cursor if any."""
-    return scoped(QUERY, [{"_id": {"$gt": ObjectId(after)}}] if after else [])
-
-
-async def driver_page(db: Any, limit: int, after: str | None) -> tuple[int, str | None]:
-    """The floor: the handler's ``find`` straight through the driver; the page's size and the next cursor."""
-    cursor = db.taskforces.find(handler_filter(after), None).sort("_id", 1).limit(limit + 1)
+async def driver_page(store: Store, limit: int, after: str | None) -> tuple[int, str | None]:
+    """The floor: the ``find`` the handler sends for the TMS (no owner clause, so the handler's ``scoped`` adds
+    nothing), built by the same :meth:`Store.page`, straight through the driver; the page's size and next cursor."""
+    cursor = store.page(store.taskforces, QUERY, None, ObjectId(after) if after else None, limit + 1)
     docs = await cursor.to_list(None)
     more = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
     return len(docs[:limit]), more
+
+
+async def floor_store(client: AsyncMongoClient[dict[str, Any]], db_name: str) -> Store:
+    """A :class:`Store` on the bench's own driver client, set for the server as the WMS's is."""
+    store = Store(client, db_name, schema.load(str(DEFAULT_OPENAPI_PATH)))
+    await store.detect_server()
+    return store
 
 
 async def main() -> None:
@@ -52,13 +58,13 @@ async def main() -> None:
 
     async with wms_process(seed=args.taskforces) as wms:
         mongo = wms.client()
-        db = mongo[wms.db_name]
-        matching = await db.taskforces.count_documents(QUERY)
+        store = await floor_store(mongo, wms.db_name)
+        matching = await store.count(store.taskforces, QUERY)
         log(f"{matching} of {args.taskforces} taskforces match {QUERY}")
         watch = {"wms": wms.pid, "nx-27017": wms.mongo.pid}
 
         async def floor_page(limit: int, after: str | None) -> tuple[int, str | None]:
-            return await driver_page(db, limit, after)
+            return await driver_page(store, limit, after)
 
         async with LeanHTTP(wms.url, wms.token(Role.TMS, "bench-tms"), 1) as http:
 

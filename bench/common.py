@@ -379,7 +379,7 @@ PHASE_PATHS = {
                         "condor-complete"],
 }  # fmt: skip
 SOURCES = {
-    "pre-mq-activation": "User",
+    "pre-mq-activation": "USER",
     "pre-launch": "Workflow MQ Activator",
     "pending-starter": "Taskforce Launch Control",
     "condor-submit": "TMS",

@@ -101,6 +101,7 @@ class Bench:
 BENCHES = (
     Bench("rest-get", ("-m", "bench.bench_rest_get"), ("--taskforces", "2000", "--seconds", "1")),
     Bench("rest-query", ("-m", "bench.bench_rest_query"), ("--taskforces", "5000", "--seconds", "1")),
+    Bench("query-first-page", ("-m", "bench.bench_query_first_page"), ("--taskforces", "5000", "--seconds", "1")),
     Bench("rest-submit", ("-m", "bench.bench_rest_submit"), ("--seconds", "2")),
     Bench("launch", ("-m", "bench.bench_launch"), ("--taskforces", "10",)),
     Bench("watcher", ("bench/bench_watcher.py",), ("--events", "50000", "--jobs", "1000", "--repeat", "1"),
@@ -110,6 +111,8 @@ BENCHES = (
     Bench("pilot", ("bench/bench_pilot.py", "--events", "5000"), ("--events", "300"), adapt_pilot),
     Bench("memory", ("-m", "bench.bench_memory"), ("--taskforces", "5000", "--requests", "500")),
     Bench("pipeline", ("-m", "bench.bench_pipeline"), ("--events", "200", "--rounds", "1"), timeout=900.0),
+    Bench("scale", ("-m", "bench.bench_scale"), ("--workflows", "50", "--samples", "5", "--launch", "100", "--stream",
+          "50"), timeout=1800.0),
 )  # fmt: skip
 
 

@@ -31,7 +31,8 @@ class Connection:
         policy: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/").removesuffix("/v0")
+        # an address given with a version prefix (``/v0``, or upstream's ``/v1``: the same routes) is the server's root
+        self.base_url = base_url.rstrip("/").removesuffix("/v0").removesuffix("/v1")
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.tokens: TokenSource = StaticToken(tokens) if isinstance(tokens, str) else tokens

@@ -1,5 +1,5 @@
 """Objects for tests and benchmarks, in the shapes of the OpenAPI document: workflow requests (the shape of
-``examples/workflow-one-task.json``) and taskforces as the WMS stores them."""
+``examples/workflow-one-task.json``), and task directives and taskforces as the WMS stores them."""
 
 from __future__ import annotations
 
@@ -48,6 +48,28 @@ def workflow_request(locations: Sequence[str] = ("test-alpha",), **overrides: An
     return request
 
 
+def task_directive(task_id: str, workflow_id: str, **overrides: Any) -> dict[str, Any]:
+    """A TaskDirectiveObject as the WMS stores it (task ``ok`` in image ``/images/echo``, no queues);
+    ``overrides`` replace its fields."""
+    doc: dict[str, Any] = {
+        "task_id": task_id,
+        "workflow_id": workflow_id,
+        "timestamp": time.time(),
+        "cluster_locations": ["test"],
+        "task_image": "/images/echo",
+        "task_args": "ok",
+        "task_env": {},
+        "init_image": "",
+        "init_args": "",
+        "init_env": {},
+        "input_queues": [],
+        "output_queues": [],
+        "owner": "alice",
+    }
+    doc.update(overrides)
+    return doc
+
+
 def taskforce(uuid: str, schedd: str = "ap.test", n_workers: int = 2, **overrides: Any) -> dict[str, Any]:
     """A TaskforceObject as the WMS stores it, in phase ``pending-starter``; ``overrides`` replace its fields."""
     doc: dict[str, Any] = {
@@ -63,7 +85,7 @@ def taskforce(uuid: str, schedd: str = "ap.test", n_workers: int = 2, **override
         "pilot_config": {
             "tag": "1.2.3",
             "image_source": "cvmfs",
-            "environment": {"EWMS_PILOT_TASK_IMAGE": "/images/echo", "EWMS_PILOT_TASK_ARGS": "ok"},
+            "environment": {},
             "input_files": [],
         },
         "worker_config": {

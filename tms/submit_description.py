@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -56,14 +57,17 @@ def pilot_environment(
     mqprofiles: Sequence[Mapping[str, Any]],
     extra_env: Mapping[str, str],
 ) -> dict[str, str]:
-    """The pilot's env: the taskforce's ``pilot_config.environment``, overridden by the operator's ``extra_env``,
-    overridden by the TMS's own queue and status variables. Keys must be identifiers and values hold no NUL byte."""
+    """The pilot's env: the taskforce's ``pilot_config.environment`` (as the user sent it), overridden by the
+    operator's ``extra_env``, overridden by the TMS's own: the task and init task from the task directive (as
+    upstream's TMS builds them at submit), the queue and status variables. Keys must be identifiers and values hold
+    no NUL byte."""
     given = (taskforce.get("pilot_config") or {}).get("environment") or {}
     env = {key: _env_value(value) for key, value in given.items()}
+    env.update(extra_env)
+    env.update(_task_variables(task_directive))
     for key, value in env.items():
         if not _ENV_KEY_RE.fullmatch(str(key)) or "\0" in value:
             raise TaskforceSpecError(f"pilot environment: {str(key)[:64]!r} is not an identifier, or its value has NUL")
-    env.update(extra_env)
     profiles = {p["mqid"]: p for p in mqprofiles}
     for direction, mqids in (
         ("INCOMING", task_directive.get("input_queues", [])),
@@ -86,6 +90,21 @@ def pilot_environment(
         env[f"{prefix}_BROKER_ADDRESS"] = ";".join(str(p["broker_address"]) for p in chosen)
     env["EWMS_PILOT_HTCHIRP"] = "True"
     env["EWMS_PILOT_HTCHIRP_DEST"] = "JOB_EVENT_LOG"
+    return env
+
+
+def _task_variables(task_directive: Mapping[str, Any]) -> dict[str, str]:
+    """The pilot variables that define its task and init task: image and args always, environments (as JSON)
+    when not empty."""
+    env = {
+        "EWMS_PILOT_TASK_IMAGE": str(task_directive.get("task_image") or ""),
+        "EWMS_PILOT_TASK_ARGS": str(task_directive.get("task_args") or ""),
+        "EWMS_PILOT_INIT_IMAGE": str(task_directive.get("init_image") or ""),
+        "EWMS_PILOT_INIT_ARGS": str(task_directive.get("init_args") or ""),
+    }
+    for kind in ("TASK", "INIT"):
+        if task_directive.get(f"{kind.lower()}_env"):
+            env[f"EWMS_PILOT_{kind}_ENV_JSON"] = json.dumps(task_directive[f"{kind.lower()}_env"], sort_keys=True)
     return env
 
 

@@ -1,5 +1,8 @@
 """The route table (OpenAPI path templates -> handlers, compiled to tornado URL patterns) and the HTTP server with
-its connection cap, timeouts and body limit."""
+its connection cap, timeouts and body limit.
+
+One table, served under every prefix the OpenAPI document's ``servers`` names (``/v0`` and upstream's ``/v1``);
+a path that declares its own ``servers`` (``/metrics``: ``/``) is served under those instead."""
 
 from __future__ import annotations
 
@@ -58,14 +61,23 @@ HANDLERS: list[type[BaseHandler]] = [
 ]
 
 
-def url_pattern(template: str) -> str:
-    """``/v0/workflows/{workflow_id}`` -> ``/v0/workflows/(?P<workflow_id>[^/]+)$``."""
-    return re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$"
+def url_pattern(prefix: str, template: str) -> str:
+    """``/v1`` + ``/workflows/{workflow_id}`` -> ``/v1/workflows/(?P<workflow_id>[^/]+)$``."""
+    return re.escape(prefix.rstrip("/")) + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$"
+
+
+def prefixes(doc: dict[str, Any], template: str) -> list[str]:
+    """The server URLs (path prefixes) a path of the OpenAPI document is served under."""
+    servers = doc["paths"][template].get("servers", doc["servers"])
+    return [str(server["url"]) for server in servers]
 
 
 def make_app(wms: WMS) -> tornado.web.Application:
-    """The tornado application serving every route of the OpenAPI document."""
-    rules: list[Any] = [(url_pattern(h.ROUTE), h, {"wms": wms}) for h in HANDLERS] + ui.ROUTES
+    """The tornado application serving every route of the OpenAPI document under each of its prefixes."""
+    rules: list[Any] = [
+        (url_pattern(prefix, h.ROUTE), h, {"wms": wms}) for h in HANDLERS for prefix in prefixes(wms.spec.doc, h.ROUTE)
+    ]
+    rules += ui.ROUTES
     return tornado.web.Application(
         rules,
         default_handler_class=NotFoundHandler,

@@ -1,8 +1,8 @@
 """Turn a ``POST /v0/workflows`` request into a Workflow, its TaskDirectives and Taskforces.
 
-Persisted attributes follow the seed README: ``task_image``/``task_args`` go to the TaskDirective and into
-``pilot_config.environment`` (``EWMS_PILOT_TASK_IMAGE``/``_ARGS``); ``task_env``/``init_env`` become JSON strings in
-the pilot environment; ``pilot_config``, ``worker_config``, ``n_workers`` go to each Taskforce.
+Persisted attributes follow upstream EWMS: ``task_*``/``init_*`` go to the TaskDirective; ``pilot_config`` (as the
+user sent it, with its defaults), ``worker_config`` and ``n_workers`` go to each Taskforce. The pilot's environment
+is built from the task directive by the TMS at submit (``tms.submit_description.pilot_environment``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from wms.database.store import (
 from wms.lifecycle import Phase, log_entry
 from wms.validation import PolicyError, check_task
 
-# set by the WMS (from the task directive) and the TMS (queues): users may not set them in pilot_config.environment
+# set by the TMS (from the task directive and the queues): users may not set them in pilot_config.environment
 RESERVED_PILOT_ENV = frozenset(
     {
         "EWMS_PILOT_TASK_IMAGE",
@@ -121,22 +121,6 @@ def _with_near_match(alias: str, used: list[str]) -> str:
     return f"{alias} (did you mean {near[0]!r}?)" if near else alias
 
 
-def pilot_environment(task_directive: Doc, user_env: dict[str, Any]) -> dict[str, Any]:
-    """The pilot environment of a taskforce: the user's settings plus the task definition."""
-    env = dict(user_env)
-    env["EWMS_PILOT_TASK_IMAGE"] = task_directive["task_image"]
-    env["EWMS_PILOT_TASK_ARGS"] = task_directive["task_args"]
-    if task_directive["task_env"]:
-        env["EWMS_PILOT_TASK_ENV_JSON"] = json.dumps(task_directive["task_env"], sort_keys=True)
-    if task_directive["init_image"]:
-        env["EWMS_PILOT_INIT_IMAGE"] = task_directive["init_image"]
-    if task_directive["init_args"]:
-        env["EWMS_PILOT_INIT_ARGS"] = task_directive["init_args"]
-    if task_directive["init_env"]:
-        env["EWMS_PILOT_INIT_ENV_JSON"] = json.dumps(task_directive["init_env"], sort_keys=True)
-    return env
-
-
 def make_taskforce(
     task_directive: Doc,
     *,
@@ -168,7 +152,7 @@ def make_taskforce(
         "worker_config": worker_config,
         "cluster_id": None,
         "submit_dict": {},
-        "job_event_log_fpath": None,
+        "job_event_log_fpath": "",
         "phase": str(phase),
         "phase_change_log": [log_entry(phase, True, source_entity, context)],
         "compound_statuses": {},
@@ -227,7 +211,7 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
         pilot_config = {
             "tag": user_pilot.get("tag", "latest"),
             "image_source": user_pilot.get("image_source", "cvmfs"),
-            "environment": pilot_environment(directive, user_pilot.get("environment", {})),
+            "environment": dict(user_pilot.get("environment", {})),
             "input_files": list(user_pilot.get("input_files", [])),
         }
         worker_config = {"condor_requirements": "", **task["worker_config"]}
@@ -242,7 +226,7 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
                     priority=plan.priority,
                     pilot_config=json.loads(json.dumps(pilot_config)),
                     worker_config=dict(worker_config),
-                    source_entity="User",
+                    source_entity="USER",  # upstream: the creating role's name
                 )
             )
     return workflow, directives, taskforces

@@ -1,5 +1,6 @@
 """The benchmark harness: only successful calls count, a failed request makes a result MISSED, a missing or crashed
-benchmark fails ``bench/run``, and the rest-query floor sends the database exactly the ``find`` the handler sends."""
+benchmark fails ``bench/run``, and the floor of rest-query and query-first-page sends the database exactly the
+``find`` the handler sends."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 from bench import common, runner
-from bench.bench_rest_query import QUERY, driver_page
+from bench.bench_rest_query import QUERY, driver_page, floor_store
 from wms.auth import Role
 
 
@@ -70,14 +71,18 @@ def test_a_missing_or_crashing_benchmark_fails_the_run(
 
 
 class FindCommands(monitoring.CommandListener):
-    """Records the ``find`` commands on taskforces of every client created after it is registered, while ``on``."""
+    """Records the ``find`` commands on taskforces in database ``db`` of every client created after it is registered,
+    while ``on``."""
 
     def __init__(self) -> None:
         self.on = False
+        self.db = ""
         self.finds: list[dict[str, Any]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.on and event.command_name == "find" and event.command["find"] == "taskforces":
+        if self.on and event.database_name == self.db and event.command_name == "find" and (
+            event.command["find"] == "taskforces"
+        ):
             keys = ("find", "filter", "projection", "sort", "limit", "skip", "batchSize", "hint")
             self.finds.append({k: event.command[k] for k in keys if k in event.command})
 
@@ -93,8 +98,9 @@ async def test_the_rest_query_floor_sends_the_handlers_find(
 ) -> None:
     listener = FindCommands()
     monitoring.register(listener)  # global: it sees the WMS's client, created below
-    under_test = await start_wms()
+    under_test = await start_wms(WMS_RUN_DAEMONS="false")  # only the handler reads taskforces
     db = under_test.wms.store.db
+    listener.db = db.name
     await db.taskforces.insert_many(list(common.taskforce_docs(200)))
     headers = {"Authorization": f"Bearer {make_token(Role.TMS, 'bench-tms')}"}
     async with httpx.AsyncClient(base_url=under_test.url, headers=headers) as http:
@@ -105,11 +111,11 @@ async def test_the_rest_query_floor_sends_the_handlers_find(
         handler, listener.finds = listener.finds, []
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(under_test.config.mongodb_uri)
     try:
-        floor_db = client[under_test.config.db_name]
-        assert await driver_page(floor_db, 5, None) == (5, after)
-        await driver_page(floor_db, 5, after)
+        floor = await floor_store(client, under_test.config.db_name)
+        assert await driver_page(floor, 5, None) == (5, after)
+        await driver_page(floor, 5, after)
     finally:
         listener.on = False
         await client.close()
-    assert len(handler) == 2 and "_id" in handler[1]["filter"]
+    assert len(handler) == 2 and floor.id_key in handler[1]["filter"] and handler[0]["sort"] == {floor.id_key: 1}
     assert listener.finds == handler

@@ -89,3 +89,12 @@ def test_back_off_doubles_up_to_a_bound_and_honours_retry_after_up_to_a_bound() 
     assert [policy.delay(n) for n in range(5)] == [1, 2, 4, 4, 4]
     assert policy.delay(0, "3") == 3 and policy.delay(0, "60") == 10 and policy.delay(2, "0") == 4
     assert policy.delay(0, "Wed, 21 Oct 2026 07:28:00 GMT") == 1  # a date: the back-off decides
+
+
+async def test_an_address_with_either_version_prefix_is_the_servers_root(server: Script) -> None:
+    server.replies = [problem(503, "Service Unavailable", "db down")] * 2
+    for prefix in ("/v0", "/v1/"):
+        async with WMSClient(server.url + prefix, "t", policy=FAST) as wms:
+            with pytest.raises(WMSError):
+                await wms.submit_workflow({})
+    assert [s[:2] for s in server.seen] == [("POST", "/v0/workflows")] * 2

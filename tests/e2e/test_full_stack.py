@@ -1,6 +1,7 @@
 """End to end: the dev stack (nx-27017, private RabbitMQ, WMS, local TMS with real pilots) on fresh ports and a
-temp data dir runs the two-task chained example over 200 events; every result is checked, the workflow is finished,
-its taskforces end, its queues are deleted from the broker, and no process is left behind."""
+temp data dir runs the two-task chained example over 200 events, and the seed README's request on `local`; every
+result is checked, the workflow is finished, its taskforces end, its queues are deleted from the broker, and no
+process is left behind."""
 
 from __future__ import annotations
 
@@ -95,3 +96,19 @@ async def test_two_task_chain_over_200_events(stack: DevStack) -> None:
     again = stack.up()
     async with WMSClient(again.url, again.user_token) as client:
         assert (await client.get_workflow(workflow_id))["deactivated"] == "FINISHED"
+
+
+async def test_seed_readme_request_on_local_with_an_empty_task_image(stack: DevStack) -> None:
+    """The seed README's example request, with ``cluster_locations: [local]`` and an empty ``task_image`` (the
+    ``process`` runner), run by the example user script as written: accepted, every event copied, no manual step."""
+    state = stack.state
+    assert state is not None
+    example = _load_example()
+    code = await example.run(state.url, state.user_token, EXAMPLES / "workflow-seed-readme.json", 20, 240)
+    assert code == 0
+    async with WMSClient(state.url, state.user_token) as client:
+        (workflow,) = [w async for w in client.query("workflows", {})]
+        (taskforce,) = await client.taskforces_of(workflow["workflow_id"])
+        assert workflow["deactivated"] == "FINISHED" and example.has_ended(taskforce)
+        assert taskforce["pilot_config"]["environment"] == {}  # stored as sent; the TMS builds the pilot's
+        # (pilots of the 1000 that start after the finished workflow's queues are deleted report that as an error)

@@ -22,7 +22,8 @@ from ewms_dev.processes import alive, until
 from wms.auth import Role
 
 SCHEDDS = {"test-alpha": "schedd-alpha.test", "test-beta": "schedd-beta.test"}  # as the test WMS maps them
-# each output names the directory the task ran in: under the taskforce dir of the pilot that ran it
+# each output names the directory the task ran in, which names the taskforce of the pilot that ran it (its taskforce
+# dir, or its sandbox when the TMS runs pilots as an unprivileged account)
 TASK = """sh -c 'sleep 0.2; printf "%s|%s" "$(cat "$0")" "$PWD" > "$1"' {{INFILE}} {{OUTFILE}}"""
 PILOT_ENV = {
     "EWMS_PILOT_MAX_CONCURRENT_TASKS": 1,  # also the prefetch: both pilots get events
@@ -37,7 +38,7 @@ def ran_at(outputs: list[str], taskforces: dict[str, dict[str, Any]]) -> Counter
     counts: Counter[str] = Counter()
     for output in outputs:
         _, workdir = output.split("|", 1)
-        counts.update(where for where, tf in taskforces.items() if f"ewms-taskforce-{tf['taskforce_uuid']}" in workdir)
+        counts.update(where for where, tf in taskforces.items() if tf["taskforce_uuid"] in workdir)
     return counts
 
 

@@ -191,7 +191,7 @@ def _typed_query_parameters() -> list[tuple[str, str, dict[str, Any]]]:
             for param in op.get("parameters", []) if isinstance(op, dict) else []:
                 schema = param.get("schema", {})
                 if param.get("in") == "query" and schema.get("type") in ("integer", "number", "boolean"):
-                    found.append((method.upper(), path, param))
+                    found.append((method.upper(), "/v0" + path, param))  # paths are relative to the servers
     return found
 
 

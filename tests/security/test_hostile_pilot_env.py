@@ -63,7 +63,7 @@ def pending(uuid: str, environment: dict[str, Any] | None = None, input_files: l
         {"X\n": "1"},
         {"1X": "1"},
         {"$(touch X)": "1"},
-        {"EWMS_PILOT_TASK_ARGS": "run\x00hidden"},
+        {"EWMS_PILOT_TASK_TIMEOUT": "run\x00hidden"},
         {"EWMS_PILOT_OKAY_ERRORS": ["a", "b\x00"]},
     ],
 )

@@ -75,9 +75,10 @@ def _pending(uuid: str, task: str) -> dict[str, Any]:
         "worker_memory": "1G",
         "condor_requirements": "",
     }
-    pilot = {"tag": "latest", "environment": {"EWMS_PILOT_TASK_ARGS": task}, "input_files": []}
+    pilot = {"tag": "latest", "environment": {}, "input_files": []}
     taskforce = {"taskforce_uuid": uuid, "n_workers": 1, "pilot_config": pilot, "worker_config": worker}
-    return {"taskforce": taskforce, "task_directive": {"input_queues": [], "output_queues": []}, "mqprofiles": []}
+    directive = {"task_args": task, "input_queues": [], "output_queues": []}  # the TMS builds the pilot's task
+    return {"taskforce": taskforce, "task_directive": directive, "mqprofiles": []}
 
 
 def _events(log: Path) -> list[tuple[int, int, int]]:

@@ -35,9 +35,10 @@ def make_backend(config: Any, max_concurrent: int = 2) -> LocalBackend:
 
 def job_spec(config: Any, backend: LocalBackend, uuid: str, mode: str, n: int = 1, **worker: Any) -> JobSpec:
     taskforce = make_taskforce(uuid, n_workers=n)
-    taskforce["pilot_config"]["environment"]["EWMS_PILOT_TASK_ARGS"] = mode
     taskforce["worker_config"].update(worker)
-    spec, _ = build_job_spec(config, make_pending(taskforce), backend.job_event_log_path())
+    pending = make_pending(taskforce)
+    pending["task_directive"]["task_args"] = mode  # the stand-in pilot's mode
+    spec, _ = build_job_spec(config, pending, backend.job_event_log_path())
     return spec
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -77,9 +78,9 @@ def test_executable_wrapper_description(make_config) -> None:
 def test_pilot_environment_and_env_file(make_config) -> None:
     config = make_config(extra_pilot_env={"EWMS_PILOT_TIMEOUT_QUEUE_INCOMING": "30", "EWMS_PILOT_HTCHIRP": "no"})
     taskforce = make_taskforce("TF-3")
-    taskforce["pilot_config"]["environment"]["EWMS_PILOT_TASK_ENV_JSON"] = '{"A": "it\'s $HOME"}'
     taskforce["pilot_config"]["environment"]["EWMS_PILOT_OKAY_ERRORS"] = ["TimeoutError", "ValueError"]
     pending = make_pending(taskforce)
+    pending["task_directive"]["task_env"] = {"A": "it's $HOME"}
     second = dict(pending["mqprofiles"][1], mqid="out2-TF-3", auth_token="tok-out2", broker_address="u@other:5672")
     pending["mqprofiles"].append(second)
     pending["task_directive"]["output_queues"].append("out2-TF-3")
@@ -95,6 +96,7 @@ def test_pilot_environment_and_env_file(make_config) -> None:
     assert env["EWMS_PILOT_HTCHIRP_DEST"] == "JOB_EVENT_LOG"
     assert env["EWMS_PILOT_TIMEOUT_QUEUE_INCOMING"] == "30"
     assert env["EWMS_PILOT_OKAY_ERRORS"] == "TimeoutError ValueError"
+    assert json.loads(env["EWMS_PILOT_TASK_ENV_JSON"]) == {"A": "it's $HOME"}
     env_file = spec.taskforce_dir / ENV_FILE_NAME
     assert env_file.stat().st_mode & 0o777 == 0o600
     # the env file is real shell: sourcing it gives back every value, quotes and all
@@ -103,6 +105,27 @@ def test_pilot_environment_and_env_file(make_config) -> None:
     ).stdout.splitlines()
     sourced = dict(line.split("=", 1) for line in shown if line.startswith("EWMS_PILOT_"))
     assert sourced == env
+
+
+def test_the_task_comes_from_the_task_directive(make_config) -> None:
+    """As upstream's TMS: the stored pilot environment is what the user sent; the task and init task variables are
+    built from the task directive at submit (and win over a stored value of the same name)."""
+    config = make_config(extra_pilot_env={"EWMS_PILOT_TASK_ARGS": "operator"})
+    taskforce = make_taskforce("TF-8")
+    taskforce["pilot_config"]["environment"] = {"EWMS_PILOT_TASK_TIMEOUT": 30, "EWMS_PILOT_TASK_IMAGE": "stale"}
+    pending = make_pending(taskforce)
+    pending["task_directive"].update(
+        task_image="", task_args="cp {{INFILE}} {{OUTFILE}}", init_args="prepare", init_env={"B": "2"}
+    )
+    env = build_job_spec(config, pending, config.job_event_log_dir / "x.tms.jel")[0].pilot_env
+    assert env["EWMS_PILOT_TASK_TIMEOUT"] == "30"
+    assert (env["EWMS_PILOT_TASK_IMAGE"], env["EWMS_PILOT_TASK_ARGS"]) == ("", "cp {{INFILE}} {{OUTFILE}}")
+    assert (env["EWMS_PILOT_INIT_IMAGE"], env["EWMS_PILOT_INIT_ARGS"]) == ("", "prepare")
+    assert json.loads(env["EWMS_PILOT_INIT_ENV_JSON"]) == {"B": "2"} and "EWMS_PILOT_TASK_ENV_JSON" not in env
+    assert taskforce["pilot_config"]["environment"]["EWMS_PILOT_TASK_IMAGE"] == "stale"  # the taskforce is untouched
+    pending["task_directive"]["task_args"] = "run\x00hidden"
+    with pytest.raises(TaskforceSpecError, match="pilot environment"):
+        build_job_spec(config, pending, config.job_event_log_dir / "x.tms.jel")
 
 
 def test_unusable_taskforces_are_refused(make_config) -> None:

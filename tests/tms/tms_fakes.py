@@ -20,7 +20,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from ewms_dev.factories import taskforce
+from ewms_dev.factories import task_directive, taskforce
 from ewms_wire.job_event_log import JobEventLogWriter
 from wms.lifecycle import ALLOWED_MOVES, Phase
 
@@ -61,7 +61,9 @@ def make_pending(taskforce: dict[str, Any]) -> dict[str, Any]:
             "broker_address": "user@localhost:5672",
         },
     ]
-    directive = {"task_id": taskforce["task_id"], "input_queues": [f"in-{uuid}"], "output_queues": [f"out-{uuid}"]}
+    directive = task_directive(
+        taskforce["task_id"], taskforce["workflow_id"], input_queues=[f"in-{uuid}"], output_queues=[f"out-{uuid}"]
+    )
     return {"taskforce": taskforce, "task_directive": directive, "mqprofiles": profiles}
 
 

@@ -19,8 +19,8 @@ IDS = {
     "task_id": "TK-1-00000000-00000000",
     "taskforce_uuid": "TF-1-00000000-00000000-00000000",
 }
-PROTECTED = [
-    (method.upper(), path, op.get("x-roles", []))
+PROTECTED = [  # under the first of the path's servers (/v0; / for /metrics): /v1 serves the same handlers
+    (method.upper(), item.get("servers", SPEC["servers"])[0]["url"].rstrip("/") + path, op.get("x-roles", []))
     for path, item in SPEC["paths"].items()
     for method, op in item.items()
     if method in {"get", "post", "patch"} and op.get("security", None) != []

@@ -114,5 +114,5 @@ async def test_health_metrics_and_schema(api: Api, wms_server, make_token) -> No
         )
     check_response(response)
     text = response.text
-    assert 'ewms_wms_requests_total{method="POST",route="/v0/workflows",status="200"} 1.0' in text
+    assert 'ewms_wms_requests_total{method="POST",route="/workflows",status="200"} 1.0' in text
     assert 'ewms_wms_taskforces{phase="' in text and "ewms_wms_request_seconds_bucket" in text

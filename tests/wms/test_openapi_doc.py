@@ -37,35 +37,35 @@ PUBLIC = None
 
 # (method, path) -> (roles or PUBLIC, extra error codes beyond 400/401/403/(413)/503)
 ROUTES: dict[tuple[str, str], tuple[tuple[str, ...] | None, set[int]]] = {
-    ("get", "/v0/"): (PUBLIC, {503}),
+    ("get", "/"): (PUBLIC, {503}),
     ("get", "/metrics"): (ADMIN, set()),
-    ("get", "/v0/schema/openapi"): (ANY, set()),
-    ("post", "/v0/workflows"): (USER, {422, 429}),
-    ("get", "/v0/workflows/{workflow_id}"): (USER, {404}),
-    ("patch", "/v0/workflows/{workflow_id}"): (USER, {404}),
-    ("post", "/v0/workflows/{workflow_id}/actions/abort"): (USER, {404, 409}),
-    ("post", "/v0/workflows/{workflow_id}/actions/finished"): (USER, {404, 409}),
-    ("post", "/v0/query/workflows"): (USER_TMS, set()),
-    ("post", "/v0/query/task-directives"): (USER_TMS, set()),
-    ("post", "/v0/query/taskforces"): (USER_TMS, set()),
-    ("get", "/v0/task-directives/{task_id}"): (USER, {404}),
-    ("post", "/v0/task-directives/{task_id}/actions/add-workers"): (USER_TMS, {404, 422}),
-    ("get", "/v0/taskforces/{taskforce_uuid}"): (ANY, {404}),
-    ("post", "/v0/taskforces/{taskforce_uuid}/actions/retry"): (USER, {404, 409, 422}),
-    ("get", "/v0/taskforces/{taskforce_uuid}/logs"): (ANY, {404}),
-    ("post", "/v0/tms/logs/taskforces/{taskforce_uuid}"): (TMS, {404}),
-    ("get", "/v0/admin/archive/workflows"): (ADMIN, set()),
-    ("get", "/v0/admin/archive/workflows/{workflow_id}"): (ADMIN, {404}),
-    ("post", "/v0/admin/archive/purge"): (ADMIN, set()),
-    ("get", "/v0/mqs/workflows/{workflow_id}/mq-profiles/public"): (USER, {404}),
-    ("get", "/v0/tms/pending-starter/taskforces"): (TMS, set()),
-    ("post", "/v0/tms/condor-submit/taskforces/{taskforce_uuid}"): (TMS, {404, 409}),
-    ("post", "/v0/tms/condor-submit/taskforces/{taskforce_uuid}/failed"): (TMS, {404, 409}),
-    ("get", "/v0/tms/pending-stopper/taskforces"): (TMS, set()),
-    ("post", "/v0/tms/condor-rm/taskforces/{taskforce_uuid}"): (TMS, {404, 409}),
-    ("post", "/v0/tms/condor-rm/taskforces/{taskforce_uuid}/failed"): (TMS, {404, 409}),
-    ("post", "/v0/tms/condor-complete/taskforces/{taskforce_uuid}"): (TMS, {404, 409}),
-    ("post", "/v0/tms/statuses/taskforces"): (TMS, set()),
+    ("get", "/schema/openapi"): (ANY, set()),
+    ("post", "/workflows"): (USER, {422, 429}),
+    ("get", "/workflows/{workflow_id}"): (USER, {404}),
+    ("patch", "/workflows/{workflow_id}"): (USER, {404}),
+    ("post", "/workflows/{workflow_id}/actions/abort"): (USER, {404, 409}),
+    ("post", "/workflows/{workflow_id}/actions/finished"): (USER, {404, 409}),
+    ("post", "/query/workflows"): (USER_TMS, set()),
+    ("post", "/query/task-directives"): (USER_TMS, set()),
+    ("post", "/query/taskforces"): (USER_TMS, set()),
+    ("get", "/task-directives/{task_id}"): (USER, {404}),
+    ("post", "/task-directives/{task_id}/actions/add-workers"): (USER_TMS, {404, 422}),
+    ("get", "/taskforces/{taskforce_uuid}"): (ANY, {404}),
+    ("post", "/taskforces/{taskforce_uuid}/actions/retry"): (USER, {404, 409, 422}),
+    ("get", "/taskforces/{taskforce_uuid}/logs"): (ANY, {404}),
+    ("post", "/tms/logs/taskforces/{taskforce_uuid}"): (TMS, {404}),
+    ("get", "/admin/archive/workflows"): (ADMIN, set()),
+    ("get", "/admin/archive/workflows/{workflow_id}"): (ADMIN, {404}),
+    ("post", "/admin/archive/purge"): (ADMIN, set()),
+    ("get", "/mqs/workflows/{workflow_id}/mq-profiles/public"): (USER, {404}),
+    ("get", "/tms/pending-starter/taskforces"): (TMS, set()),
+    ("post", "/tms/condor-submit/taskforces/{taskforce_uuid}"): (TMS, {404, 409}),
+    ("post", "/tms/condor-submit/taskforces/{taskforce_uuid}/failed"): (TMS, {404, 409}),
+    ("get", "/tms/pending-stopper/taskforces"): (TMS, set()),
+    ("post", "/tms/condor-rm/taskforces/{taskforce_uuid}"): (TMS, {404, 409}),
+    ("post", "/tms/condor-rm/taskforces/{taskforce_uuid}/failed"): (TMS, {404, 409}),
+    ("post", "/tms/condor-complete/taskforces/{taskforce_uuid}"): (TMS, {404, 409}),
+    ("post", "/tms/statuses/taskforces"): (TMS, set()),
 }
 
 SEED_REQUEST: dict[str, Any] = SEED_README_REQUEST
@@ -192,8 +192,12 @@ def test_every_ref_resolves_and_stands_alone(doc: dict[str, Any]) -> None:
 def test_route_census(doc: dict[str, Any]) -> None:
     found = {(method, path) for method, path, _ in operations(doc)}
     assert found == set(ROUTES)
-    for path in doc["paths"]:
-        assert path == "/metrics" or path.startswith("/v0/"), path
+    # one route table, served under both prefixes (upstream's /v1 and the seed documents' /v0); /metrics unversioned
+    assert [s["url"] for s in doc["servers"]] == ["/v0", "/v1"]
+    for path, item in doc["paths"].items():
+        assert not path.startswith(("/v0/", "/v1/")), path
+        expected = ["/"] if path == "/metrics" else ["/v0", "/v1"]
+        assert [s["url"] for s in item.get("servers", doc["servers"])] == expected
 
 
 # ---------------------------------------------------------------------------------------------- operations
@@ -511,7 +515,11 @@ def test_openapi_core_optional_empty_bodies(api: OpenAPI, body: Any) -> None:
 def test_openapi_core_rejects_bad_ids_and_missing_schedd(api: OpenAPI) -> None:
     assert api.unmarshal_request(_request("GET", "/v0/workflows/WF-nothex-0123abcd")).errors
     assert api.unmarshal_request(_request("GET", "/v0/tms/pending-stopper/taskforces")).errors
-    assert not api.unmarshal_request(_request("GET", "/v0/tms/pending-stopper/taskforces", args={"schedd": "s"})).errors
+    for prefix in ("/v0", "/v1"):  # both servers of the document
+        stopper = _request("GET", f"{prefix}/tms/pending-stopper/taskforces", args={"schedd": "s"})
+        assert not api.unmarshal_request(stopper).errors
+        assert api.unmarshal_request(_request("GET", f"{prefix}/workflows/WF-nothex-0123abcd")).errors
+    assert api.unmarshal_request(_request("GET", "/v2/tms/pending-stopper/taskforces", args={"schedd": "s"})).errors
 
 
 def test_openapi_core_validates_responses(api: OpenAPI) -> None:

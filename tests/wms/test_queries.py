@@ -1,10 +1,16 @@
-"""Query routes: filters, projection, cursor pagination, page-size cap, refused operators."""
+"""Query routes: filters, projection, keyset pagination, page-size cap, refused operators; the store's query forms."""
 
 from __future__ import annotations
 
 import pytest
 from apiclient import Api
 from factories import workflow_request
+from pymongo import AsyncMongoClient
+
+from ewms_dev.factories import taskforce
+from wms import schema
+from wms.config import DEFAULT_OPENAPI_PATH
+from wms.database.store import EMBEDDED_ID_KEY, Store
 
 
 async def test_pagination_over_several_pages_with_projection(start_wms, make_token) -> None:  # type: ignore[no-untyped-def]
@@ -71,3 +77,46 @@ def test_scoping_clauses_are_flat_unless_they_collide() -> None:
     assert scoped({"phase": "x"}, [{"owner": "a"}]) == {"phase": "x", "owner": "a"}
     assert scoped({}, [{"owner": "a"}, {"_id": 1}]) == {"owner": "a", "_id": 1}
     assert scoped({"owner": "b"}, [{"owner": "a"}]) == {"$and": [{"owner": "b"}, {"owner": "a"}]}
+
+
+async def test_keyset_pages_follow_id_order_through_updates(start_wms, make_token) -> None:  # type: ignore[no-untyped-def]
+    server = await start_wms()
+    store = server.wms.store
+    assert store.id_key == EMBEDDED_ID_KEY  # the tests run on the embedded server: pages take its indexed path
+    phases = ["condor-submit", "condor-complete", "condor-submit"]
+    docs = [taskforce(f"TF-keyset-{i:02d}", "ap-keyset.test", phase=phases[i % 3]) for i in range(30)]
+    await store.taskforces.insert_many(docs)
+    expected = [d["taskforce_uuid"] async for d in store.taskforces.find(
+        {"schedd": "ap-keyset.test", "phase": "condor-submit"}).sort("_id", 1)]  # fmt: skip
+    assert len(expected) == 20
+    api = Api(server.url, make_token("system-tms", "tms-keyset"))
+    body: dict = {"query": {"schedd": "ap-keyset.test", "phase": "condor-submit"}, "limit": 3}
+    seen: list[str] = []
+    while True:
+        page = await api.ok("POST", "/v0/query/taskforces", body)
+        seen += [tf["taskforce_uuid"] for tf in page["taskforces"]]
+        # rewriting documents between pages changes neither their order nor the cursor
+        await store.taskforces.update_many({"schedd": "ap-keyset.test"}, {"$set": {"n_workers": len(seen)}})
+        if page["next_after"] is None:
+            break
+        body["after"] = page["next_after"]
+    assert seen == expected
+
+
+def test_exact_equalities_only_on_scalar_fields() -> None:
+    store = Store(AsyncMongoClient("mongodb://127.0.0.1:1", connect=False), "x", schema.load(str(DEFAULT_OPENAPI_PATH)))
+    query = {"schedd": "a", "priority": 3, "collector": None, "phase_change_log": "x", "worker_config.n_cores": 1,
+             "owner": {"$in": ["a"]}, "$and": [{"phase": "p"}, {"cluster_id": 7}], "$or": [{"phase": "q"}]}  # fmt: skip
+    assert store.exact(store.taskforces, query) == {
+        "schedd": {"$eq": "a"}, "priority": {"$eq": 3}, "collector": None, "phase_change_log": "x",
+        "worker_config.n_cores": 1, "owner": {"$in": ["a"]},
+        "$and": [{"phase": {"$eq": "p"}}, {"cluster_id": {"$eq": 7}}], "$or": [{"phase": "q"}],
+    }  # fmt: skip
+    assert store.exact(store.task_directives, {"input_queues": "Q"}) == {"input_queues": "Q"}  # an array field
+
+
+async def test_a_bare_value_still_matches_inside_an_array_field(api: Api) -> None:
+    created = await api.ok("POST", "/v0/workflows", workflow_request(("test-beta",)))
+    queue = created["task_directives"][0]["input_queues"][0]
+    page = await api.ok("POST", "/v0/query/task-directives", {"query": {"input_queues": queue}})
+    assert [d["task_id"] for d in page["task_directives"]] == [created["task_directives"][0]["task_id"]]

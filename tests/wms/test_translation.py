@@ -35,13 +35,10 @@ def test_one_taskforce_per_task_and_location_with_persisted_attributes() -> None
     assert directive["input_queues"] == ["mq-in"] and directive["output_queues"] == ["mq-out"]
     assert {tf["schedd"] for tf in taskforces} == {"sa", "sb"}
     for tf in taskforces:
-        env = tf["pilot_config"]["environment"]
-        assert env["EWMS_PILOT_TASK_IMAGE"] == directive["task_image"]
-        assert env["EWMS_PILOT_TASK_ARGS"] == directive["task_args"]
-        assert json.loads(env["EWMS_PILOT_TASK_ENV_JSON"]) == {"MODE": "fast"}
-        assert env["EWMS_PILOT_INIT_IMAGE"] == "/img/init"
-        assert json.loads(env["EWMS_PILOT_INIT_ENV_JSON"]) == {"A": "1"}
-        assert env["EWMS_PILOT_TASK_TIMEOUT"] == 30
+        # stored as the user sent it (as upstream): the TMS builds the pilot's environment from the directive
+        assert tf["pilot_config"]["environment"] == {"EWMS_PILOT_TASK_TIMEOUT": 30}
+        assert directive["task_env"] == {"MODE": "fast"} and directive["init_env"] == {"A": "1"}
+        assert directive["init_image"] == "/img/init"
         assert tf["pilot_config"]["tag"] == "1.2.3" and tf["pilot_config"]["image_source"] == "cvmfs"
         assert tf["worker_config"]["condor_requirements"] == ""
         assert tf["n_workers"] == 3 and tf["phase"] == "pre-mq-activation"

@@ -119,11 +119,14 @@ def _up_detached(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "wms.cli", "dev", "up", "--data-dir", str(data_dir)]
     cmd += ["--max-local-jobs", str(args.max_local_jobs), "--port", str(args.port), "--locations", str(args.locations)]
     log = open(data_dir / "stack.log", "ab")
+    earlier = log.tell()  # the log is appended across runs: on failure show only this run's part
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = (data_dir / "stack.log").read_text(errors="replace")[-2000:]
+            with open(data_dir / "stack.log", "rb") as ours:
+                ours.seek(earlier)
+                tail = ours.read().decode(errors="replace")[-2000:]
             raise CLIError(f"dev stack did not start (exit {proc.returncode}):\n{tail}", Exit.UNAVAILABLE)
         if state_path.exists() and state_path.stat().st_mtime >= started_after:
             state = StackState(**json.loads(state_path.read_text()))

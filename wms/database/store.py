@@ -2,8 +2,9 @@
 
 Workarounds for the embedded wire-protocol server (``nx-27017``) live here and only here: counts by the ``count``
 command with ``$eq`` filters, log entries appended with ``$addToSet``, many-id lookups as one equality query per
-id. Domain code (``wms.operations``, ``wms.lifecycle``, daemons, handlers) calls these helpers and otherwise reads
-as plain MongoDB.
+id, equalities on scalar fields sent as ``$eq`` (:meth:`Store.exact`), pages in ``_id`` order by the ``_id.id``
+path (:meth:`Store.page`). Domain code (``wms.operations``, ``wms.lifecycle``, daemons, handlers) calls these helpers
+and otherwise reads as plain MongoDB.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 
 from wms.schema import Spec
@@ -35,6 +38,10 @@ LABELS_REV = "_labels_rev"  # workflow: bumped by every labels edit (optimistic 
 UNSUBMITTED_SINCE = "_unsubmitted_since"  # taskforce: first seen pending-stopper without a cluster (epoch s)
 ABORTED, FINISHED = "ABORTED", "FINISHED"  # the values of Workflow ``deactivated`` besides null
 DEACTIVATION_KINDS = (ABORTED, FINISHED)
+OBJECTS = {"workflows": "WorkflowObject", "task_directives": "TaskDirectiveObject", "taskforces": "TaskforceObject"}
+EMBEDDED_PROCESS = "nx_27017"  # what the embedded server's ``buildInfo`` names as its process (MongoDB names none)
+EMBEDDED_ID_KEY = "_id.id"  # the embedded server keeps each ObjectId ``_id`` in the document as {"id": hex, ...}
+SCALAR_TYPES = frozenset({"string", "number", "integer", "boolean", "null"})
 
 
 def _is_operator(value: Any) -> bool:
@@ -56,6 +63,24 @@ def one_of(values: list[str]) -> Doc:
     return {"$in": values}
 
 
+def scalar_fields(spec: Spec, object_name: str) -> frozenset[str]:
+    """The top-level fields of an OpenAPI object that never hold an array or a document."""
+    schemas = spec.doc["components"]["schemas"]
+    found = set()
+    for name, node in schemas[object_name]["properties"].items():
+        while "$ref" in node:
+            node = schemas[node["$ref"].rsplit("/", 1)[1]]
+        types = node.get("type")
+        if types is not None and SCALAR_TYPES.issuperset([types] if isinstance(types, str) else types):
+            found.add(name)
+    return frozenset(found)
+
+
+async def is_embedded(db: AsyncDatabase[Doc]) -> bool:
+    """True when ``db`` lives on the embedded ``nx-27017`` server."""
+    return (await db.command("buildInfo")).get("process") == EMBEDDED_PROCESS
+
+
 def public(doc: Doc) -> Doc:
     """The document as users see it: internal ``_`` fields removed."""
     return {k: v for k, v in doc.items() if not k.startswith("_")}
@@ -73,23 +98,41 @@ class Store:
         self.task_logs: AsyncCollection[Doc] = self.db["task_logs"]
         self.archive: AsyncCollection[Doc] = self.db["archived_workflows"]
         self.spec = spec
+        self.scalars = {name: scalar_fields(spec, obj) for name, obj in OBJECTS.items()}
+        self.id_key = "_id"  # the key of ``_id`` order; :meth:`ensure_indexes` sets it for the server
+
+    async def detect_server(self) -> None:
+        """Set :attr:`id_key` for the server: ``_id.id`` on the embedded server (see :meth:`page`), else ``_id``."""
+        self.id_key = EMBEDDED_ID_KEY if await is_embedded(self.db) else "_id"
 
     async def ensure_indexes(self) -> None:
-        """Create the indexes every query of the service and the TMS relies on (idempotent)."""
+        """Create the indexes every query of the service and the TMS relies on (idempotent).
+
+        Compound indexes follow equality, sort, range; which query uses which, and why, is in Docs/operations.md
+        ("Indexes and query plans"). Those ending in ``self.id_key`` serve query pages (:meth:`page`).
+        """
+        await self.detect_server()
+        page = (self.id_key, ASCENDING)
         await self.workflows.create_index("workflow_id", unique=True)
-        await self.workflows.create_index([("owner", ASCENDING)])
+        await self.workflows.create_index([("owner", ASCENDING), page])
         await self.workflows.create_index([("deactivated", ASCENDING), (MQ_ACTIVATED_TS, ASCENDING)])
         await self.workflows.create_index([("deactivated", ASCENDING), (MQ_RETIRED, ASCENDING)])
         await self.workflows.create_index([("priority", DESCENDING), ("timestamp", ASCENDING)])
         await self.task_directives.create_index("task_id", unique=True)
         await self.task_directives.create_index([("workflow_id", ASCENDING)])
-        await self.task_directives.create_index([("owner", ASCENDING)])
+        await self.task_directives.create_index([("owner", ASCENDING), page])
         await self.taskforces.create_index("taskforce_uuid", unique=True)
-        for field in ("workflow_id", "task_id", "phase", "owner", "cluster_id", "job_event_log_fpath"):
+        for field in ("workflow_id", "task_id", "phase", "cluster_id", "job_event_log_fpath"):
             await self.taskforces.create_index([(field, ASCENDING)])
-        await self.taskforces.create_index([("schedd", ASCENDING), ("phase", ASCENDING)])
-        await self.taskforces.create_index([("priority", DESCENDING), ("timestamp", ASCENDING)])
-        await self.taskforces.create_index([("schedd", ASCENDING), ("job_event_log_fpath", ASCENDING)])
+        await self.taskforces.create_index([("owner", ASCENDING), page])
+        await self.taskforces.create_index([("schedd", ASCENDING), ("phase", ASCENDING), page])
+        await self.taskforces.create_index(
+            [("schedd", ASCENDING), ("phase", ASCENDING), ("priority", DESCENDING), (SUBMIT_FAILURES, ASCENDING),
+             ("timestamp", ASCENDING)]
+        )  # fmt: skip
+        await self.taskforces.create_index([("schedd", ASCENDING), ("phase", ASCENDING), ("timestamp", ASCENDING)])
+        await self.taskforces.create_index([("phase", ASCENDING), ("priority", DESCENDING), ("timestamp", ASCENDING)])
+        await self.taskforces.create_index([("schedd", ASCENDING), ("job_event_log_fpath", ASCENDING), page])
         await self.task_logs.create_index([("taskforce_uuid", ASCENDING), ("job_id", ASCENDING)], unique=True)
         await self.archive.create_index("workflow_id", unique=True)
         await self.archive.create_index([("archived_ts", ASCENDING)])
@@ -106,6 +149,40 @@ class Store:
         filter_ = {k: v if k.startswith("$") or _is_operator(v) else {"$eq": v} for k, v in query.items()}
         reply = await self.db.command("count", coll.name, query=filter_)
         return int(reply["n"])
+
+    def exact(self, coll: AsyncCollection[Doc], query: Doc) -> Doc:
+        """``query`` with each top-level equality on a scalar field (one that never holds an array) sent as
+        ``{"$eq": value}``, also inside a top-level ``$and``: the same filter to MongoDB.
+
+        The embedded server turns a bare value on a field without an index of its own into an index lookup OR an
+        array-containment test, which no index serves; ``$eq`` is one indexed comparison, so a compound index whose
+        first fields are equalities (``schedd``, ``phase``) answers it.
+        """
+        scalars = self.scalars.get(coll.name, frozenset())
+        out: Doc = {}
+        for key, value in query.items():
+            if key == "$and" and isinstance(value, list):
+                value = [self.exact(coll, part) if isinstance(part, dict) else part for part in value]
+            elif key in scalars and isinstance(value, str | int | float | bool):
+                value = {"$eq": value}
+            out[key] = value
+        return out
+
+    def page(
+        self, coll: AsyncCollection[Doc], query: Doc, projection: Doc | None, after: ObjectId | None, limit: int
+    ) -> AsyncCursor[Doc]:
+        """At most ``limit`` documents matching ``query`` in ``_id`` order, after the one whose ``_id`` is ``after``
+        (keyset pagination: every page costs the same, however deep).
+
+        On the embedded server order and cursor go by ``_id.id``, the ObjectId's hex string it keeps in each
+        document (the same order): it evaluates a range on ``_id`` in Python over the whole collection, and can sort
+        on ``_id`` only after reading every match, while ``_id.id`` ends the compound indexes of
+        :meth:`ensure_indexes`, so a page reads ``limit`` index entries.
+        """
+        filter_ = self.exact(coll, query)
+        if after is not None:
+            filter_[self.id_key] = {"$gt": after if self.id_key == "_id" else str(after)}
+        return coll.find(filter_, projection).sort(self.id_key, ASCENDING).limit(limit)
 
     async def find_each(self, coll: AsyncCollection[Doc], field: str, values: list[Any], projection: Doc) -> list[Doc]:
         """The documents whose ``field`` equals one of ``values``, by one indexed equality query per value (the

@@ -26,7 +26,7 @@ def _summary(doc: dict[str, Any]) -> dict[str, Any]:
 class ArchiveListHandler(BaseHandler):
     """``GET /v0/admin/archive/workflows``."""
 
-    ROUTE = "/v0/admin/archive/workflows"
+    ROUTE = "/admin/archive/workflows"
     ROLES = {"GET": ADMIN}
 
     async def get(self) -> None:
@@ -45,7 +45,7 @@ class ArchiveListHandler(BaseHandler):
 class ArchivedWorkflowHandler(BaseHandler):
     """``GET /v0/admin/archive/workflows/{workflow_id}``."""
 
-    ROUTE = "/v0/admin/archive/workflows/{workflow_id}"
+    ROUTE = "/admin/archive/workflows/{workflow_id}"
     ROLES = {"GET": ADMIN}
 
     async def get(self, workflow_id: str) -> None:
@@ -59,7 +59,7 @@ class ArchivedWorkflowHandler(BaseHandler):
 class ArchivePurgeHandler(BaseHandler):
     """``POST /v0/admin/archive/purge``."""
 
-    ROUTE = "/v0/admin/archive/purge"
+    ROUTE = "/admin/archive/purge"
     ROLES = {"POST": ADMIN}
 
     async def post(self) -> None:

@@ -23,6 +23,7 @@ from tornado.http1connection import HTTP1Connection
 
 from mqs_client.interface import MQSError, TryAgainLater
 from wms.auth import AuthError, Caller, Role
+from wms.handlers.reason_phrase import reason_phrase
 from wms.operations.errors import OperationError
 from wms.schema import SchemaViolation
 
@@ -224,7 +225,8 @@ class BaseHandler(tornado.web.RequestHandler):
             detail = exc.log_message
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
-        self.set_status(status_code)
+        # the detail also goes in the reason phrase: what RestClient and raise_for_status show (as upstream does)
+        self.set_status(status_code, reason=reason_phrase(detail, HTTPStatus(status_code).phrase))
         body: dict[str, Any] = {
             "type": "about:blank",
             "title": HTTPStatus(status_code).phrase,

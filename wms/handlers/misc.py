@@ -15,7 +15,7 @@ from wms.handlers.base import ANYONE, USERS, BaseHandler, Problem
 class HealthHandler(BaseHandler):
     """``GET /v0/``: 200 when the database answers, with this instance's id and the daemon lease's holder."""
 
-    ROUTE = "/v0/"
+    ROUTE = "/"
 
     async def get(self) -> None:
         """Ping the database; say which instance this is and which one holds the daemon lease."""
@@ -53,7 +53,7 @@ class MetricsHandler(BaseHandler):
 class SchemaHandler(BaseHandler):
     """``GET /v0/schema/openapi``."""
 
-    ROUTE = "/v0/schema/openapi"
+    ROUTE = "/schema/openapi"
     ROLES = {"GET": ANYONE}
 
     async def get(self) -> None:
@@ -64,7 +64,7 @@ class SchemaHandler(BaseHandler):
 class PublicMQProfilesHandler(BaseHandler):
     """``GET /v0/mqs/workflows/{workflow_id}/mq-profiles/public``: queue address, name and token for the owner."""
 
-    ROUTE = "/v0/mqs/workflows/{workflow_id}/mq-profiles/public"
+    ROUTE = "/mqs/workflows/{workflow_id}/mq-profiles/public"
     ROLES = {"GET": USERS}
 
     async def get(self, workflow_id: str) -> None:

@@ -1,4 +1,5 @@
-"""Query routes: a MongoDB filter from an allow-list of operators, projection, cursor pagination.
+"""Query routes: a MongoDB filter from an allow-list of operators, projection, keyset pagination in ``_id`` order
+(``next_after`` is the ``_id`` of a page's last item; :meth:`wms.database.store.Store.page`).
 
 A user's filter is bounded before it is sent, because the embedded database server runs one query at a time and
 ignores ``maxTimeMS``: at most ``USER_QUERY_MAX_DEPTH`` levels and ``USER_QUERY_MAX_TERMS`` keys and list items,
@@ -103,18 +104,19 @@ class _QueryHandler(BaseHandler):
         caller = self.require_caller()
         if not (caller.is_admin or Role.TMS in caller.roles):
             clauses.append({"owner": caller.subject})
+        after = None
         if "after" in body:
             try:
-                clauses.append({"_id": {"$gt": ObjectId(body["after"])}})
+                after = ObjectId(body["after"])
             except (InvalidId, TypeError) as exc:
                 raise Problem(400, f"'after' is not a cursor from a previous page: {body['after']!r}") from exc
-        query = scoped(body["query"], clauses)
         projection: dict[str, bool] | None = None
         if "projection" in body:
             fields = [f for f in body["projection"] if not f.startswith("_")]
             projection = {f: True for f in fields}
             projection["_id"] = True
-        cursor = self.wms.store.db[self.COLLECTION].find(query, projection).sort("_id", 1).limit(limit + 1)
+        store = self.wms.store
+        cursor = store.page(store.db[self.COLLECTION], scoped(body["query"], clauses), projection, after, limit + 1)
         try:
             docs = await cursor.max_time_ms(config.query_time_ms).to_list(None)
         except ExecutionTimeout as exc:
@@ -137,7 +139,7 @@ class _QueryHandler(BaseHandler):
 class WorkflowsQueryHandler(_QueryHandler):
     """``POST /v0/query/workflows``."""
 
-    ROUTE = "/v0/query/workflows"
+    ROUTE = "/query/workflows"
     COLLECTION = "workflows"
     RESULT_KEY = "workflows"
 
@@ -145,7 +147,7 @@ class WorkflowsQueryHandler(_QueryHandler):
 class TaskDirectivesQueryHandler(_QueryHandler):
     """``POST /v0/query/task-directives``."""
 
-    ROUTE = "/v0/query/task-directives"
+    ROUTE = "/query/task-directives"
     COLLECTION = "task_directives"
     RESULT_KEY = "task_directives"
 
@@ -153,6 +155,6 @@ class TaskDirectivesQueryHandler(_QueryHandler):
 class TaskforcesQueryHandler(_QueryHandler):
     """``POST /v0/query/taskforces``."""
 
-    ROUTE = "/v0/query/taskforces"
+    ROUTE = "/query/taskforces"
     COLLECTION = "taskforces"
     RESULT_KEY = "taskforces"

@@ -10,7 +10,7 @@ from wms.operations.errors import found
 class TaskDirectiveIDHandler(BaseHandler):
     """``GET /v0/task-directives/{task_id}``."""
 
-    ROUTE = "/v0/task-directives/{task_id}"
+    ROUTE = "/task-directives/{task_id}"
     ROLES = {"GET": USERS}
 
     async def get(self, task_id: str) -> None:
@@ -22,7 +22,7 @@ class TaskDirectiveIDHandler(BaseHandler):
 class AddWorkersHandler(BaseHandler):
     """``POST /v0/task-directives/{task_id}/actions/add-workers``."""
 
-    ROUTE = "/v0/task-directives/{task_id}/actions/add-workers"
+    ROUTE = "/task-directives/{task_id}/actions/add-workers"
     ROLES = {"POST": ANYONE}
 
     async def post(self, task_id: str) -> None:

@@ -12,7 +12,7 @@ from wms.operations.errors import found
 class TaskforceUUIDHandler(BaseHandler):
     """``GET /v0/taskforces/{taskforce_uuid}``."""
 
-    ROUTE = "/v0/taskforces/{taskforce_uuid}"
+    ROUTE = "/taskforces/{taskforce_uuid}"
     ROLES = {"GET": ANYONE}
 
     async def get(self, taskforce_uuid: str) -> None:
@@ -24,7 +24,7 @@ class TaskforceUUIDHandler(BaseHandler):
 class RetryHandler(BaseHandler):
     """``POST /v0/taskforces/{taskforce_uuid}/actions/retry``: a fresh taskforce for the same task and location."""
 
-    ROUTE = "/v0/taskforces/{taskforce_uuid}/actions/retry"
+    ROUTE = "/taskforces/{taskforce_uuid}/actions/retry"
     ROLES = {"POST": USERS}
 
     async def post(self, taskforce_uuid: str) -> None:
@@ -35,7 +35,7 @@ class RetryHandler(BaseHandler):
 class TaskforceLogsHandler(BaseHandler):
     """``GET /v0/taskforces/{taskforce_uuid}/logs``: output tails of the taskforce's jobs (running ones growing)."""
 
-    ROUTE = "/v0/taskforces/{taskforce_uuid}/logs"
+    ROUTE = "/taskforces/{taskforce_uuid}/logs"
     ROLES = {"GET": ANYONE}
 
     async def get(self, taskforce_uuid: str) -> None:

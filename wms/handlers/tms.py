@@ -31,7 +31,7 @@ async def _current(handler: BaseHandler, uuid: str) -> dict[str, Any]:
 class PendingStarterHandler(BaseHandler):
     """``GET /v0/tms/pending-starter/taskforces?schedd=``: the next taskforce to submit, with what it needs."""
 
-    ROUTE = "/v0/tms/pending-starter/taskforces"
+    ROUTE = "/tms/pending-starter/taskforces"
     ROLES = {"GET": TMS}
 
     async def get(self) -> None:
@@ -39,11 +39,14 @@ class PendingStarterHandler(BaseHandler):
         store = self.wms.store
         found = await (
             store.taskforces.find(
-                {
-                    "schedd": self.get_query_argument("schedd"),
-                    "phase": str(Phase.PENDING_STARTER),
-                    SUBMIT_FAILURES: {"$lte": self.wms.config.tms_action_retries},
-                },
+                store.exact(
+                    store.taskforces,
+                    {
+                        "schedd": self.get_query_argument("schedd"),
+                        "phase": str(Phase.PENDING_STARTER),
+                        SUBMIT_FAILURES: {"$lte": self.wms.config.tms_action_retries},
+                    },
+                ),
                 {"_id": False},
             )
             .sort([("priority", -1), (SUBMIT_FAILURES, 1), ("timestamp", 1)])
@@ -70,7 +73,7 @@ class PendingStarterHandler(BaseHandler):
 class CondorSubmitHandler(BaseHandler):
     """``POST /v0/tms/condor-submit/taskforces/{taskforce_uuid}``."""
 
-    ROUTE = "/v0/tms/condor-submit/taskforces/{taskforce_uuid}"
+    ROUTE = "/tms/condor-submit/taskforces/{taskforce_uuid}"
     ROLES = {"POST": TMS}
 
     async def post(self, taskforce_uuid: str) -> None:
@@ -140,34 +143,38 @@ class _FailedHandler(BaseHandler):
 class CondorSubmitFailedHandler(_FailedHandler):
     """``POST /v0/tms/condor-submit/taskforces/{taskforce_uuid}/failed``."""
 
-    ROUTE = "/v0/tms/condor-submit/taskforces/{taskforce_uuid}/failed"
+    ROUTE = "/tms/condor-submit/taskforces/{taskforce_uuid}/failed"
     TARGET, FROM, COUNTER = Phase.CONDOR_SUBMIT, Phase.PENDING_STARTER, SUBMIT_FAILURES
 
 
 class CondorRmFailedHandler(_FailedHandler):
     """``POST /v0/tms/condor-rm/taskforces/{taskforce_uuid}/failed``."""
 
-    ROUTE = "/v0/tms/condor-rm/taskforces/{taskforce_uuid}/failed"
+    ROUTE = "/tms/condor-rm/taskforces/{taskforce_uuid}/failed"
     TARGET, FROM, COUNTER = Phase.CONDOR_RM, Phase.PENDING_STOPPER, RM_FAILURES
 
 
 class PendingStopperHandler(BaseHandler):
     """``GET /v0/tms/pending-stopper/taskforces?schedd=``: the next taskforce whose jobs must be removed."""
 
-    ROUTE = "/v0/tms/pending-stopper/taskforces"
+    ROUTE = "/tms/pending-stopper/taskforces"
     ROLES = {"GET": TMS}
 
     async def get(self) -> None:
         """Oldest first; only taskforces with a submitted cluster (those without one are ended by the daemons,
         ``wms.daemons.stuck_taskforces``); ``{}`` when there is none."""
+        store = self.wms.store
         found = await (
-            self.wms.store.taskforces.find(
-                {
-                    "schedd": self.get_query_argument("schedd"),
-                    "phase": str(Phase.PENDING_STOPPER),
-                    "cluster_id": {"$ne": None},
-                    RM_FAILURES: {"$lte": self.wms.config.tms_action_retries},
-                },
+            store.taskforces.find(
+                store.exact(
+                    store.taskforces,
+                    {
+                        "schedd": self.get_query_argument("schedd"),
+                        "phase": str(Phase.PENDING_STOPPER),
+                        "cluster_id": {"$ne": None},
+                        RM_FAILURES: {"$lte": self.wms.config.tms_action_retries},
+                    },
+                ),
                 {"_id": False},
             )
             .sort([("timestamp", 1)])
@@ -197,7 +204,7 @@ class _MoveHandler(BaseHandler):
 class CondorRmHandler(_MoveHandler):
     """``POST /v0/tms/condor-rm/taskforces/{taskforce_uuid}``."""
 
-    ROUTE = "/v0/tms/condor-rm/taskforces/{taskforce_uuid}"
+    ROUTE = "/tms/condor-rm/taskforces/{taskforce_uuid}"
     TARGET = Phase.CONDOR_RM
 
     async def post(self, taskforce_uuid: str) -> None:
@@ -208,7 +215,7 @@ class CondorRmHandler(_MoveHandler):
 class CondorCompleteHandler(_MoveHandler):
     """``POST /v0/tms/condor-complete/taskforces/{taskforce_uuid}``."""
 
-    ROUTE = "/v0/tms/condor-complete/taskforces/{taskforce_uuid}"
+    ROUTE = "/tms/condor-complete/taskforces/{taskforce_uuid}"
     TARGET = Phase.CONDOR_COMPLETE
 
     async def post(self, taskforce_uuid: str) -> None:
@@ -220,7 +227,7 @@ class CondorCompleteHandler(_MoveHandler):
 class StatusesHandler(BaseHandler):
     """``POST /v0/tms/statuses/taskforces``: bulk compound statuses and top task errors."""
 
-    ROUTE = "/v0/tms/statuses/taskforces"
+    ROUTE = "/tms/statuses/taskforces"
     ROLES = {"POST": TMS}
 
     async def post(self) -> None:
@@ -253,7 +260,7 @@ class StatusesHandler(BaseHandler):
 class TaskforceLogsReportHandler(BaseHandler):
     """``POST /v0/tms/logs/taskforces/{taskforce_uuid}``: store job output tails (one per job id)."""
 
-    ROUTE = "/v0/tms/logs/taskforces/{taskforce_uuid}"
+    ROUTE = "/tms/logs/taskforces/{taskforce_uuid}"
     ROLES = {"POST": TMS}
 
     async def post(self, taskforce_uuid: str) -> None:

@@ -9,7 +9,7 @@ from wms.handlers.base import USERS, BaseHandler
 class WorkflowsHandler(BaseHandler):
     """``POST /v0/workflows``: a request becomes a workflow, its task directives and taskforces."""
 
-    ROUTE = "/v0/workflows"
+    ROUTE = "/workflows"
     ROLES = {"POST": USERS}
 
     async def post(self) -> None:
@@ -20,7 +20,7 @@ class WorkflowsHandler(BaseHandler):
 class WorkflowIDHandler(BaseHandler):
     """``GET`` and ``PATCH /v0/workflows/{workflow_id}``."""
 
-    ROUTE = "/v0/workflows/{workflow_id}"
+    ROUTE = "/workflows/{workflow_id}"
     ROLES = {"GET": USERS, "PATCH": USERS}
 
     async def get(self, workflow_id: str) -> None:
@@ -46,12 +46,12 @@ class _DeactivateHandler(BaseHandler):
 class WorkflowAbortHandler(_DeactivateHandler):
     """``POST /v0/workflows/{workflow_id}/actions/abort``."""
 
-    ROUTE = "/v0/workflows/{workflow_id}/actions/abort"
+    ROUTE = "/workflows/{workflow_id}/actions/abort"
     KIND = ABORTED
 
 
 class WorkflowFinishedHandler(_DeactivateHandler):
     """``POST /v0/workflows/{workflow_id}/actions/finished``."""
 
-    ROUTE = "/v0/workflows/{workflow_id}/actions/finished"
+    ROUTE = "/workflows/{workflow_id}/actions/finished"
     KIND = FINISHED
