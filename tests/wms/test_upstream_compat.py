@@ -151,10 +151,11 @@ def test_every_object_schema_is_compared_or_ours() -> None:
 
 def test_extensions_are_this_projects_fields() -> None:
     # the fields the issue names: owner, labels, cluster_location (and limit, the problem-details fields)
-    assert _split(SCHEMAS["WorkflowObject"])[1] == {"owner", "labels"}
-    assert _split(SCHEMAS["TaskDirectiveObject"])[1] == {"owner"}
-    assert _split(SCHEMAS["TaskforceObject"])[1] == {"cluster_location", "owner"}
-    assert _split(SCHEMAS["WorkflowRequest"])[1] == {"labels"}
+    # and the CLI issue's: human names, queue aliases, retry links
+    assert _split(SCHEMAS["WorkflowObject"])[1] == {"owner", "labels", "name"}
+    assert _split(SCHEMAS["TaskDirectiveObject"])[1] == {"owner", "name", "input_queue_aliases", "output_queue_aliases"}
+    assert _split(SCHEMAS["TaskforceObject"])[1] == {"cluster_location", "owner", "retry_of", "retried_as"}
+    assert _split(SCHEMAS["WorkflowRequest"])[1] == {"labels", "name"}
     assert SCHEMAS["TaskforceObject"]["properties"]["job_event_log_fpath"]["type"] == "string"
 
 
