@@ -5,6 +5,8 @@
 - :mod:`ewms_client.tokens`: bearer tokens (:class:`StaticToken`, OAuth2 :class:`ClientCredentials`);
 - :mod:`ewms_client.connection`: :class:`Connection`, one request with the three above;
 - :mod:`ewms_client.user`: :class:`WMSClient`, the user routes (workflows, taskforces, queues, queries).
+- :mod:`ewms_client.device_login`: a person's sign-in by the OAuth2 device flow, saved and refreshed
+  (:class:`~ewms_client.device_login.SavedLogin`, used by ``ewms login``).
 
 The TMS routes are in :mod:`tms.wms_client`, on the same :class:`Connection`.
 """

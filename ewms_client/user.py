@@ -39,6 +39,12 @@ class WMSClient(Connection):
         result: dict[str, Any] = await self.request("GET", f"/v0/workflows/{_q(workflow_id)}/progress")
         return result
 
+    async def set_labels(self, workflow_id: str, labels: dict[str, str | None]) -> dict[str, Any]:
+        """Set labels (a None value removes that label); the updated workflow."""
+        path = f"/v0/workflows/{_q(workflow_id)}"
+        result: dict[str, Any] = await self.request("PATCH", path, {"labels": labels}, idempotent=True)
+        return result
+
     async def abort(self, workflow_id: str) -> dict[str, Any]:
         """Abort a workflow; ``n_taskforces`` tells how many taskforces this call sent to stop."""
         result: dict[str, Any] = await self.request("POST", f"/v0/workflows/{_q(workflow_id)}/actions/abort", {})
@@ -65,6 +71,18 @@ class WMSClient(Connection):
         """One taskforce."""
         result: dict[str, Any] = await self.request("GET", f"/v0/taskforces/{_q(taskforce_uuid)}")
         return result
+
+    async def retry(self, taskforce_uuid: str) -> dict[str, Any]:
+        """Retry a failed taskforce; the new taskforce (its ``retry_of`` is ``taskforce_uuid``)."""
+        path = f"/v0/taskforces/{_q(taskforce_uuid)}/actions/retry"
+        result: dict[str, Any] = await self.request("POST", path, {})
+        return result
+
+    async def job_logs(self, taskforce_uuid: str) -> list[dict[str, Any]]:
+        """The output tails of the taskforce's jobs (``ended_ts`` None while a job runs), ordered by job id."""
+        result = await self.request("GET", f"/v0/taskforces/{_q(taskforce_uuid)}/logs")
+        jobs: list[dict[str, Any]] = result["jobs"]
+        return jobs
 
     async def add_workers(self, task_id: str, location: str, n_workers: int) -> dict[str, Any]:
         """Create one more taskforce of ``n_workers`` for the task at ``location``; the new taskforce."""

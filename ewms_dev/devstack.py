@@ -214,6 +214,16 @@ class DevStack:
         return [name for name, pid in parts if not processes.alive(pid)]
 
 
+def running_state(data_dir: str | Path) -> StackState | None:
+    """The state of the stack running on ``data_dir``, or None when none is recorded or its supervisor is gone."""
+    path = Path(data_dir) / STATE_FILE
+    try:
+        state = StackState(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return state if processes.alive(state.supervisor_pid) else None
+
+
 def make_data_dir(path: Path) -> None:
     """Create the stack's data dir with mode 0700 (an existing one, e.g. from an older version, is set to it)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

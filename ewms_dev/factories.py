@@ -105,6 +105,8 @@ def taskforce(uuid: str, schedd: str = "ap.test", n_workers: int = 2, **override
         "compound_statuses": {},
         "top_task_errors": {},
         "owner": "alice",
+        "retry_of": None,
+        "retried_as": None,
     }
     doc.update(overrides)
     return doc

@@ -176,6 +176,13 @@ class TMSConfig:
         ge=0,
         le=MAX_LOG_TAIL_BYTES,
     )
+    log_running_interval: float = setting(
+        "TMS_LOG_RUNNING_INTERVAL",
+        "s between shipments of running jobs' growing output tails (each job only when its files changed; 0: only"
+        " ended jobs)",
+        5.0,
+        ge=0,
+    )
     # local backend
     local_max_concurrent_jobs: int = setting(
         "TMS_LOCAL_MAX_CONCURRENT_JOBS", "local backend: pilots run at once", 2, ge=1, default_doc="number of CPUs"

@@ -96,7 +96,7 @@ class WMSClient(UserClient):
         return list(resp.get("results", [])) if isinstance(resp, dict) else []
 
     async def send_job_logs(self, uuid: str, jobs: Sequence[Mapping[str, Any]]) -> None:
-        """Store the output tails of ended jobs of one taskforce (1..200 ``JobLog`` records; replaced per job id)."""
+        """Store job output tails of one taskforce (1..200 ``JobLog`` records; replaced per job id)."""
         await self.request("POST", f"/v0/tms/logs/taskforces/{uuid}", {"jobs": list(jobs)}, idempotent=True)
 
     async def query_taskforces(self, query: Mapping[str, Any], projection: list[str]) -> list[dict[str, Any]]:

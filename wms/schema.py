@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -55,7 +56,20 @@ class SchemaViolation(ValueError):
 
 def _describe(error: ValidationError) -> str:
     where = "/".join(str(p) for p in error.absolute_path)
-    return f"{where or '(body)'}: {error.message}"
+    return f"{where or '(body)'}: {error.message}{_near_matches(error)}"
+
+
+def _near_matches(error: ValidationError) -> str:
+    """For unknown properties, `` (did you mean 'x'?)`` naming the known ones they closely resemble (typos)."""
+    if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+        return ""
+    known = list(error.schema.get("properties", {})) if isinstance(error.schema, dict) else []
+    guesses = [
+        f"{near[0]!r} for {name!r}"
+        for name in error.instance
+        if name not in known and (near := difflib.get_close_matches(str(name), known, n=1))
+    ]
+    return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
 
 
 class Spec:

@@ -7,6 +7,7 @@ is built from the task directive by the TMS at submit (``tms.submit_description.
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from dataclasses import dataclass, field
@@ -98,7 +99,9 @@ def plan_workflow(request: dict[str, Any], owner: str, config: WMSConfig) -> Wor
                 aliases.append(alias)
     unused = [a for a in request["public_queue_aliases"] if a not in aliases]
     if unused:
-        raise TranslationError(f"public_queue_aliases not used by any task: {', '.join(unused)}")
+        raise TranslationError(
+            "public_queue_aliases not used by any task: " + ", ".join(_with_near_match(a, aliases) for a in unused)
+        )
     priority = min(int(request.get("priority", config.default_priority)), config.max_priority)
     return WorkflowPlan(
         request=request,
@@ -110,6 +113,12 @@ def plan_workflow(request: dict[str, Any], owner: str, config: WMSConfig) -> Wor
         schedds=dict(config.clusters),
         default_n_workers=config.default_n_workers,
     )
+
+
+def _with_near_match(alias: str, used: list[str]) -> str:
+    """``alias``, followed by ``(did you mean 'x'?)`` when a task uses a similar alias (a likely typo)."""
+    near = difflib.get_close_matches(alias, used, n=1)
+    return f"{alias} (did you mean {near[0]!r}?)" if near else alias
 
 
 def make_taskforce(
@@ -125,8 +134,10 @@ def make_taskforce(
     phase: Phase = Phase.PRE_MQ_ACTIVATION,
     context: str = "taskforce created",
     uuid: str | None = None,
+    retry_of: str | None = None,
 ) -> Doc:
-    """A new Taskforce for one task directive at one cluster location (a new uuid unless one is given)."""
+    """A new Taskforce for one task directive at one cluster location (a new uuid unless one is given); ``retry_of``:
+    the failed taskforce it replaces."""
     return {
         "taskforce_uuid": uuid or ids.taskforce_uuid(),
         "task_id": task_directive["task_id"],
@@ -150,6 +161,7 @@ def make_taskforce(
         SUBMIT_FAILURES: 0,
         RM_FAILURES: 0,
         RETRIED_AS: None,
+        "retry_of": retry_of,
     }
 
 
@@ -163,6 +175,7 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
         "deactivated": None,
         "deactivated_ts": None,
         "owner": plan.owner,
+        "name": plan.request.get("name"),
         "labels": dict(plan.request.get("labels", {})),
         MQ_ACTIVATED_TS: None,
         MQ_FAILURES: 0,
@@ -176,6 +189,7 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
         directive = {
             "task_id": ids.task_id(),
             "workflow_id": plan.workflow_id,
+            "name": task.get("name"),
             "timestamp": now,
             "cluster_locations": list(task["cluster_locations"]),
             "task_image": task["task_image"],
@@ -186,6 +200,8 @@ def build_documents(plan: WorkflowPlan, mqids: dict[str, str]) -> tuple[Doc, lis
             "init_env": dict(task.get("init_env", {})),
             "input_queues": [mqids[a] for a in task["input_queue_aliases"]],
             "output_queues": [mqids[a] for a in task["output_queue_aliases"]],
+            "input_queue_aliases": list(task["input_queue_aliases"]),
+            "output_queue_aliases": list(task["output_queue_aliases"]),
             "owner": plan.owner,
             N_RETRIES: 0,
             N_ADDED: 0,

@@ -84,6 +84,9 @@ async def test_queue_errors(ewms: RunCLI, client: WMSClient) -> None:
     run = await ewms("send", workflow_id, "nope", stdin="x\n")
     assert run.code == 1
     assert run.err == f"error: workflow {workflow_id} has no public queue 'nope' (public: @failed-events, in, out)\n"
+    run = await ewms("receive", workflow_id, "ot", "-n", "1")
+    assert run.code == 1
+    assert run.err.endswith("(public: @failed-events, in, out); did you mean 'out'?\n")
     run = await ewms("send", workflow_id, "in", "--json", stdin='{"ok": 1}\n{bad\n')
     assert run.code == 2 and "stdin line 2 is not valid JSON" in run.err and "1 event(s) were sent" in run.err
     run = await ewms("receive", "WF-0-deadbeef", "in")

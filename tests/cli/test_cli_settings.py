@@ -41,7 +41,8 @@ async def test_flags_then_environment_then_config_file(
 def test_no_token_is_a_usage_error_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--url", "http://127.0.0.1:9", "status", "WF-1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith('error: no WMS token: pass --token, set EWMS_TOKEN, or put "token" in ')
+    assert err.startswith('error: no WMS token: pass --token, set EWMS_TOKEN, put "token" in ')
+    assert err.endswith(", or run `ewms login`\n")
 
 
 def test_unreadable_config_file_is_a_usage_error(
@@ -63,4 +64,13 @@ def test_bad_url_is_a_usage_error(url: str, capsys: pytest.CaptureFixture[str]) 
 def test_unreachable_server_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["--url", url, "--token", "t", "status", "WF-1"]) == 3
-    assert capsys.readouterr().err.startswith(f"error: cannot reach the WMS at {url}: ")
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach the WMS at {url}: ")
+    assert err.endswith(
+        "\nhint: nothing answers there; start a dev stack with `ewms dev up` (then source .ewms-dev/env.sh)\n"
+    )
+
+    remote = "http://wms.invalid:8080"  # not this machine: no dev-stack hint
+    assert main(["--url", remote, "--token", "t", "status", "WF-1"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach the WMS at {remote}: ") and "ewms dev up" not in err

@@ -17,11 +17,45 @@ async def test_submit_yaml_prints_ids(ewms: RunCLI, client: WMSClient, tmp_path:
     run = await ewms("submit", str(write_yaml(tmp_path)))
     assert run.code == 0, run.err
     workflow_id = re.fullmatch(r"workflow (WF-\S+) \(priority 50\)", run.out.splitlines()[0]).group(1)  # type: ignore[union-attr]
-    assert re.search(r"^  task TK-\S+: /cvmfs/example/image:1.0$", run.out, re.M)
+    assert re.search(r"^  task TK-\S+: /cvmfs/example/image:1.0, in -> out$", run.out, re.M)
     locations = re.findall(r"^    taskforce TF-\S+ at (\S+): 3 workers$", run.out, re.M)
     assert sorted(locations) == ["test-alpha", "test-beta"]
     assert f"ewms status {workflow_id}" in run.err
     assert (await client.get_workflow(workflow_id))["owner"] == "alice"
+
+
+async def test_names_and_queue_aliases_are_shown(ewms: RunCLI, client: WMSClient, tmp_path: Path) -> None:
+    request = workflow_request(name="nightly copy")
+    request["tasks"][0].update(name="copier", n_workers=1)
+    run = await ewms("submit", "-", stdin=json.dumps(request))
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    workflow_id = re.fullmatch(r'workflow (WF-\S+) "nightly copy" \(priority 50\)', lines[0]).group(1)  # type: ignore[union-attr]
+    assert re.fullmatch(r'  task TK-\S+ "copier": /cvmfs/example/image:1.0, in -> out', lines[1])
+    assert lines[2].endswith(": 1 worker") and lines[3].endswith(": 1 worker")
+
+    workflow = await client.get_workflow(workflow_id)
+    assert workflow["name"] == "nightly copy"
+    run = await ewms("query", "task-directives", "--filter", json.dumps({"workflow_id": workflow_id}))
+    header, row = run.out.splitlines()
+    assert header.split()[:6] == ["TASK_ID", "NAME", "WORKFLOW_ID", "CLUSTER_LOCATIONS", "INPUT_QUEUE_ALIASES",
+                                  "OUTPUT_QUEUE_ALIASES"]  # fmt: skip
+    assert row.split()[1:6] == ["copier", workflow_id, '["test-alpha","test-beta"]', '["in"]', '["out"]']
+    run = await ewms("query", "workflows", "--filter", json.dumps({"name": "nightly copy"}), "--projection", "name")
+    assert run.out.splitlines()[1:] == ["nightly copy"]
+
+
+async def test_did_you_mean(ewms: RunCLI) -> None:
+    request = workflow_request()
+    request["tasks"][0]["n_worker"] = 2
+    run = await ewms("submit", "-", stdin=json.dumps(request))
+    assert run.code == 1 and "'n_worker' was unexpected) (did you mean 'n_workers' for 'n_worker'?)" in run.err
+
+    request = workflow_request(public_queue_aliases=["in", "otu"])
+    run = await ewms("submit", "-", stdin=json.dumps(request))
+    assert run.code == 1 and run.err == (
+        "error: 400 Bad Request: public_queue_aliases not used by any task: otu (did you mean 'out'?)\n"
+    )
 
 
 async def test_submit_json_file_and_stdin_with_json_output(ewms: RunCLI, tmp_path: Path) -> None:
@@ -50,6 +84,7 @@ async def test_submit_invalid_request_lists_the_server_errors(ewms: RunCLI, tmp_
     [
         ("missing.yaml", None, "cannot read"),
         ("broken.yaml", "tasks: [unclosed\n", "is not valid YAML"),
+        ("tab.yaml", "tasks:\n\t- a\n", "in PATH, line 2"),
         ("broken.json", '{"tasks": ', "is not valid JSON"),
         ("list.yaml", "- a\n- b\n", "must hold a workflow request"),
     ],
@@ -63,7 +98,7 @@ def test_unusable_file_is_a_usage_error(
     assert main(["--url", "http://127.0.0.1:9", "--token", "t", "submit", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}") or err.startswith(f"error: cannot read {path}"), err
-    assert message in err
+    assert message.replace("PATH", str(path)) in err and "<unicode string>" not in err
 
 
 async def test_finish_then_abort(ewms: RunCLI, client: WMSClient) -> None:
@@ -93,8 +128,9 @@ async def test_add_workers(ewms: RunCLI, client: WMSClient) -> None:
     assert len(await client.taskforces_of(created["workflow"]["workflow_id"])) == 3
 
     run = await ewms("add-workers", task_id, "nowhere", "1")
-    assert run.code == 1 and run.err.startswith("error: 400 Bad Request: "), run.err
-    run = await ewms("add-workers", "TK-0-00000000-00000000", "local", "1")
+    assert run.code == 1, run.err
+    assert run.err.startswith("error: 400 Bad Request: condor cluster location not found: nowhere (known: local, ")
+    run = await ewms("add-workers", "TK-0-00000000-00000000", "test-alpha", "1")
     assert run.code == 1 and run.err.startswith("error: 404 Not Found: "), run.err
 
 

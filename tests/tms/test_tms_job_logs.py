@@ -1,4 +1,5 @@
-"""Output tails of ended jobs shipped to the WMS: reading tails, batches, retries, once per job, end to end."""
+"""Output tails of jobs shipped to the WMS: reading tails, batches, retries, once per job end, running jobs' growing
+tails, end to end."""
 
 from __future__ import annotations
 
@@ -308,6 +309,51 @@ async def test_failed_and_successful_jobs_end_to_end(api, wms_server, make_token
     assert succeeded["task_error"] == "" and abs(succeeded["ended_ts"] - time.time()) < 60
 
 
+# a stand-in pilot that prints a line, then waits for the file named by its task args before it finishes
+WAITING_PILOT = """
+import os, sys, time
+print("started", flush=True)
+while not os.path.exists(os.environ["EWMS_PILOT_TASK_ARGS"]):
+    time.sleep(0.05)
+print("finished", flush=True)
+"""
+
+
+async def test_a_running_jobs_tail_then_its_end(api, wms_server, make_token, make_config, tmp_path) -> None:
+    """A local-backend job's output reaches the WMS while it runs; its end's record then replaces it."""
+    pilot = tmp_path / "waiting_pilot.py"
+    pilot.write_text(WAITING_PILOT)
+    release = tmp_path / "release"
+    config = tms_config(
+        make_config,
+        wms_server,
+        make_token,
+        local_pilot_command=(sys.executable, str(pilot)),
+        log_running_interval=0.2,
+        local_pilot_user="",
+    )
+    request = one_task_workflow(str(release), 1)
+    request["tasks"][0]["worker_config"]["do_transfer_worker_stdouterr"] = False
+    uuid = (await api.ok("POST", "/v0/workflows", request))["taskforces"][0]["taskforce_uuid"]
+    async with running_tms(config):
+        body = await until(
+            lambda: api.ok("GET", f"/v0/taskforces/{uuid}/logs"),
+            lambda b: [(j["stdout_tail"], j["ended_ts"]) for j in b["jobs"]] == [("started\n", None)],
+            30,  # a generous liveness bound (pilot start, watcher pass, shipment), not a timing
+            "the running job's tail",
+        )
+        assert body["jobs"][0]["exit_code"] is None
+        release.touch()
+        await wait_for(api, uuid, lambda tf: tf["phase"] == "condor-complete", 30)
+        ended = await until(
+            lambda: api.ok("GET", f"/v0/taskforces/{uuid}/logs"),
+            lambda b: b["jobs"][0]["ended_ts"] is not None,
+            30,
+            "the job's end",
+        )
+    assert ended["jobs"][0]["stdout_tail"] == "started\nfinished\n" and ended["jobs"][0]["exit_code"] == 0
+
+
 class FlakyTransport(httpx.AsyncHTTPTransport):
     """Answers the first ``failures`` logs posts with 503 itself; passes everything else to the WMS."""
 
@@ -349,3 +395,42 @@ async def test_a_failed_logs_post_is_retried_next_pass(api, wms_server, make_tok
     assert job["job_id"] == "3001.0" and job["exit_code"] == 1
     assert job["stderr_tail"] == ("E" * 500 + "\nTraceback: the end\n")[-100:]
     assert job["task_error"] == "task failed (exit code 1): no input"
+
+
+async def test_running_jobs_tails_grow_then_the_end_replaces_them(make_config) -> None:
+    config = make_config(log_running_interval=1e-6)  # due on every pass
+    log = config.job_event_log_dir / "r.tms.jel"
+    writer = TimedWriter(log)
+    writer.when = time.time() - 60
+    writer.execute(8, 0)
+    writer.execute(8, 1)  # runs without output files: nothing to ship
+    write_output(config, "TF-R", 8, "job-0/_condor_stdout", "a\n")
+    watcher, wms = stub_watcher(config, log, {8: "TF-R"})
+    await passes(watcher)
+    assert wms.shipped() == {
+        "8.0": {"job_id": "8.0", "stdout_tail": "a\n", "stderr_tail": "", "task_error": "", "exit_code": None,
+                "ended_ts": None},
+    }  # fmt: skip
+    await passes(watcher, 2)
+    assert len(wms.log_posts) == 1  # unchanged files: not read or sent again
+    write_output(config, "TF-R", 8, "job-0/_condor_stdout", "a\nb\n")
+    await passes(watcher)
+    assert len(wms.log_posts) == 2 and wms.shipped()["8.0"]["stdout_tail"] == "a\nb\n"
+
+    writer.terminated(8, 0, 0)
+    await passes(watcher)
+    ended = wms.shipped()["8.0"]
+    assert ended["ended_ts"] is not None and ended["exit_code"] == 0 and ended["stdout_tail"] == "a\nb\n"
+    write_output(config, "TF-R", 8, "job-0/_condor_stdout", "a\nb\nlate\n")
+    await passes(watcher, 2)
+    assert wms.shipped()["8.0"] == ended  # an ended job is no longer shipped as running
+
+
+async def test_running_tails_off(make_config) -> None:
+    config = make_config(log_running_interval=0)
+    log = config.job_event_log_dir / "s.tms.jel"
+    JobEventLogWriter(log).execute(9, 0)
+    write_output(config, "TF-S", 9, "job-0/_condor_stdout", "a\n")
+    watcher, wms = stub_watcher(config, log, {9: "TF-S"})
+    await passes(watcher, 2)
+    assert wms.log_posts == []

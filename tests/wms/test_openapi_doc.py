@@ -115,6 +115,8 @@ TASKFORCE: dict[str, Any] = {
     "compound_statuses": {"IDLE": {"null": 5}, "RUNNING": {"Tasking": 3}},
     "top_task_errors": {"task failed (exit code 1): boom": 2},
     "owner": "alice",
+    "retry_of": None,
+    "retried_as": None,
 }
 
 
@@ -417,6 +419,7 @@ def test_stored_objects(registry: Registry) -> None:
             "deactivated": None,
             "deactivated_ts": None,
             "owner": "alice",
+            "name": None,
             "labels": {"experiment": "e1"},
         }
     )

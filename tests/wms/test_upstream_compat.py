@@ -153,11 +153,12 @@ def test_every_object_schema_is_compared_or_ours() -> None:
 def test_extensions_are_this_projects_fields() -> None:
     # the fields the issue names: owner, labels, cluster_location (and limit, the problem-details fields)
     progress = {"health", "health_reason"}  # and progress (issue 15)
-    assert _split(SCHEMAS["WorkflowObject"])[1] == {"owner", "labels"} | progress
-    assert _split(SCHEMAS["TaskDirectiveObject"])[1] == {"owner"}
-    counters = {"event_counters", "event_rate"}
+    names = {"name"}  # and the CLI issue's human names, queue aliases, retry links
+    assert _split(SCHEMAS["WorkflowObject"])[1] == {"owner", "labels"} | progress | names
+    assert _split(SCHEMAS["TaskDirectiveObject"])[1] == {"owner", "input_queue_aliases", "output_queue_aliases"} | names
+    counters = {"event_counters", "event_rate", "retry_of", "retried_as"}  # and retry links
     assert _split(SCHEMAS["TaskforceObject"])[1] == {"cluster_location", "owner"} | counters | progress
-    assert _split(SCHEMAS["WorkflowRequest"])[1] == {"labels"}
+    assert _split(SCHEMAS["WorkflowRequest"])[1] == {"labels"} | names
     assert SCHEMAS["TaskforceObject"]["properties"]["job_event_log_fpath"]["type"] == "string"
 
 

@@ -1,4 +1,7 @@
-"""Output tails of ended jobs, shipped to the WMS (``POST /v0/tms/logs/taskforces/{uuid}``).
+"""Output tails of jobs, shipped to the WMS (``POST /v0/tms/logs/taskforces/{uuid}``).
+
+Running jobs' growing tails go out every ``log_running_interval`` seconds (a job only when its files changed since
+its last shipment; ``ended_ts`` null); the record of a job's end replaces them.
 
 The watcher hands over each job that ended (terminated, removed or held) once its log has caught up. A job's files
 are read when they stopped changing (a file written less than ``SETTLE_SECONDS`` ago must look the same on two
@@ -139,8 +142,29 @@ def _signature(path: Path | None) -> Signature:
     return st.st_size, st.st_mtime_ns
 
 
+def _listing(
+    listings: dict[tuple[str, int], tuple[Path, set[str]]], config: TMSConfig, uuid: str, cluster: int
+) -> tuple[Path, set[str]]:
+    """A taskforce's ``cluster-<C>`` dir and its entries, listed once per pass (``listings``)."""
+    listing = listings.get((uuid, cluster))
+    if listing is None:
+        cluster_dir = taskforce_dir(config, uuid) / f"cluster-{cluster}"
+        try:
+            listing = (cluster_dir, set(os.listdir(cluster_dir)))
+        except OSError:
+            listing = (cluster_dir, set())
+        listings[(uuid, cluster)] = listing
+    return listing
+
+
+def _report_dropped(dropped: int) -> None:
+    if dropped:
+        LOGGER.warning("watcher: job log queue full; dropped the %d oldest job logs", dropped)
+        metrics.JOB_LOGS.labels("dropped").inc(dropped)
+
+
 class JobLogShipper:
-    """Reads the output tails of ended jobs and ships them to the WMS, per taskforce."""
+    """Reads the output tails of running and ended jobs and ships them to the WMS, per taskforce."""
 
     def __init__(self, config: TMSConfig, wms: WMSClient, clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
@@ -151,6 +175,8 @@ class JobLogShipper:
         self._queue: dict[JobKey, _Queued] = {}  # oldest first
         self._queued_bytes = 0
         self._batch_bytes = BATCH_MAX_BYTES
+        self._running_due = 0.0
+        self._running_seen: dict[JobKey, tuple[Signature, Signature]] = {}  # files of running jobs when last read
 
     @property
     def pending(self) -> int:
@@ -167,6 +193,48 @@ class JobLogShipper:
         handled[proc] = stamp
         exit_code = job.return_value if job.condor_status == COMPLETED else None
         self._waiting[(cluster, proc)] = _Ended(uuid, stamp, exit_code, job.last_error or "", self._clock())
+
+    def running_due(self) -> bool:
+        """Whether running jobs' tails are to be read now (then not again for ``log_running_interval`` seconds)."""
+        interval = self._config.log_running_interval
+        if not interval or self._config.log_tail_bytes == 0 or self._clock() < self._running_due:
+            return False
+        self._running_due = self._clock() + interval
+        return True
+
+    def jobs_running(self, running: Iterable[tuple[str, int, int, JobState]]) -> None:
+        """Queue the tails of running jobs ``(uuid, cluster, proc, job)`` whose files changed since last read (within
+        the pass's read budget; jobs whose end was taken in are left to that record)."""
+        deadline = self._clock() + READ_BUDGET
+        now_running: dict[JobKey, tuple[Signature, Signature]] = {}
+        listings: dict[tuple[str, int], tuple[Path, set[str]]] = {}
+        dropped = 0
+        for uuid, cluster, proc, job in running:
+            key = (cluster, proc)
+            if proc in self._handled.get(cluster, {}) or key in self._waiting:
+                continue
+            seen = self._running_seen.get(key)
+            if self._clock() > deadline:
+                if seen is not None:
+                    now_running[key] = seen
+                continue
+            stdout, stderr = output_files(*_listing(listings, self._config, uuid, cluster), proc)
+            signatures = (_signature(stdout), _signature(stderr))
+            now_running[key] = signatures
+            if signatures == seen or signatures == (None, None):
+                continue
+            record = {
+                "job_id": f"{cluster}.{proc}",
+                "stdout_tail": read_tail(stdout, self._config.log_tail_bytes),
+                "stderr_tail": read_tail(stderr, self._config.log_tail_bytes),
+                "task_error": (job.last_error or "")[:MAX_CHARS],
+                "exit_code": None,
+                "ended_ts": None,
+            }
+            size = _fit(record, json_size(record), BATCH_MAX_BYTES)
+            dropped += self._enqueue(key, _Queued(uuid, record, size))
+        self._running_seen = now_running
+        _report_dropped(dropped)
 
     def forget(self, clusters: Iterable[int]) -> None:
         """Drop what is remembered about clusters whose log is no longer followed (their records still go out)."""
@@ -190,14 +258,7 @@ class JobLogShipper:
             if self._clock() > deadline:
                 break
             cluster, proc = key
-            listing = listings.get((ended.uuid, cluster))
-            if listing is None:
-                cluster_dir = taskforce_dir(self._config, ended.uuid) / f"cluster-{cluster}"
-                try:
-                    listing = (cluster_dir, set(os.listdir(cluster_dir)))
-                except OSError:
-                    listing = (cluster_dir, set())
-                listings[(ended.uuid, cluster)] = listing
+            listing = _listing(listings, self._config, ended.uuid, cluster)
             stdout_tail = stderr_tail = ""
             if listing[1]:  # (no cluster dir: no files to wait for or read)
                 stdout, stderr = output_files(*listing, proc)
@@ -218,9 +279,7 @@ class JobLogShipper:
             if size > BATCH_MAX_BYTES:
                 size = _fit(record, size, BATCH_MAX_BYTES)
             dropped += self._enqueue(key, _Queued(ended.uuid, record, size))
-        if dropped:
-            LOGGER.warning("watcher: job log queue full; dropped the %d oldest job logs", dropped)
-            metrics.JOB_LOGS.labels("dropped").inc(dropped)
+        _report_dropped(dropped)
 
     def _settled(self, ended: _Ended, signatures: tuple[Signature, Signature], now: float) -> bool:
         """Whether the job's files may be read: none was written lately, or they look as on the previous pass."""

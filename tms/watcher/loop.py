@@ -29,7 +29,7 @@ from tms.daemon import poll_loop
 from tms.watcher.aggregate import Snapshot, StatusTracker, compound_statuses, event_counters, top_task_errors
 from tms.watcher.cluster_map import ClusterMap, TaskforceRef
 from tms.watcher.job_logs import JobLogShipper
-from tms.watcher.job_state import ENDED, ClusterState, JobState
+from tms.watcher.job_state import ENDED, RUNNING, ClusterState, JobState
 from tms.watcher.log_reader import LogGone, LogReader
 from tms.wms_client import WMSClient
 
@@ -302,7 +302,8 @@ class Watcher:
         return True
 
     def _collect_ended(self) -> None:
-        """Hand the jobs that ended (and still are ended) in mapped clusters of caught-up logs to the log shipper."""
+        """Hand the jobs that ended (and still are ended) in mapped clusters of caught-up logs to the log shipper, and
+        when due, the running ones."""
         for watched in self.logs.values():
             if not watched.caught_up_once:
                 continue
@@ -317,9 +318,23 @@ class Watcher:
                     if job.condor_status in ENDED:
                         self.job_logs.job_ended(ref.uuid, cluster_id, proc, job, stamp)
                 state.ended.clear()
+        if self.job_logs.running_due():
+            self.job_logs.jobs_running(self._running_jobs())
+
+    def _running_jobs(self) -> Iterable[tuple[str, int, int, JobState]]:
+        """Every running job of a mapped cluster in a caught-up log, with its taskforce uuid."""
+        for watched in self.logs.values():
+            if not watched.caught_up_once:
+                continue
+            for cluster_id, state in watched.clusters.items():
+                ref = watched.map.known.get(cluster_id)
+                if ref is not None:
+                    for proc, job in state.jobs.items():
+                        if job.condor_status == RUNNING:
+                            yield ref.uuid, cluster_id, proc, job
 
     async def _ship_job_logs(self) -> None:
-        """Ship ended jobs' output tails; a failure here never holds up the status and completion reports."""
+        """Ship jobs' output tails; a failure here never holds up the status and completion reports."""
         try:
             await self.job_logs.ship()
         except Exception:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ewms_dev.devstack import STATE_FILE, DevStack, StackState, make_data_dir
+from ewms_dev.devstack import STATE_FILE, DevStack, StackState, make_data_dir, running_state
 from wms.cli.exits import CLIError, Exit
 
 DEFAULT_DIR = ".ewms-dev"
@@ -48,8 +48,15 @@ def _positive(raw: str) -> int:
     return value
 
 
+def dashboard_link(state: StackState) -> str:
+    """The dashboard address with the dev user's token in the fragment (the page signs in with it; a fragment is
+    never sent to a server)."""
+    return f"{state.url}/ui/#token={state.user_token}"
+
+
 def _print_ready(state: StackState) -> None:
     print(f"WMS:      {state.url}/v0/   (metrics {state.url}/metrics)")
+    print(f"dashboard: {dashboard_link(state)}")
     print(f"broker:   127.0.0.1:{state.broker['amqp_port']} (management 127.0.0.1:{state.broker['management_port']})")
     print(f"MongoDB:  mongodb://127.0.0.1:{state.mongo_port}")
     print(f"TMS:      one per location: {', '.join(state.tms_pids)}")
@@ -59,7 +66,19 @@ def _print_ready(state: StackState) -> None:
     print(f"  export EWMS_TOKEN={state.user_token}", flush=True)
 
 
+def _already_running(data_dir: str) -> bool:
+    """Say so (with its addresses) when a stack runs on ``data_dir``."""
+    state = running_state(data_dir)
+    if state is None:
+        return False
+    print(f"a dev stack is already running on {state.data_dir} (pid {state.supervisor_pid}):")
+    _print_ready(state)
+    return True
+
+
 async def _up(args: argparse.Namespace) -> int:
+    if _already_running(args.data_dir):
+        return Exit.OK
     if args.detach:
         return _up_detached(args)
     stack = DevStack(args.data_dir, max_local_jobs=args.max_local_jobs, wms_port=args.port, locations=args.locations)
@@ -147,4 +166,8 @@ async def _env(args: argparse.Namespace) -> int:
     if not env_file.exists():
         raise CLIError(f"no dev stack in {args.data_dir}: run `ewms dev up` first", Exit.USAGE)
     print(env_file.read_text(), end="")
+    if running_state(args.data_dir) is None:
+        print(
+            f"warning: the dev stack in {args.data_dir} is not running; start it with `ewms dev up`", file=sys.stderr
+        )
     return Exit.OK

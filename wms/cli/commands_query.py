@@ -14,9 +14,17 @@ from wms.cli.output import add_json_option, note, print_json, table
 from wms.cli.settings import add_connection_options, connect
 
 TABLE_COLUMNS = {
-    "workflows": ["workflow_id", "owner", "priority", "deactivated"],
-    "task-directives": ["task_id", "workflow_id", "cluster_locations", "task_image"],
-    "taskforces": ["taskforce_uuid", "task_id", "cluster_location", "phase", "n_workers"],
+    "workflows": ["workflow_id", "name", "owner", "priority", "deactivated", "labels"],
+    "task-directives": [
+        "task_id",
+        "name",
+        "workflow_id",
+        "cluster_locations",
+        "input_queue_aliases",
+        "output_queue_aliases",
+        "task_image",
+    ],
+    "taskforces": ["taskforce_uuid", "task_id", "cluster_location", "phase", "n_workers", "retry_of", "retried_as"],
 }
 
 

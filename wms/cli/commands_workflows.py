@@ -1,4 +1,4 @@
-"""``ewms submit``, ``finish``, ``abort`` and ``add-workers``."""
+"""``ewms submit``, ``finish``, ``abort``, ``label`` and ``add-workers``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 
 from wms.cli.argtypes import positive_int
 from wms.cli.exits import CLIError, Exit
-from wms.cli.output import add_json_option, note, print_json
+from wms.cli.output import add_json_option, note, plural, print_json
 from wms.cli.settings import add_connection_options, connect
 
 
@@ -37,6 +37,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.set_defaults(handler=deactivate, action=name)
 
     p = subparsers.add_parser(
+        "label",
+        help="set or remove a workflow's labels",
+        description="Set labels (KEY=VALUE) and remove others (--remove KEY); the other labels are kept.",
+        epilog="example: ewms label WF-... campaign=2026a owner=ana --remove draft",
+    )
+    p.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    p.add_argument("labels", nargs="*", metavar="KEY=VALUE", help="labels to set")
+    p.add_argument("--remove", action="append", default=[], metavar="KEY", help="a label to remove (repeatable)")
+    add_json_option(p, help="print the updated workflow as JSON")
+    add_connection_options(p)
+    p.set_defaults(handler=label)
+
+    p = subparsers.add_parser(
         "add-workers",
         help="start one more taskforce for a task",
         description="Create one more taskforce of N workers for a task at a cluster location.",
@@ -59,7 +72,8 @@ def load_request(path: str) -> dict[str, Any]:
     try:
         data = json.loads(text) if as_json else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise CLIError(f"{path} is not valid {'JSON' if as_json else 'YAML'}: {exc}", Exit.USAGE) from exc
+        where = str(exc).replace('"<unicode string>"', "stdin" if path == "-" else path)  # YAML's own name for it
+        raise CLIError(f"{path} is not valid {'JSON' if as_json else 'YAML'}: {where}", Exit.USAGE) from exc
     if not isinstance(data, dict):
         raise CLIError(
             f"{path} must hold a workflow request (a mapping with public_queue_aliases and tasks)", Exit.USAGE
@@ -76,13 +90,56 @@ async def submit(args: argparse.Namespace) -> int:
         print_json(created)
         return Exit.OK
     workflow = created["workflow"]
-    print(f"workflow {workflow['workflow_id']} (priority {workflow['priority']})")
+    print(f"workflow {workflow['workflow_id']}{named(workflow)} (priority {workflow['priority']})")
     for task in created["task_directives"]:
-        print(f"  task {task['task_id']}: {task['task_image']}")
+        print(f"  task {task['task_id']}{named(task)}: {task['task_image']}{queues(task)}")
         for tf in created["taskforces"]:
             if tf["task_id"] == task["task_id"]:
-                print(f"    taskforce {tf['taskforce_uuid']} at {tf['cluster_location']}: {tf['n_workers']} workers")
+                workers = plural(tf["n_workers"], "worker")
+                print(f"    taskforce {tf['taskforce_uuid']} at {tf['cluster_location']}: {workers}")
     note(f"follow it with: ewms status {workflow['workflow_id']} --watch")
+    return Exit.OK
+
+
+def named(doc: dict[str, Any]) -> str:
+    """`` "name"`` for an object with a human name, else nothing."""
+    return f' "{doc["name"]}"' if doc.get("name") else ""
+
+
+def queues(task: dict[str, Any]) -> str:
+    """``, in -> out`` by queue alias (nothing for a task stored without aliases)."""
+    if "input_queue_aliases" not in task:
+        return ""
+    return f", {','.join(task['input_queue_aliases']) or '-'} -> {','.join(task['output_queue_aliases']) or '-'}"
+
+
+def parse_labels(pairs: list[str], remove: list[str]) -> dict[str, str | None]:
+    """``KEY=VALUE`` pairs and keys to remove as a labels update (the WMS checks the keys and values)."""
+    labels: dict[str, str | None] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"expected KEY=VALUE, got {pair!r} (remove a label with --remove KEY)", Exit.USAGE)
+        labels[key] = value
+    for key in remove:
+        if key in labels:
+            raise CLIError(f"label {key!r} is both set and removed", Exit.USAGE)
+        labels[key] = None
+    if not labels:
+        raise CLIError("nothing to change: give KEY=VALUE pairs or --remove KEY", Exit.USAGE)
+    return labels
+
+
+async def label(args: argparse.Namespace) -> int:
+    """Set and remove labels; print the resulting labels."""
+    changes = parse_labels(args.labels, args.remove)
+    async with connect(args) as wms:
+        workflow = await wms.set_labels(args.workflow_id, changes)
+    if args.json:
+        print_json(workflow)
+    else:
+        shown = " ".join(f"{k}={v}" for k, v in workflow["labels"].items()) or "none"
+        print(f"workflow {workflow['workflow_id']} labels: {shown}")
     return Exit.OK
 
 
@@ -105,5 +162,6 @@ async def add_workers(args: argparse.Namespace) -> int:
     if args.json:
         print_json(tf)
     else:
-        print(f"taskforce {tf['taskforce_uuid']} at {tf['cluster_location']}: {tf['n_workers']} workers, {tf['phase']}")
+        workers = plural(tf["n_workers"], "worker")
+        print(f"taskforce {tf['taskforce_uuid']} at {tf['cluster_location']}: {workers}, {tf['phase']}")
     return Exit.OK

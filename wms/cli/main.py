@@ -13,16 +13,26 @@ from collections.abc import Sequence
 from types import FrameType, ModuleType
 
 from ewms_client import WMSError
-from wms.cli import commands_dev, commands_query, commands_queues, commands_status, commands_workflows
+from wms.cli import (
+    commands_dev,
+    commands_login,
+    commands_query,
+    commands_queues,
+    commands_status,
+    commands_taskforces,
+    commands_workflows,
+)
 from wms.cli.exits import EPILOG, CLIError, Exit, exit_code_for
-from wms.cli.settings import add_connection_options
+from wms.cli.settings import add_connection_options, is_local, resolve
 
 # each module's register(subparsers) adds its sub-commands; add a module here to add commands
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     commands_workflows,
     commands_status,
+    commands_taskforces,
     commands_queues,
     commands_query,
+    commands_login,
     commands_dev,
 )
 
@@ -33,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ewms",
         description="Submit and follow EWMS workflows; send and receive the events of their public queues.\n\n"
         "The WMS address and token come from --url/--token, else EWMS_URL/EWMS_TOKEN, else the config file\n"
-        '$EWMS_CONFIG or ~/.config/ewms/config.json ({"url": ..., "token": ...}). See Docs/cli.md.',
+        '$EWMS_CONFIG or ~/.config/ewms/config.json ({"url": ..., "token": ...}), else (the token) `ewms login`.\n'
+        "See Docs/cli.md.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -51,6 +62,8 @@ async def run(args: argparse.Namespace) -> int:
         return code
     except WMSError as exc:
         hint = " (check --token / EWMS_TOKEN)" if exc.status == 401 else ""
+        if exc.title == "Unreachable" and is_local(resolve(args).url):
+            hint = "\nhint: nothing answers there; start a dev stack with `ewms dev up` (then source .ewms-dev/env.sh)"
         return fail(f"{exc}{hint}", exit_code_for(exc))
     except CLIError as exc:
         return fail(str(exc), exc.code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,8 +27,13 @@ async def find_queue(wms: WMSClient, workflow_id: str, alias: str, wait: float) 
         profiles = await wms.public_queues(workflow_id)
         found = [p for p in profiles if p["alias"] == alias]
         if not found:
-            public = ", ".join(sorted(p["alias"] for p in profiles)) or "none"
-            raise CLIError(f"workflow {workflow_id} has no public queue {alias!r} (public: {public})", Exit.API_ERROR)
+            aliases = sorted(p["alias"] for p in profiles)
+            near = difflib.get_close_matches(alias, aliases, n=1)
+            guess = f"; did you mean {near[0]!r}?" if near else ""
+            public = ", ".join(aliases) or "none"
+            raise CLIError(
+                f"workflow {workflow_id} has no public queue {alias!r} (public: {public}){guess}", Exit.API_ERROR
+            )
         if found[0]["is_activated"]:
             return found[0]
         if time.monotonic() >= deadline:

@@ -50,6 +50,11 @@ def shorten(text: str, width: int) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 worker``, ``3 workers``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def note(message: str) -> None:
     """A progress or summary line on stderr (keeps stdout clean for data)."""
     print(message, file=sys.stderr)

@@ -1,5 +1,6 @@
 """Where the WMS is and which token to use: ``--url``/``--token``, else ``EWMS_URL``/``EWMS_TOKEN``, else the
-config file (``$EWMS_CONFIG`` or ``~/.config/ewms/config.json``, ``{"url": ..., "token": ...}``)."""
+config file (``$EWMS_CONFIG`` or ``~/.config/ewms/config.json``, ``{"url": ..., "token": ...}``), else for the token
+the sign-in saved by ``ewms login`` (``login.json`` beside the config file)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from ewms_client import WMSClient
+from ewms_client import TokenSource, WMSClient
+from ewms_client.device_login import SavedLogin
 from wms.cli.exits import CLIError, Exit
 
 HTTP_TIMEOUT = 30.0
@@ -23,7 +25,7 @@ class Settings:
     """The resolved WMS address and token."""
 
     url: str
-    token: str
+    token: str | TokenSource
 
 
 def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
@@ -36,6 +38,16 @@ def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool =
 def config_path() -> Path:
     """The config file: ``$EWMS_CONFIG`` or ``~/.config/ewms/config.json``."""
     return Path(os.environ.get("EWMS_CONFIG") or Path.home() / ".config" / "ewms" / "config.json")
+
+
+def login_path() -> Path:
+    """Where ``ewms login`` saves its tokens: ``login.json`` beside the config file."""
+    return config_path().with_name("login.json")
+
+
+def read_config() -> dict[str, Any]:
+    """The config file's settings ({} when it does not exist)."""
+    return _read_config(config_path())
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -58,10 +70,26 @@ def resolve(args: argparse.Namespace) -> Settings:
         path = config_path()
         config = _read_config(path)
         url, token = url or config.get("url"), token or config.get("token")
-        for name, value, flag, env in (("URL", url, "--url", "EWMS_URL"), ("token", token, "--token", "EWMS_TOKEN")):
-            if not value:
-                raise CLIError(f'no WMS {name}: pass {flag}, set {env}, or put "{flag[2:]}" in {path}', Exit.USAGE)
+        if not url:
+            raise CLIError(f'no WMS URL: pass --url, set EWMS_URL, or put "url" in {path}', Exit.USAGE)
+        if not token:
+            login = SavedLogin.load(login_path())
+            if login is None:
+                raise CLIError(
+                    f'no WMS token: pass --token, set EWMS_TOKEN, put "token" in {path}, or run `ewms login`',
+                    Exit.USAGE,
+                )
+            return Settings(url=check_url(str(url)), token=login)
     return Settings(url=check_url(str(url)), token=str(token))
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` points at this machine (where ``ewms dev up`` runs a stack)."""
+    try:
+        host = httpx.URL(url).host
+    except httpx.InvalidURL:
+        return False
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def check_url(url: str) -> str:

@@ -35,7 +35,7 @@ class RetryHandler(BaseHandler):
 
 
 class TaskforceLogsHandler(BaseHandler):
-    """``GET /v0/taskforces/{taskforce_uuid}/logs``: output tails of the taskforce's finished or failed jobs."""
+    """``GET /v0/taskforces/{taskforce_uuid}/logs``: output tails of the taskforce's jobs (running ones growing)."""
 
     ROUTE = "/taskforces/{taskforce_uuid}/logs"
     ROLES = {"GET": ANYONE}

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 from wms.database.store import RM_FAILURES, SUBMIT_FAILURES, append_log, public
 from wms.handlers.base import TMS, BaseHandler, Problem
@@ -19,6 +20,7 @@ from wms.lifecycle import Phase, log_entry
 from wms.progress import RATE_TS, counters_update
 
 LOGGER = logging.getLogger(__name__)
+DUPLICATE_KEY = 11000
 SOURCE = "TMS"
 
 
@@ -275,24 +277,31 @@ class StatusesHandler(BaseHandler):
 
 
 class TaskforceLogsReportHandler(BaseHandler):
-    """``POST /v0/tms/logs/taskforces/{taskforce_uuid}``: store the output tails of ended jobs (one per job id)."""
+    """``POST /v0/tms/logs/taskforces/{taskforce_uuid}``: store job output tails (one per job id)."""
 
     ROUTE = "/tms/logs/taskforces/{taskforce_uuid}"
     ROLES = {"POST": TMS}
 
     async def post(self, taskforce_uuid: str) -> None:
-        """Upsert each job's log; a repeated report replaces the same documents."""
+        """Upsert each job's log; a repeated report replaces the same documents. A running job's tail never replaces
+        the record of its end (a late tail finds no record to update and its insert hits the unique index)."""
         await _current(self, taskforce_uuid)
-        await self.wms.store.task_logs.bulk_write(
-            [
-                UpdateOne(
-                    {"taskforce_uuid": taskforce_uuid, "job_id": job["job_id"]},
-                    {"$set": {**job, "taskforce_uuid": taskforce_uuid}},
-                    upsert=True,
-                )
-                for job in self.body["jobs"]
-            ],
-            ordered=False,
-        )
+        try:
+            await self.wms.store.task_logs.bulk_write(
+                [
+                    UpdateOne(
+                        {"taskforce_uuid": taskforce_uuid, "job_id": job["job_id"]}
+                        | ({"ended_ts": None} if job["ended_ts"] is None else {}),
+                        {"$set": {**job, "taskforce_uuid": taskforce_uuid}},
+                        upsert=True,
+                    )
+                    for job in self.body["jobs"]
+                ],
+                ordered=False,
+            )
+        except BulkWriteError as exc:
+            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                raise
+            LOGGER.debug("taskforce %s: tails of ended jobs kept over late running ones", taskforce_uuid)
         LOGGER.info("taskforce %s: logs of %d jobs stored", taskforce_uuid, len(self.body["jobs"]))
         self.send({"taskforce_uuid": taskforce_uuid})

@@ -80,7 +80,8 @@ class Taskforces:
     async def add_workers(self, task_id: str, cluster_location: str, n_workers: int, caller: Caller) -> Doc:
         """Create a taskforce for the task at a cluster location, with the settings of its first one."""
         if cluster_location not in self.config.clusters:
-            raise OperationError(400, f"condor cluster location not found: {cluster_location}")
+            known = ", ".join(sorted(self.config.clusters))
+            raise OperationError(400, f"condor cluster location not found: {cluster_location} (known: {known})")
         if n_workers > self.config.max_workers_per_taskforce:
             raise OperationError(422, f"n_workers exceeds the limit of {self.config.max_workers_per_taskforce}")
         directive = await self._directive(task_id, caller)
@@ -140,6 +141,7 @@ class Taskforces:
             phase=Phase.PRE_LAUNCH if workflow.get(MQ_ACTIVATED_TS) else Phase.PRE_MQ_ACTIVATION,
             context=f"retry of {taskforce_uuid} by {caller.subject}",
             uuid=new_uuid,
+            retry_of=taskforce_uuid,
         )
         await self._launch(new, workflow, refusal)
         note = f"retried as {new_uuid} by {caller.subject}"

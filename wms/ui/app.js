@@ -356,7 +356,7 @@ function stateOf(w) {
 function matches(w, text) {
   if (!text) return true;
   const labels = Object.entries(w.labels || {}).map(([k, v]) => `${k}=${v}`);
-  return [w.workflow_id, w.owner, ...labels].some((s) => s.toLowerCase().includes(text));
+  return [w.workflow_id, w.name || "", w.owner, ...labels].some((s) => s.toLowerCase().includes(text));
 }
 
 function render() {
@@ -422,6 +422,7 @@ function workflowRow(w, counts, expanded, health) {
         type: "button", class: "expander", "aria-expanded": String(expanded), "aria-controls": `detail-${id}`,
         "data-key": `expand:${id}`, onclick: () => toggle(id),
       }, id),
+      w.name && h("div", { class: "name" }, w.name),
       labels.length > 0 && h("ul", { class: "labels", "aria-label": "Labels" },
         labels.map(([k, v]) => h("li", {}, `${k}=${v}`)))),
     h("td", { "data-label": "Created" }, timeEl(w.timestamp)),
@@ -490,7 +491,7 @@ function taskSection(d, taskforces, active, locations, progress) {
   const queues = (list) => (list.length ? list.join(", ") : "none");
   return h("section", { class: "task", "aria-label": `Task ${d.task_id}` },
     h("div", { class: "task-head" },
-      h("h3", {}, "Task ", h("span", { class: "mono" }, d.task_id)),
+      h("h3", {}, "Task ", d.name && `${d.name} `, h("span", { class: "mono" }, d.task_id)),
       active && h("button", {
         type: "button", "data-key": `add:${d.task_id}`, onclick: () => addWorkers(d, locations),
       }, "Add workers…")),
@@ -498,8 +499,8 @@ function taskSection(d, taskforces, active, locations, progress) {
       ["Image", h("code", {}, d.task_image), true],
       ["Arguments", d.task_args && h("code", {}, d.task_args), true],
       ["Locations", d.cluster_locations.join(", ")],
-      ["Input queues", queues(d.input_queues)],
-      ["Output queues", queues(d.output_queues)],
+      ["Input queues", queues(d.input_queue_aliases || d.input_queues)],
+      ["Output queues", queues(d.output_queue_aliases || d.output_queues)],
     ]),
     progress && progressBlock(progress, `Events of task ${d.task_id}`),
     taskforces.length === 0
@@ -812,6 +813,12 @@ document.addEventListener("DOMContentLoaded", () => {
       pollNow();
     }
   });
+  // a sign-in link (`ewms dev up` prints one) carries the token in the fragment, which is never sent to a server
+  const linked = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (linked) {
+    history.replaceState(null, "", location.pathname + location.search);
+    sessionStorage.setItem(TOKEN_KEY, linked);
+  }
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) {
     signIn(saved).catch((err) => {
