@@ -16,7 +16,7 @@ from cli_support import RunCLI, workflow_request
 from mqclient.broker_client_interface import Message
 
 from ewms_client import WMSClient
-from ewms_dev.processes import free_port
+from ewms_dev.processes import free_port, until
 from wms.cli.exits import CLIError, Exit
 from wms.cli.mq import broker_errors, open_queue
 
@@ -114,7 +114,13 @@ async def test_ctrl_c_stops_a_blocked_receive_at_once(wms_server, token: str, cl
     ewms = Path(sys.executable).with_name("ewms")
     argv = ["--url", wms_server.url, "--token", token, "receive", workflow_id, "in", "--timeout", "60"]
     proc = await asyncio.create_subprocess_exec(ewms, *argv, stdout=PIPE, stderr=PIPE)
-    await asyncio.sleep(2)  # connected and waiting inside the (blocking) broker client
+
+    async def consuming() -> bool:  # connected and waiting inside the (blocking) broker client
+        depths = await wms_server.wms.mqs.queue_depths(workflow_id)
+        return any(d.alias == "in" and d.consumers for d in depths)
+
+    # liveness bound: the broker's statistics lag a few seconds; a loaded machine starts the CLI slowly
+    await until(consuming, within=90, what="the receive consuming from `in`", interval=0.5)
     assert proc.returncode is None
     proc.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=5)
