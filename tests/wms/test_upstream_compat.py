@@ -97,6 +97,7 @@ OUR_OWN_OBJECTS = {
     "Labels", "JobLog", "TaskforceLogsResponse", "ArchivedWorkflowSummary", "ArchivedWorkflow", "ArchiveListResponse",
     "ArchivePurgeResponse", "LabelsUpdateRequest", "JobLogsReport", "ArchivePurgeRequest",
     "Health", "QueueDepth", "TaskforceProgress", "TaskProgress", "WorkflowProgress",
+    "QueueTokenResponse", "RequeueFailedEventsResponse",  # the events and token-renewal routes
 }  # fmt: skip
 # every object schema of this project's document is one of upstream's or one of OUR_OWN_OBJECTS
 UPSTREAM_FIELDS = UPSTREAM_OBJECT_FIELDS | UPSTREAM_REQUEST_FIELDS
