@@ -59,7 +59,7 @@ async def test_full_lifecycle(api: Api, api_as) -> None:  # type: ignore[no-unty
     tms = api_as(Role.TMS, "tms-alpha")
     work = await start_jobs(tms, ALPHA, cluster_id=101)
     assert work["task_directive"]["task_id"] == created["task_directives"][0]["task_id"]
-    assert {p["alias"] for p in work["mqprofiles"]} == {"in", "out"}
+    assert {p["alias"] for p in work["mqprofiles"]} == {"in", "out", "@failed-events"}  # pilots publish failed events
     alpha_uuid = work["taskforce"]["taskforce_uuid"]
     # repeating the confirmation is harmless; another cluster id is a conflict
     body = {"cluster_id": 101, "n_workers": 3, "submit_dict": {}, "job_event_log_fpath": "/l.jel"}
