@@ -70,8 +70,11 @@ async def test_reported_counters_are_stored_and_summed_per_task_with_queue_depth
 
     profiles = (await api.ok("GET", f"/v0/mqs/workflows/{wf_id}/mq-profiles/public"))["mqprofiles"]
     publish(next(p for p in profiles if p["alias"] == "in"), 7)
-    progress = await processes.until(  # the broker's statistics lag by about 5 s (liveness bound: 60 s)
-        lambda: api.ok("GET", f"/v0/workflows/{wf_id}/progress"), lambda p: p["tasks"][0]["waiting"] == 7, 60
+    # the broker's statistics lag by about 5 s, and it may publish a queue's depth before its consumer count
+    progress = await processes.until(  # liveness bound: 60 s
+        lambda: api.ok("GET", f"/v0/workflows/{wf_id}/progress"),
+        lambda p: p["tasks"][0]["waiting"] == 7 and p["tasks"][0]["consumers"] is not None,
+        60,
     )
     assert progress["queue_depths_available"] and progress["health"] == OK
     (task,) = progress["tasks"]
