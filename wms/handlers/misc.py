@@ -6,10 +6,9 @@ import hmac
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from mqs_client.interface import MQSNotFound
 from wms.auth import Caller, Role
 from wms.handlers.admin import ADMIN
-from wms.handlers.base import ANYONE, USERS, BaseHandler, Problem
+from wms.handlers.base import ANYONE, USERS, BaseHandler
 
 
 class HealthHandler(BaseHandler):
@@ -69,9 +68,5 @@ class PublicMQProfilesHandler(BaseHandler):
 
     async def get(self, workflow_id: str) -> None:
         """The workflow's public queues (poll ``is_activated``)."""
-        await self.wms.operations.workflows.get(workflow_id, self.require_caller())
-        try:
-            profiles = await self.wms.mqs.get_public_profiles(workflow_id)
-        except MQSNotFound as exc:
-            raise Problem(404, f"no queues found for workflow {workflow_id}") from exc
+        profiles = await self.wms.operations.workflows.public_profiles(workflow_id, self.require_caller())
         self.send({"mqprofiles": [p.to_dict() for p in profiles]})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from wms.database.store import public
 from wms.handlers.base import ANYONE, USERS, BaseHandler
 from wms.operations.errors import found
@@ -42,19 +40,5 @@ class TaskforceLogsHandler(BaseHandler):
 
     async def get(self, taskforce_uuid: str) -> None:
         """The job logs, ordered by job id."""
-        doc = await self.wms.store.taskforces.find_one(
-            {"taskforce_uuid": taskforce_uuid}, {"_id": False, "owner": True}
-        )
-        found(doc, "taskforce", f"uuid: {taskforce_uuid}", self.require_caller())
-        logs = await self.wms.store.task_logs.find({"taskforce_uuid": taskforce_uuid}, {"_id": False}).to_list(None)
-        jobs = sorted((public(_without_uuid(log)) for log in logs), key=lambda j: _job_order(j["job_id"]))
+        jobs = await self.wms.operations.taskforces.job_logs(taskforce_uuid, self.require_caller())
         self.send({"taskforce_uuid": taskforce_uuid, "jobs": jobs})
-
-
-def _without_uuid(log: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in log.items() if k != "taskforce_uuid"}
-
-
-def _job_order(job_id: str) -> tuple[int, int]:
-    cluster, _, proc = job_id.partition(".")
-    return int(cluster), int(proc)

@@ -15,6 +15,7 @@ from wms.operations.errors import OperationError
 from wms.operations.failed_events import FailedEvents
 from wms.operations.progress import Progress
 from wms.operations.taskforces import Taskforces
+from wms.operations.tms_actions import TMSActions
 from wms.operations.workflows import Workflows
 
 __all__ = ["OperationError", "Operations"]
@@ -28,6 +29,7 @@ class Operations:
     taskforces: Taskforces
     progress: Progress
     failed_events: FailedEvents
+    tms: TMSActions
 
     @classmethod
     def build(
@@ -40,4 +42,5 @@ class Operations:
             taskforces=Taskforces(store, lifecycle, config, wakeups),
             progress=Progress(store, mqs, config),
             failed_events=FailedEvents(store, mqs, workflows),
+            tms=TMSActions(store, lifecycle, mqs, config),
         )

@@ -14,6 +14,7 @@ Invariants held here:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
@@ -21,7 +22,17 @@ from wms import ids
 from wms.auth import Caller, Role
 from wms.config import WMSConfig
 from wms.daemons.loop import Wakeups
-from wms.database.store import MQ_ACTIVATED_TS, N_ADDED, N_RETRIES, RETRIED_AS, SUBMIT_FAILURES, Doc, Store, append_log
+from wms.database.store import (
+    MQ_ACTIVATED_TS,
+    N_ADDED,
+    N_RETRIES,
+    RETRIED_AS,
+    SUBMIT_FAILURES,
+    Doc,
+    Store,
+    append_log,
+    public,
+)
 from wms.lifecycle import Lifecycle, Phase, log_entry
 from wms.operations.errors import OperationError, found
 from wms.translation import make_taskforce
@@ -77,6 +88,13 @@ class Taskforces:
             raise OperationError(422, f"cannot {refusal} a deactivated workflow ({workflow['workflow_id']})")
         (self.wakeups.launch if taskforce["phase"] == Phase.PRE_LAUNCH else self.wakeups.mq_activator).set()
 
+    async def job_logs(self, taskforce_uuid: str, caller: Caller) -> list[Doc]:
+        """The output tails of the taskforce's jobs, by job id (404 when missing or another user's)."""
+        doc = await self.store.taskforces.find_one({"taskforce_uuid": taskforce_uuid}, {"_id": False, "owner": True})
+        found(doc, "taskforce", f"uuid: {taskforce_uuid}", caller)
+        logs = await self.store.task_logs.find({"taskforce_uuid": taskforce_uuid}, {"_id": False}).to_list(None)
+        return sorted((public(_without_uuid(log)) for log in logs), key=lambda j: _job_order(j["job_id"]))
+
     async def add_workers(self, task_id: str, cluster_location: str, n_workers: int, caller: Caller) -> Doc:
         """Create a taskforce for the task at a cluster location, with the settings of its first one."""
         if cluster_location not in self.config.clusters:
@@ -89,9 +107,7 @@ class Taskforces:
             raise OperationError(422, location_refused)
         refusal = "add a taskforce to"
         workflow = await self._active_workflow(directive["workflow_id"], refusal)
-        template = await self.store.taskforces.find_one(
-            {"task_id": task_id}, {"_id": False}, sort=[("timestamp", 1)]
-        )
+        template = await self.store.taskforces.find_one({"task_id": task_id}, {"_id": False}, sort=[("timestamp", 1)])
         if template is None:
             raise OperationError(404, f"task {task_id} has no taskforce to copy settings from")
         cap = self.config.max_added_taskforces_per_task
@@ -169,3 +185,12 @@ class Taskforces:
             await self.store.give_back(self.store.task_directives, task, N_RETRIES)
             raise OperationError(409, f"taskforce {old['taskforce_uuid']} is being retried by another request")
         return new_uuid
+
+
+def _without_uuid(log: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in log.items() if k != "taskforce_uuid"}
+
+
+def _job_order(job_id: str) -> tuple[int, int]:
+    cluster, _, proc = job_id.partition(".")
+    return int(cluster), int(proc)

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from mqs_client import ManagedMQSClient
+from mqs_client.interface import MQProfile, MQSNotFound
 from wms.auth import Caller
 from wms.config import WMSConfig
 from wms.daemons.loop import Wakeups
@@ -54,6 +55,14 @@ class Workflows:
         """The workflow (404 when missing or another user's)."""
         doc = await self.store.workflows.find_one({"workflow_id": workflow_id}, {"_id": False})
         return found(doc, "workflow", f"id: {workflow_id}", caller)
+
+    async def public_profiles(self, workflow_id: str, caller: Caller) -> list[MQProfile]:
+        """The workflow's public queue profiles (404 when the workflow or its queues are missing)."""
+        await self.get(workflow_id, caller)
+        try:
+            return await self.mqs.get_public_profiles(workflow_id)
+        except MQSNotFound as exc:
+            raise OperationError(404, f"no queues found for workflow {workflow_id}") from exc
 
     async def create(self, request: dict[str, Any], caller: Caller) -> Doc:
         """Create a workflow; the public workflow, task directives and taskforces.
