@@ -17,6 +17,7 @@ from ewms_settings.tables import page  # noqa: E402
 from mqs_client.config import MQSConfig  # noqa: E402
 from pilot.config import PilotConfig, ReportingConfig  # noqa: E402
 from tms.config import TMSConfig  # noqa: E402
+from wms.cli.settings import CLIEnvironment  # noqa: E402
 from wms.config import WMSConfig  # noqa: E402
 
 COMPONENTS: dict[str, tuple[str, str, list[type], str]] = {
@@ -46,6 +47,13 @@ COMPONENTS: dict[str, tuple[str, str, list[type], str]] = {
         "(`EWMS_PILOT_TASK_*`, `EWMS_PILOT_INIT_*`, `EWMS_PILOT_QUEUE_*`) are described in `pilot/README.md`.",
         [PilotConfig, ReportingConfig],
         "pilot/config.py",
+    ),
+    "cli": (
+        "CLI settings",
+        "Environment variables of the `ewms` command; a flag wins over its variable, and the variable over the "
+        "config file (see [the CLI](../cli.md)).",
+        [CLIEnvironment],
+        "wms/cli/settings.py",
     ),
 }
 

@@ -74,3 +74,12 @@ def test_unreachable_server_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--url", remote, "--token", "t", "status", "WF-1"]) == 3
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot reach the WMS at {remote}: ") and "ewms dev up" not in err
+
+
+def test_an_invalid_environment_variable_is_a_usage_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EWMS_LOG_LEVEL", "chatty")
+    assert main(["--url", "http://127.0.0.1:9", "--token", "t", "status", "WF-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: EWMS_LOG_LEVEL='chatty' must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"), err

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import httpx
 
 from ewms_client.device_login import LoginError, Provider, device_login
 from wms.cli.exits import CLIError, Exit
 from wms.cli.output import note
-from wms.cli.settings import HTTP_TIMEOUT, login_path, read_config
+from wms.cli.settings import HTTP_TIMEOUT, environment, login_path, read_config
 
 # the provider's settings: flag, environment variable, config file key
 PROVIDER_SETTINGS = {
@@ -44,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _setting(args: argparse.Namespace, name: str) -> str | None:
-    env, key = PROVIDER_SETTINGS[name]
-    value = getattr(args, f"oidc_{name}") or os.environ.get(env) or read_config().get(key)
+    key = PROVIDER_SETTINGS[name][1]
+    value = getattr(args, f"oidc_{name}") or getattr(environment(), f"oidc_{name}") or read_config().get(key)
     return str(value) if value else None
 
 

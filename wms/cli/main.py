@@ -23,7 +23,7 @@ from wms.cli import (
     commands_workflows,
 )
 from wms.cli.exits import EPILOG, CLIError, Exit, exit_code_for
-from wms.cli.settings import add_connection_options, is_local, resolve
+from wms.cli.settings import add_connection_options, environment, is_local, resolve
 
 # each module's register(subparsers) adds its sub-commands; add a module here to add commands
 COMMAND_MODULES: tuple[ModuleType, ...] = (
@@ -86,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return Exit.USAGE
-    logging.basicConfig(level=os.environ.get("EWMS_LOG_LEVEL", "WARNING").upper())
+    try:
+        logging.basicConfig(level=environment().log_level)
+    except CLIError as exc:
+        return fail(str(exc), exc.code)
     # The broker client blocks the event loop while it waits for events, so Ctrl-C must interrupt at once
     # (asyncio's own SIGINT handler would only cancel the task once the loop runs again).
     in_main_thread = threading.current_thread() is threading.main_thread()

@@ -1,6 +1,9 @@
 """Where the WMS is and which token to use: ``--url``/``--token``, else ``EWMS_URL``/``EWMS_TOKEN``, else the
 config file (``$EWMS_CONFIG`` or ``~/.config/ewms/config.json``, ``{"url": ..., "token": ...}``), else for the token
-the sign-in saved by ``ewms login`` (``login.json`` beside the config file)."""
+the sign-in saved by ``ewms login`` (``login.json`` beside the config file).
+
+The CLI's environment variables are declared once, on :class:`CLIEnvironment` (table: Docs/settings/cli.md).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,50 @@ import httpx
 
 from ewms_client import TokenSource, WMSClient
 from ewms_client.device_login import SavedLogin
+from ewms_settings import ConfigError, load, setting
 from wms.cli.exits import CLIError, Exit
 
 HTTP_TIMEOUT = 30.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class CLIEnvironment:
+    """The ``ewms`` command's environment variables (a flag given on the command line wins over each)."""
+
+    url: str | None = setting("EWMS_URL", "WMS address, e.g. `http://localhost:8080` (`--url`)", None)
+    token: str | None = setting("EWMS_TOKEN", "bearer token for the WMS (`--token`)", None, secret=True)
+    config: Path | None = setting(
+        "EWMS_CONFIG",
+        'config file holding `{"url": ..., "token": ...}` and the sign-in settings',
+        None,
+        default_doc="`~/.config/ewms/config.json`",
+    )
+    log_level: str = setting(
+        "EWMS_LOG_LEVEL", "what the CLI logs to stderr (retries are warnings)", "WARNING", parse=str.upper,
+        choices=LOG_LEVELS,
+    )  # fmt: skip
+    oidc_issuer: str | None = setting(
+        "EWMS_OIDC_ISSUER", "`ewms login`: the identity provider's issuer URL (OIDC discovery)", None
+    )
+    oidc_device_endpoint: str | None = setting(
+        "EWMS_OIDC_DEVICE_ENDPOINT", "`ewms login`: device authorization endpoint (instead of the issuer)", None
+    )
+    oidc_token_endpoint: str | None = setting(
+        "EWMS_OIDC_TOKEN_ENDPOINT", "`ewms login`: token endpoint (with the device endpoint)", None
+    )
+    oidc_client_id: str | None = setting("EWMS_OIDC_CLIENT_ID", "`ewms login`: the CLI's OAuth2 client id", None)
+    oidc_scope: str | None = setting(
+        "EWMS_OIDC_SCOPE", "`ewms login`: scopes asked for", None, default_doc="`openid offline_access`"
+    )
+
+
+def environment() -> CLIEnvironment:
+    """The CLI's settings from the environment; an invalid one is a usage error."""
+    try:
+        return load(CLIEnvironment, os.environ)
+    except ConfigError as exc:
+        raise CLIError(str(exc), Exit.USAGE) from exc
 
 
 @dataclass(frozen=True)
@@ -37,7 +81,7 @@ def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool =
 
 def config_path() -> Path:
     """The config file: ``$EWMS_CONFIG`` or ``~/.config/ewms/config.json``."""
-    return Path(os.environ.get("EWMS_CONFIG") or Path.home() / ".config" / "ewms" / "config.json")
+    return environment().config or Path.home() / ".config" / "ewms" / "config.json"
 
 
 def login_path() -> Path:
@@ -65,7 +109,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def resolve(args: argparse.Namespace) -> Settings:
     """Flags, then environment, then config file; a missing value is a usage error with a hint."""
-    url, token = args.url or os.environ.get("EWMS_URL"), args.token or os.environ.get("EWMS_TOKEN")
+    env = environment()
+    url, token = args.url or env.url, args.token or env.token
     if not (url and token):
         path = config_path()
         config = _read_config(path)
