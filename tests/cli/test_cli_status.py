@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from cli_support import RunCLI, workflow_request
 
 from ewms_client import WMSClient
 from ewms_dev.processes import wait_for_phase
 from wms.auth import Role
+from wms.cli.commands_status import task_line, task_span
 
 
 async def test_status_table_summarises_statuses_and_errors(ewms: RunCLI, client: WMSClient, api_as) -> None:
@@ -31,7 +33,9 @@ async def test_status_table_summarises_statuses_and_errors(ewms: RunCLI, client:
     head, task, header, *rows = run.out.splitlines()
     assert head == f"workflow {workflow_id}: active (owner alice, priority 50, created {head.split('created ')[1]}"
     assert f"  [{'.' * 24}]   -%  done 0  failed 0  waiting " in task  # nothing counted yet
-    assert task.endswith("  in flight 0  0.00/s  ETA 0 s") or task.endswith("waiting ?  in flight 0  0.00/s  ETA -")
+    assert re.match(r"TK-\S+ \(in -> out\)  \[", task), task
+    assert re.search(r"  in flight 0  0\.00/s  ETA (0 s|-)  running for \d+ s$", task), task  # submitted just now
+    assert re.search(r", created \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, \d+ s ago\)$", head), head
     assert header.split() == ["TASKFORCE", "LOCATION", "PHASE", "WORKERS", "HEALTH", "STATUSES", "TOP", "ERROR"]
     by_location = {row.split()[1]: row for row in rows}
     alpha = by_location["test-alpha"]
@@ -107,3 +111,26 @@ async def test_unknown_workflow_is_a_404(ewms: RunCLI) -> None:
     run = await ewms("status", "WF-0-deadbeef")
     assert run.code == 1 and run.out == ""
     assert run.err == "error: 404 Not Found: no workflow found with id: WF-0-deadbeef\n"
+
+
+TASK = {
+    "task_id": "TK-1", "name": None, "input_queues": ["in", "side"], "output_queues": ["out"], "done": 4,
+    "failed": 0, "in_flight": 0, "waiting": 6, "consumers": 0, "rate": 0.0, "eta_seconds": None, "health": "ok",
+    "health_reason": None, "started_ts": None, "ended_ts": None,
+}  # fmt: skip
+
+
+def test_a_task_line_names_the_task_and_its_queues_and_says_how_long_it_ran() -> None:
+    assert task_line(TASK, colour=False).startswith("TK-1 (in, side -> out)  [")
+    assert task_line(TASK | {"name": "upper"}, colour=False).startswith("TK-1 upper (in, side -> out)  [")
+    assert task_span(TASK) == "not started"
+    assert task_span(TASK | {"started_ts": 1000.0}, now=1200.0) == "running for 3 min 20 s"
+    assert task_span(TASK | {"started_ts": 1000.0, "ended_ts": 1065.0}, now=9999.0) == "ran 1 min 05 s"
+
+
+def test_a_task_whose_waiting_events_no_worker_reads_says_so() -> None:
+    task = TASK
+    assert task_line(task, colour=False).endswith("ETA -  not started  NO CONSUMER on in, side")
+    assert task_line(task, colour=True).endswith("\x1b[31mNO CONSUMER on in, side\x1b[0m")
+    for consumers, waiting in ((1, 6), (0, 0), (None, 6), (0, None)):  # read, nothing waits, or unknown
+        assert "CONSUMER" not in task_line(task | {"consumers": consumers, "waiting": waiting}, colour=False)

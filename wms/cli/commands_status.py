@@ -1,6 +1,7 @@
-"""``ewms status``: a workflow's health, one progress line per task (bar, done, failed, waiting, rate, time left) and
-its taskforces as a table, optionally refreshed until they have all ended. Failing and failed states and failed
-counts are red when the output is a colour terminal (``--color``; ``NO_COLOR`` is honoured)."""
+"""``ewms status``: a workflow's health, one progress line per task (bar, done, failed, waiting, rate, time left, and
+whether any worker reads its input queues while events wait) and its taskforces as a table, optionally refreshed
+until they have all ended. Failing and failed states, failed counts and unconsumed queues are red when the output
+is a colour terminal (``--color``; ``NO_COLOR`` is honoured)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 from ewms_client import WMSClient
 from wms.cli.argtypes import positive_float
 from wms.cli.exits import CLIError, Exit
-from wms.cli.output import add_json_option, print_json, shorten, table, when
+from wms.cli.output import add_json_option, ago, duration, print_json, shorten, table, when
 from wms.cli.settings import add_connection_options, connect
 
 END_PHASES = frozenset({"pending-stopper", "condor-rm", "condor-complete"})
@@ -79,18 +80,6 @@ def red(text: str, colour: bool) -> str:
     return f"{RED}{text}{RESET}" if colour else text
 
 
-def duration(seconds: float | None) -> str:
-    """``8 s``, ``3 min 20 s``, ``2 h 05 min``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
 def progress_bar(done: int, failed: int, total: int, colour: bool) -> str:
     """``[####!!......]``: done ``#``, failed ``!`` (red), the rest ``.``, over ``total`` events."""
     if total <= 0:
@@ -111,17 +100,44 @@ def health_note(health: str, reason: str | None, colour: bool) -> str:
 
 
 def task_line(task: dict[str, Any], colour: bool) -> str:
-    """One task: bar, percentage settled, done, failed, waiting, in flight, rate, time left, and its health."""
+    """One task: its label, bar, percentage settled, done, failed, waiting, in flight, rate, time left, how long it
+    has run, its health and any unconsumed queue."""
     done, failed, in_flight, waiting = task["done"], task["failed"], task["in_flight"], task["waiting"]
     total = done + failed + in_flight + (waiting or 0)
     percent = f"{100 * (done + failed) / total:3.0f}%" if total else "  -%"
     failed_text = red(f"failed {failed}", colour and failed > 0)
     waiting_text = "?" if waiting is None else str(waiting)
     return (
-        f"{task['task_id']}  {progress_bar(done, failed, total, colour)} {percent}  done {done}  {failed_text}  "
-        f"waiting {waiting_text}  in flight {in_flight}  {task['rate']:.2f}/s  ETA {duration(task['eta_seconds'])}"
+        f"{task_label(task)}  {progress_bar(done, failed, total, colour)} {percent}  done {done}  {failed_text}  "
+        f"waiting {waiting_text}  in flight {in_flight}  {task['rate']:.2f}/s  ETA {duration(task['eta_seconds'])}  "
+        + task_span(task)
         + health_note(task["health"], task["health_reason"], colour)
+        + unconsumed_note(task, colour)
     )
+
+
+def task_label(task: dict[str, Any]) -> str:
+    """The task's id, its name when it has one, and its queues: ``TK-1 upper (in -> mid)``."""
+    name = f" {task['name']}" if task.get("name") else ""
+    flow = f"{', '.join(task['input_queues']) or '-'} -> {', '.join(task.get('output_queues') or []) or '-'}"
+    return f"{task['task_id']}{name} ({flow})"
+
+
+def task_span(task: dict[str, Any], now: float | None = None) -> str:
+    """How long the task has run since its first cluster was submitted (``not started`` before)."""
+    started, ended = task.get("started_ts"), task.get("ended_ts")
+    if started is None:
+        return "not started"
+    if ended is not None:
+        return f"ran {duration(ended - started)}"
+    return f"running for {duration((now or time.time()) - started)}"
+
+
+def unconsumed_note(task: dict[str, Any], colour: bool) -> str:
+    """``  NO CONSUMER on <queues>`` (red) while events wait that no worker reads, else ``""``."""
+    if task.get("consumers") != 0 or not task["waiting"]:
+        return ""
+    return "  " + red(f"NO CONSUMER on {', '.join(task['input_queues'])}", colour)
 
 
 def summarize_statuses(compound: dict[str, dict[str, int]]) -> str:
@@ -145,7 +161,8 @@ def render(snap: dict[str, Any], colour: bool = False) -> str:
     wf, progress = snap["workflow"], snap["progress"]
     state = f"{wf['deactivated']} at {when(wf['deactivated_ts'])}" if wf["deactivated"] else "active"
     head = f"workflow {wf['workflow_id']}: {state} (owner {wf['owner']}, priority {wf['priority']}, "
-    head += f"created {when(wf['timestamp'])})" + health_note(progress["health"], progress["health_reason"], colour)
+    head += f"created {when(wf['timestamp'])}, {ago(wf['timestamp'])})"
+    head += health_note(progress["health"], progress["health_reason"], colour)
     health = {tf["taskforce_uuid"]: tf["health"] for task in progress["tasks"] for tf in task["taskforces"]}
     rows = [
         [

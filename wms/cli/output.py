@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,25 @@ def when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: float | None) -> str:
+    """``8 s``, ``3 min 20 s``, ``2 h 05 min``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def ago(timestamp: float | None, now: float | None = None) -> str:
+    """How long ago an epoch time was: ``5 min 02 s ago``; ``-`` when unknown."""
+    if timestamp is None:
+        return "-"
+    return f"{duration(max((now or time.time()) - timestamp, 0))} ago"
 
 
 def shorten(text: str, width: int) -> str:

@@ -10,6 +10,7 @@ from mqs_client import ManagedMQSClient, MQSError, QueueDepth, TryAgainLater
 from wms.auth import Caller
 from wms.config import WMSConfig
 from wms.database.store import RETRIED_AS, SUBMIT_FAILURES, Doc, Store
+from wms.lifecycle import ENDING_PHASES, Phase
 from wms.operations.errors import found
 from wms.progress import (
     EVENT_COUNTERS,
@@ -68,8 +69,10 @@ class Progress:
         now = time.time()
         taskforces = await self._taskforces(workflow_id)
         directives = await self.store.task_directives.find(
-            {"workflow_id": workflow_id}, {"_id": False, "task_id": True, "input_queues": True}
-        ).to_list(None)
+            {"workflow_id": workflow_id},
+            {"_id": False, "task_id": True, "name": True, "input_queues": True, "output_queues": True,
+             "input_queue_aliases": True, "output_queue_aliases": True},
+        ).to_list(None)  # fmt: skip
         depths = await self._depths(workflow_id)
         by_mqid = {d.mqid: d for d in depths or []}
         retries = self.config.tms_action_retries
@@ -78,7 +81,9 @@ class Progress:
             mine = [tf for tf in taskforces if tf["task_id"] == directive["task_id"]]
             views = [_taskforce_progress(tf, retries, now) for tf in mine]
             inputs = [by_mqid.get(mqid) for mqid in directive["input_queues"]]
-            aliases = [q.alias if q else mqid for q, mqid in zip(inputs, directive["input_queues"], strict=True)]
+            aliases = directive.get("input_queue_aliases") or [
+                q.alias if q else mqid for q, mqid in zip(inputs, directive["input_queues"], strict=True)
+            ]
             waiting = _total([q.ready if q else None for q in inputs]) if depths is not None else None
             consumers = _total([q.consumers if q else None for q in inputs]) if depths is not None else None
             sums = {key: sum(v[key] for v in views) for key in ("done", "failed", "in_flight")}
@@ -91,7 +96,10 @@ class Progress:
             tasks.append(
                 {
                     "task_id": directive["task_id"],
+                    "name": directive.get("name"),
                     "input_queues": aliases,
+                    "output_queues": directive.get("output_queue_aliases") or directive["output_queues"],
+                    **_span(mine),
                     **sums,
                     "waiting": waiting,
                     "consumers": consumers,
@@ -126,6 +134,25 @@ def _taskforce_progress(tf: Doc, retries: int, now: float) -> Doc:
         "health_reason": reason,
         "updated_ts": (tf.get(EVENT_COUNTERS) or {}).get("updated_ts"),
         "retried_as": tf.get(RETRIED_AS),
+    }
+
+
+def _span(taskforces: list[Doc]) -> Doc:
+    """When the task's first cluster was submitted, and when its last taskforce ended (None while any is live)."""
+    submits = [
+        entry["timestamp"]
+        for tf in taskforces
+        for entry in tf["phase_change_log"]
+        if entry["target_phase"] == Phase.CONDOR_SUBMIT and entry["was_successful"]
+    ]
+    ends = [
+        max((e["timestamp"] for e in tf["phase_change_log"] if e["target_phase"] in ENDING_PHASES), default=None)
+        for tf in taskforces
+    ]
+    ended = taskforces and all(tf["phase"] in ENDING_PHASES for tf in taskforces) and None not in ends
+    return {
+        "started_ts": min(submits, default=None),
+        "ended_ts": max(e for e in ends if e is not None) if ended else None,
     }
 
 
