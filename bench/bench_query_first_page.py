@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.bench_rest_query import FIRST_PAGE, QUERY, driver_page, floor_store
-from bench.common import LeanHTTP, check, emit, log, run, run_load, server_cpu_ms, wms_process
-from wms.auth import Role
+from bench.bench_rest_query import FIRST_PAGE, QUERY, query_bench
+from bench.common import emit, log, run, run_load, server_cpu_ms
 
 TARGET_P50_MS = 50.0
 ROUNDS = 2  # windows of the floor and the WMS alternate; the best of this many counts for each
@@ -32,40 +31,29 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="timed window of each run")
     args = parser.parse_args()
 
-    async with wms_process(seed=args.taskforces) as wms:
-        mongo = wms.client()
-        store = await floor_store(mongo, wms.db_name)
-        matching = await store.count(store.taskforces, QUERY)
+    async with query_bench(args.taskforces) as bench:
+        wms, store, matching = bench.wms, bench.store, bench.matching
         middle = await store.page(store.taskforces, QUERY, {"_id": True}, None, matching // 2).to_list(None)
         deep_after = str(middle[-1]["_id"])
-        log(f"{matching} of {args.taskforces} taskforces match {QUERY}; deep page after match {len(middle)}")
-        watch = {"wms": wms.pid, "nx-27017": wms.mongo.pid}
+        log(f"deep page after match {len(middle)}")
 
-        async with LeanHTTP(wms.url, wms.token(Role.TMS, "bench-tms"), 1) as http:
+        async def rest_page(after: str | None) -> int:
+            return (await bench.rest_page(FIRST_PAGE, after))[0]
 
-            async def rest_page(after: str | None) -> int:
-                body: dict[str, Any] = {"query": QUERY, "limit": FIRST_PAGE}
-                if after:
-                    body["after"] = after
-                resp = await http.post("/v0/query/taskforces", body)
-                check(resp)
-                return len(resp.json()["taskforces"])
+        async def floor_page(after: str | None) -> int:
+            return (await bench.floor_page(FIRST_PAGE, after))[0]
 
-            async def floor_page(after: str | None) -> int:
-                return (await driver_page(store, FIRST_PAGE, after))[0]
+        windows: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(ROUNDS):  # alternating, so that a slow spell of the machine hits both alike
+            for page_name, after in (("first", None), ("deep", deep_after)):
+                for who, page in (("floor", floor_page), ("rest", rest_page)):
 
-            windows: dict[str, list[dict[str, Any]]] = {}
-            for _ in range(ROUNDS):  # alternating, so that a slow spell of the machine hits both alike
-                for page_name, after in (("first", None), ("deep", deep_after)):
-                    for who, page in (("floor", floor_page), ("rest", rest_page)):
+                    async def one(_n: int, page: Any = page, after: str | None = after) -> None:
+                        if await page(after) != min(FIRST_PAGE, matching):
+                            raise RuntimeError(f"a short page from {page.__name__}")
 
-                        async def one(_n: int, page: Any = page, after: str | None = after) -> None:
-                            if await page(after) != min(FIRST_PAGE, matching):
-                                raise RuntimeError(f"a short page from {page.__name__}")
-
-                        load = await run_load(one, 1, args.seconds, warmup=3, watch=watch)
-                        windows.setdefault(f"{who} {page_name}", []).append(load.summary())
-        await mongo.close()
+                    load = await run_load(one, 1, args.seconds, warmup=3, watch=bench.watch)
+                    windows.setdefault(f"{who} {page_name}", []).append(load.summary())
 
     best = {name: min(runs, key=lambda s: s["p50_ms"]) for name, runs in windows.items()}
     figures: dict[str, Any] = {}

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
@@ -50,59 +53,85 @@ async def floor_store(client: AsyncMongoClient[dict[str, Any]], db_name: str) ->
     return store
 
 
+@dataclass
+class QueryBench:
+    """A WMS over seeded taskforces, with the floor's store on the bench's own driver client."""
+
+    wms: Any  # bench.common.WMSProcess
+    store: Store
+    matching: int  # how many seeded taskforces match QUERY
+    http: LeanHTTP  # one keep-alive connection, as the TMS
+
+    @property
+    def watch(self) -> dict[str, int]:
+        """The serving processes whose CPU is measured."""
+        return {"wms": self.wms.pid, "nx-27017": self.wms.mongo.pid}
+
+    async def floor_page(self, limit: int, after: str | None) -> tuple[int, str | None]:
+        """:func:`driver_page` on this bench's store."""
+        return await driver_page(self.store, limit, after)
+
+    async def rest_page(self, limit: int, after: str | None) -> tuple[int, str | None]:
+        """The same page through ``POST /v0/query/taskforces``: its size and next cursor."""
+        body: dict[str, Any] = {"query": QUERY, "limit": limit}
+        if after:
+            body["after"] = after
+        resp = await self.http.post("/v0/query/taskforces", body)
+        check(resp)
+        page = resp.json()
+        return len(page["taskforces"]), page["next_after"]
+
+
+@asynccontextmanager
+async def query_bench(taskforces: int) -> AsyncIterator[QueryBench]:
+    """A WMS seeded with ``taskforces`` taskforces, for the query benchmarks."""
+    async with wms_process(seed=taskforces) as wms:
+        mongo = wms.client()
+        try:
+            store = await floor_store(mongo, wms.db_name)
+            matching = await store.count(store.taskforces, QUERY)
+            log(f"{matching} of {taskforces} taskforces match {QUERY}")
+            async with LeanHTTP(wms.url, wms.token(Role.TMS, "bench-tms"), 1) as http:
+                yield QueryBench(wms, store, matching, http)
+        finally:
+            await mongo.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--taskforces", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=5.0, help="timed window of the first-page runs")
     args = parser.parse_args()
 
-    async with wms_process(seed=args.taskforces) as wms:
-        mongo = wms.client()
-        store = await floor_store(mongo, wms.db_name)
-        matching = await store.count(store.taskforces, QUERY)
-        log(f"{matching} of {args.taskforces} taskforces match {QUERY}")
-        watch = {"wms": wms.pid, "nx-27017": wms.mongo.pid}
+    async with query_bench(args.taskforces) as bench:
+        wms, matching, watch = bench.wms, bench.matching, bench.watch
+        floor_page, rest_page = bench.floor_page, bench.rest_page
 
-        async def floor_page(limit: int, after: str | None) -> tuple[int, str | None]:
-            return await driver_page(store, limit, after)
+        async def scan(page: Any) -> tuple[int, float]:
+            started, total, after = time.perf_counter(), 0, None
+            while True:
+                n, after = await page(SCAN_PAGE, after)
+                total += n
+                if after is None:
+                    return total, time.perf_counter() - started
 
-        async with LeanHTTP(wms.url, wms.token(Role.TMS, "bench-tms"), 1) as http:
+        windows: dict[str, list[dict[str, Any]]] = {"floor": [], "rest": []}
+        for _ in range(ROUNDS):  # alternating, so that a slow spell of the machine hits both alike
+            for name, page in (("floor", floor_page), ("rest", rest_page)):
 
-            async def rest_page(limit: int, after: str | None) -> tuple[int, str | None]:
-                body: dict[str, Any] = {"query": QUERY, "limit": limit}
-                if after:
-                    body["after"] = after
-                resp = await http.post("/v0/query/taskforces", body)
-                check(resp)
-                page = resp.json()
-                return len(page["taskforces"]), page["next_after"]
+                async def first_page(_n: int, page: Any = page) -> None:
+                    await page(FIRST_PAGE, None)
 
-            async def scan(page: Any) -> tuple[int, float]:
-                started, total, after = time.perf_counter(), 0, None
-                while True:
-                    n, after = await page(SCAN_PAGE, after)
-                    total += n
-                    if after is None:
-                        return total, time.perf_counter() - started
-
-            windows: dict[str, list[dict[str, Any]]] = {"floor": [], "rest": []}
-            for _ in range(ROUNDS):  # alternating, so that a slow spell of the machine hits both alike
-                for name, page in (("floor", floor_page), ("rest", rest_page)):
-
-                    async def first_page(_n: int, page: Any = page) -> None:
-                        await page(FIRST_PAGE, None)
-
-                    load = await run_load(first_page, 1, args.seconds, warmup=5, watch=watch)
-                    windows[name].append(load.summary())
-            first = {name: max(runs, key=lambda s: s["rate"]) for name, runs in windows.items()}
-            scans: dict[str, list[tuple[int, float]]] = {"floor": [], "rest": []}
-            started = time.perf_counter()
-            while not scans["rest"] or (
-                len(scans["rest"]) < MAX_SCANS and time.perf_counter() - started < SCAN_BUDGET_S
-            ):  # alternate, so that both see the same machine state
-                scans["floor"].append(await scan(floor_page))
-                scans["rest"].append(await scan(rest_page))
-        await mongo.close()
+                load = await run_load(first_page, 1, args.seconds, warmup=5, watch=watch)
+                windows[name].append(load.summary())
+        first = {name: max(runs, key=lambda s: s["rate"]) for name, runs in windows.items()}
+        scans: dict[str, list[tuple[int, float]]] = {"floor": [], "rest": []}
+        started = time.perf_counter()
+        while not scans["rest"] or (
+            len(scans["rest"]) < MAX_SCANS and time.perf_counter() - started < SCAN_BUDGET_S
+        ):  # alternate, so that both see the same machine state
+            scans["floor"].append(await scan(floor_page))
+            scans["rest"].append(await scan(rest_page))
 
     best = {k: min(v, key=lambda r: r[1]) for k, v in scans.items()}
     if best["rest"][0] != best["floor"][0]:

@@ -618,24 +618,18 @@ def dev_stack(max_local_jobs: int, pilot_command: str | None = None) -> Iterator
     ``pilot_command`` replaces the pilot the local backend starts for each job (``TMS_LOCAL_PILOT_COMMAND``,
     which the dev stack passes on to the TMS from this process's environment).
     """
-    from ewms_dev.devstack import DevStack
+    from ewms_dev.devstack import stack_running
 
     work = Path(tempfile.mkdtemp(prefix="ewms-bench-stack-"))
-    saved = os.environ.get("TMS_LOCAL_PILOT_COMMAND")
-    if pilot_command is not None:
-        os.environ["TMS_LOCAL_PILOT_COMMAND"] = pilot_command
-    stack = DevStack(work, max_local_jobs=max_local_jobs)
+    settings = {} if pilot_command is None else {"TMS_LOCAL_PILOT_COMMAND": pilot_command}
     try:
-        yield stack.up()
+        with stack_running(work, settings, max_local_jobs=max_local_jobs) as stack:
+            assert stack.state is not None
+            yield stack.state
     except BaseException:
         show_logs(work)
         raise
     finally:
-        stack.down()
-        if saved is None:
-            os.environ.pop("TMS_LOCAL_PILOT_COMMAND", None)
-        else:
-            os.environ["TMS_LOCAL_PILOT_COMMAND"] = saved
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -14,6 +14,8 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,42 @@ class DevStack:
         parts = [("WMS", self.state.wms_pid), ("MongoDB", self.state.mongo_pid)]
         parts += [(f"TMS of {where}", pid) for where, pid in self.state.tms_pids.items()]
         return [name for name, pid in parts if not processes.alive(pid)]
+
+
+@contextmanager
+def environment(changes: Mapping[str, str | None]) -> Iterator[None]:
+    """This process's environment with ``changes`` (None unsets) for the block, restored after; the parts a dev
+    stack starts inherit it."""
+    saved = {name: os.environ.get(name) for name in changes}
+    try:
+        for name, value in changes.items():
+            _set(name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            _set(name, value)
+
+
+def _set(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@contextmanager
+def stack_running(
+    data_dir: str | Path, settings: Mapping[str, str | None] | None = None, **options: Any
+) -> Iterator[DevStack]:
+    """A dev stack up for the block (``options`` as for :class:`DevStack`) with ``settings`` in the environment of
+    its parts, down after, even when starting it failed half-way."""
+    with environment(settings or {}):
+        stack = DevStack(data_dir, **options)
+        try:
+            stack.up()
+            yield stack
+        finally:
+            stack.down()
 
 
 def running_state(data_dir: str | Path) -> StackState | None:

@@ -23,14 +23,14 @@ import mqclient
 import pytest
 
 from ewms_client import WMSClient
-from ewms_dev.devstack import DevStack
+from ewms_dev.devstack import DevStack, stack_running
 from ewms_dev.factories import WORKER_CONFIG
 from ewms_dev.processes import until
 
 IDLE = 3  # s: the pilots' idle timeout in this module (the shipped default is 60 s)
 LIVENESS = 120  # s: generous bound on any one wait below (not a timing claim)
-POISON_EVERY = 20  # 200 events, 10 poison (5 %): 1,000 would take minutes on 2 shared cores
-CHAIN_EVENTS = 200
+POISON_EVERY = 20  # 1,000 events, 50 poison (5 %)
+CHAIN_EVENTS = 1000
 CONCURRENCY = {"EWMS_PILOT_MAX_CONCURRENT_TASKS": 2}
 SEND_AFTER_IDLE = 2 * IDLE  # s after the pilots ended: the same state as 60 s after with the 60 s default
 
@@ -43,16 +43,13 @@ REVERSE = """sh -c 'rev < "$0" | tr -d "\\n" > "$1"' {{INFILE}} {{OUTFILE}}"""
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MQ_DELETE_GRACE_SECONDS", "0")
-        patch.setenv("TMS_PILOT_DEFAULT_IDLE_TIMEOUT", str(IDLE))
-        patch.setenv("ELASTIC_WORKERS_INTERVAL_SECONDS", "1")
-        dev = DevStack(tmp_path_factory.mktemp("events-stack"), max_local_jobs=4)
-        dev.up()
-        try:
-            yield dev
-        finally:
-            dev.down()
+    settings = {
+        "MQ_DELETE_GRACE_SECONDS": "0",
+        "TMS_PILOT_DEFAULT_IDLE_TIMEOUT": str(IDLE),
+        "ELASTIC_WORKERS_INTERVAL_SECONDS": "1",
+    }
+    with stack_running(tmp_path_factory.mktemp("events-stack"), settings, max_local_jobs=4) as dev:
+        yield dev
 
 
 @pytest.fixture
@@ -152,6 +149,17 @@ async def test_poison_events_end_in_the_failed_events_queue_and_no_pilot_is_lost
         assert error["kind"] == "TaskExitError" and error["exit_code"] == 3
         assert error["stderr_tail"].strip() == f"cannot digest {event['data']}"
         assert error["input_queue"] == queues["in"]["mqid"]
+
+    # the counters are exact once the pilots' last reports are in: sent = done + failed, task by task
+    good = CHAIN_EVENTS - n_poison
+    expected = {"in": (good, n_poison, 0), "mid": (good, 0, 0)}  # by input queue
+    await until(
+        lambda: client.workflow_progress(workflow_id),
+        lambda p: {t["input_queues"][0]: (t["done"], t["failed"], t["in_flight"]) for t in p["tasks"]} == expected,
+        LIVENESS,
+        "exact counters",
+        interval=0.5,
+    )
 
     # no pilot was lost to the poison: none ended in FatalError (those done have idled out after the last event)
     taskforces = await client.taskforces_of(workflow_id)

@@ -21,7 +21,7 @@ import pytest
 from mqclient.broker_client_interface import MQClientException
 
 from ewms_client import WMSClient
-from ewms_dev.devstack import AUDIENCE, DevStack
+from ewms_dev.devstack import AUDIENCE, DevStack, stack_running
 from ewms_dev.factories import WORKER_CONFIG
 from wms.auth import Role, issue_token
 
@@ -34,16 +34,13 @@ TOKEN_ROUTE = "/mqs/workflows/{workflow_id}/queues/{queue}/token"  # the metrics
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MQ_DELETE_GRACE_SECONDS", "0")
-        patch.setenv("BROKER_TOKEN_TTL_SECONDS", str(TTL))
-        patch.setenv("BROKER_TOKEN_REFRESH_MARGIN_SECONDS", "1")
-        dev = DevStack(tmp_path_factory.mktemp("token-stack"), max_local_jobs=2)
-        dev.up()
-        try:
-            yield dev
-        finally:
-            dev.down()
+    settings = {
+        "MQ_DELETE_GRACE_SECONDS": "0",
+        "BROKER_TOKEN_TTL_SECONDS": str(TTL),
+        "BROKER_TOKEN_REFRESH_MARGIN_SECONDS": "1",
+    }
+    with stack_running(tmp_path_factory.mktemp("token-stack"), settings, max_local_jobs=2) as dev:
+        yield dev
 
 
 async def fresh_queues(wms: WMSClient, workflow_id: str) -> dict[str, dict[str, Any]]:
@@ -69,7 +66,7 @@ def token_route_calls(stack: DevStack) -> int:
     return int(float(found.group(1))) if found else 0
 
 
-async def test_a_pilot_outlives_its_tokens_ten_times(stack: DevStack) -> None:
+async def test_a_pilot_outlives_its_tokens_ten_times(stack: DevStack, figures: dict[str, Any]) -> None:
     assert stack.state is not None
     request = {
         "public_queue_aliases": ["in", "out"],
@@ -111,5 +108,7 @@ async def test_a_pilot_outlives_its_tokens_ten_times(stack: DevStack) -> None:
         (taskforce,) = await wms.taskforces_of(workflow_id)  # one pilot did it all: none failed, none was added
         assert taskforce["n_workers"] == 1
         assert all("FatalError" not in by_status for by_status in taskforce["compound_statuses"].values())
-        assert await asyncio.to_thread(token_route_calls, stack) >= EVENTS // TTL  # it renewed, again and again
+        renewals = await asyncio.to_thread(token_route_calls, stack)
+        assert renewals >= EVENTS // TTL  # it renewed, again and again
+        figures.update(token_renewals=renewals, items_lost=EVENTS - len(results))
         await wms.finish(workflow_id)
