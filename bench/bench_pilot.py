@@ -7,10 +7,15 @@ Starts its own private RabbitMQ node (per-queue JWTs, as in production), then me
 - process start: spawning ``cp IN OUT`` one after another from asyncio, as the pilot does: the per-event cost a
   process-per-event pilot cannot avoid;
 - pilots: the events through 1 and through 4 ``python -m pilot`` processes (concurrency 1 each by default), timed
-  from their launch until the output queue holds every event.
+  from their launch until the output queue holds every event, with every event accounted for as in production: the
+  queues in their own vhost under the MQS's policies (delivery limit, dead-lettering to the failed-events queue,
+  length limits), the pilots given the failed-events queue and reporting their counters as the TMS sets them;
+- accounting cost: 4 pilots with that accounting and 4 "bare" pilots (plain queues, no failed-events queue, no
+  reports), alternating, best of two each.
 
-Prints JSON: events/s of each, each pilot run's ratio to the floor, and one pilot's per-event time beyond process
-start (targets: >= 200 events/s with 4 pilots on 2 cores; < 10 ms per event beyond process start).
+Prints JSON: events/s of each, each pilot run's ratio to the floor, one pilot's per-event time beyond process start
+and the accounted / bare ratio (targets: >= 200 events/s with 4 pilots on 2 cores; < 10 ms per event beyond process
+start; accounting costs at most 10 % of events/s, ratio >= 0.9).
 
     .venv/bin/python bench/bench_pilot.py                 # 10,000 events
     .venv/bin/python bench/bench_pilot.py --events 2000
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -27,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +41,78 @@ import jwt
 import pika
 
 from ewms_dev import broker_node
+from mqs_client.broker_admin import BrokerAdmin, workflow_policies
+from mqs_client.config import MQSConfig
+from mqs_client.tokens import queue_scopes
 from pilot.events_io import Event, encode_event
+from tms.submit_description import COUNTER_REPORT_INTERVAL
 
 QUEUE_ARGS = {"x-queue-type": "quorum"}
 SPAWN_SAMPLES = 500
+ROUNDS = 2  # bare and accounted 4-pilot runs alternate; the best of this many counts for each
+MQS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MQSConfig)}
 
 
-def token(key: str, queue: str) -> str:
+@dataclass(frozen=True)
+class Queues:
+    """Where one pilot run reads and writes: the default vhost (bare) or a workflow-like vhost (accounted)."""
+
+    vhost: str
+    incoming: str
+    outgoing: str
+    failed: str | None  # the failed-events queue (accounted runs only)
+
+
+def token(key: str, vhost: str, queue: str) -> str:
     """A per-queue broker token, as the MQS mints them."""
-    scope = " ".join(
-        [f"rabbitmq.{verb}:%2F/{queue}" for verb in ("read", "write", "configure")] + ["rabbitmq.write:%2F/amq.default"]
-    )
-    claims = {"sub": "bench-pilot", "aud": "rabbitmq", "exp": int(time.time()) + 3600, "scope": scope}
+    claims = {
+        "sub": "bench-pilot",
+        "aud": "rabbitmq",
+        "exp": int(time.time()) + 3600,
+        "scope": queue_scopes("rabbitmq", vhost, queue),
+    }
     return jwt.encode(claims, key, algorithm="HS256", headers={"kid": "ewms"})
 
 
-def admin_channel(node: broker_node.BrokerNode) -> Any:
-    return pika.BlockingConnection(pika.URLParameters(node.admin_url)).channel()
+def admin_channel(node: broker_node.BrokerNode, vhost: str = "/") -> Any:
+    return pika.BlockingConnection(pika.URLParameters(node.admin_url_in(vhost))).channel()
 
 
 def declare(channel: Any, name: str) -> str:
     channel.queue_declare(name, durable=True, arguments=QUEUE_ARGS)
     return name
+
+
+def bare_queues(node: broker_node.BrokerNode, run: str) -> Queues:
+    """Plain quorum queues on the default vhost: no policies, no failed-events queue."""
+    channel = admin_channel(node)
+    queues = Queues("/", declare(channel, f"bench-in-{run}"), declare(channel, f"bench-out-{run}"), None)
+    channel.connection.close()
+    return queues
+
+
+def accounted_queues(node: broker_node.BrokerNode, run: str) -> Queues:
+    """A vhost provisioned as the MQS provisions a workflow's: its policies (with the MQS's default limits) and the
+    work and failed-events queues, through the same management API calls."""
+    queues = Queues(f"bench-{run}", f"bench-in-{run}", f"bench-out-{run}", f"bench-failed-{run}")
+    assert queues.failed is not None
+    policies = workflow_policies(
+        queues.failed,
+        MQS_DEFAULTS["mq_max_length"],
+        MQS_DEFAULTS["mq_max_length_bytes"],
+        MQS_DEFAULTS["mq_delivery_limit"],
+    )
+
+    async def provision() -> None:
+        admin = BrokerAdmin(node.management_url)
+        try:
+            await admin.create_vhost(queues.vhost, policies, max_queues=3)
+            await admin.declare_queues(queues.vhost, [queues.incoming, queues.outgoing, queues.failed or ""])
+        finally:
+            await admin.close()
+
+    asyncio.run(provision())
+    return queues
 
 
 def publish(channel: Any, queue: str, bodies: list[bytes]) -> float:
@@ -111,66 +168,97 @@ def measure_process_start(work: Path) -> float:
 
 
 def pilot_env(
-    node: broker_node.BrokerNode, key: str, qin: str, qout: str, work: Path, index: int, concurrency: int
+    node: broker_node.BrokerNode, key: str, queues: Queues, work: Path, index: int, concurrency: int
 ) -> dict[str, str]:
+    """The pilot's environment; an accounted run adds the failed-events queue and counter reports as the TMS sets
+    them (to a job event log, the local backend's channel)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EWMS_", "_EWMS_"))}
+    address = node.address if queues.vhost == "/" else f"{node.address}/{queues.vhost}"
+    for role, queue in (("INCOMING", queues.incoming), ("OUTGOING", queues.outgoing), ("FAILED", queues.failed)):
+        if queue is not None:
+            env[f"EWMS_PILOT_QUEUE_{role}"] = queue
+            env[f"EWMS_PILOT_QUEUE_{role}_AUTH_TOKEN"] = token(key, queues.vhost, queue)
+            env[f"EWMS_PILOT_QUEUE_{role}_BROKER_TYPE"] = "rabbitmq"
+            env[f"EWMS_PILOT_QUEUE_{role}_BROKER_ADDRESS"] = address
     env.update(
         EWMS_PILOT_TASK_ARGS="cp {{INFILE}} {{OUTFILE}}",
-        EWMS_PILOT_QUEUE_INCOMING=qin,
-        EWMS_PILOT_QUEUE_INCOMING_AUTH_TOKEN=token(key, qin),
-        EWMS_PILOT_QUEUE_INCOMING_BROKER_TYPE="rabbitmq",
-        EWMS_PILOT_QUEUE_INCOMING_BROKER_ADDRESS=node.address,
-        EWMS_PILOT_QUEUE_OUTGOING=qout,
-        EWMS_PILOT_QUEUE_OUTGOING_AUTH_TOKEN=token(key, qout),
-        EWMS_PILOT_QUEUE_OUTGOING_BROKER_TYPE="rabbitmq",
-        EWMS_PILOT_QUEUE_OUTGOING_BROKER_ADDRESS=node.address,
         EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="1",
         EWMS_PILOT_MAX_CONCURRENT_TASKS=str(concurrency),
         EWMS_PILOT_DATA_DIR_PARENT_PATH_ON_HOST=str(work / f"pilot-{index}"),
-        _EWMS_PILOT_JOB_EVENT_LOG=str(work / "pilots.jel"),
-        _EWMS_PILOT_CLUSTER_ID="1",
-        _EWMS_PILOT_PROC_ID=str(index),
     )
+    if queues.failed is not None:
+        env.update(
+            EWMS_PILOT_HTCHIRP="True",
+            EWMS_PILOT_HTCHIRP_DEST="JOB_EVENT_LOG",
+            EWMS_PILOT_HTCHIRP_RATELIMIT_INTERVAL=COUNTER_REPORT_INTERVAL,
+            _EWMS_PILOT_JOB_EVENT_LOG=str(work / "pilots.jel"),
+            _EWMS_PILOT_CLUSTER_ID="1",
+            _EWMS_PILOT_PROC_ID=str(index),
+        )
     return env
 
 
 def measure_pilots(
-    node: broker_node.BrokerNode, key: str, bodies: list[bytes], n_pilots: int, concurrency: int, work: Path
+    node: broker_node.BrokerNode,
+    key: str,
+    bodies: list[bytes],
+    n_pilots: int,
+    concurrency: int,
+    work: Path,
+    accounted: bool = True,
+    run: str = "",
 ) -> dict[str, Any]:
-    channel = admin_channel(node)
-    qin = declare(channel, f"bench-in-{n_pilots}")
-    qout = declare(channel, f"bench-out-{n_pilots}")
-    publish(channel, qin, bodies)
-    logs = [(work / f"pilot-{n_pilots}-{i}.log").open("w") for i in range(n_pilots)]
+    """Publish ``bodies``, start the pilots, and time them until the output queue holds every event."""
+    run = run or f"{n_pilots}"
+    queues = accounted_queues(node, run) if accounted else bare_queues(node, run)
+    channel = admin_channel(node, queues.vhost)
+    publish(channel, queues.incoming, bodies)
+    logs = [(work / f"pilot-{run}-{i}.log").open("w") for i in range(n_pilots)]
     started = time.perf_counter()
     pilots = [
         subprocess.Popen(
             [sys.executable, "-m", "pilot"],
-            env=pilot_env(node, key, qin, qout, work, i, concurrency),
+            env=pilot_env(node, key, queues, work, i, concurrency),
             stdout=subprocess.DEVNULL,
             stderr=logs[i],
             start_new_session=True,  # as the local backend starts them: each pilot its own scheduling group
         )
         for i in range(n_pilots)
     ]
-    while channel.queue_declare(qout, passive=True).method.message_count < len(bodies):
+    while channel.queue_declare(queues.outgoing, passive=True).method.message_count < len(bodies):
         if all(p.poll() is not None for p in pilots):
-            raise RuntimeError(f"pilots exited early; see {work}/pilot-{n_pilots}-*.log")
+            raise RuntimeError(f"pilots exited early; see {work}/pilot-{run}-*.log")
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
     codes = [p.wait(timeout=60) for p in pilots]
-    outputs = channel.queue_declare(qout, passive=True).method.message_count
+    outputs = channel.queue_declare(queues.outgoing, passive=True).method.message_count
+    failed = channel.queue_declare(queues.failed, passive=True).method.message_count if queues.failed else 0
     channel.connection.close()
     for log in logs:
         log.close()
     return {
         "pilots": n_pilots,
         "concurrency_per_pilot": concurrency,
+        "accounted": accounted,
         "seconds": round(elapsed, 2),
         "events_per_s": round(len(bodies) / elapsed, 1),
         "outputs": outputs,
+        "failed_events": failed,
         "exit_codes": codes,
     }
+
+
+def measure_accounting(
+    node: broker_node.BrokerNode, key: str, bodies: list[bytes], concurrency: int, work: Path
+) -> dict[str, Any]:
+    """4 bare and 4 accounted pilots, alternating; the best events/s of each and their ratio."""
+    runs: dict[str, list[float]] = {"bare": [], "accounted": []}
+    for n in range(ROUNDS):
+        for name in runs:
+            result = measure_pilots(node, key, bodies, 4, concurrency, work, name == "accounted", f"{name}-{n}")
+            runs[name].append(result["events_per_s"])
+    best = {name: max(rates) for name, rates in runs.items()}
+    return {"runs": runs, "best": best, "ratio": round(best["accounted"] / best["bare"], 3)}
 
 
 def main() -> None:
@@ -190,6 +278,7 @@ def main() -> None:
             floor = measure_floor(node, bodies)
             spawn_ms = measure_process_start(work)
             runs = [measure_pilots(node, key, bodies, int(n), args.concurrency, work) for n in args.pilots.split(",")]
+            accounting = measure_accounting(node, key, bodies, args.concurrency, work)
         finally:
             broker_node.stop(node)
     single = next((r for r in runs if r["pilots"] == 1 and args.concurrency == 1), None)
@@ -202,6 +291,7 @@ def main() -> None:
         "runs": [{**r, "ratio_to_floor": round(r["events_per_s"] / floor["events_per_s"], 3)} for r in runs],
         "per_event_ms_one_pilot": round(1000 / single["events_per_s"], 2) if single else None,
         "overhead_ms_beyond_process_start": round(1000 / single["events_per_s"] - spawn_ms, 2) if single else None,
+        "accounting": accounting,
     }
     print(json.dumps(result, indent=2))
 

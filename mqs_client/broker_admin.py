@@ -36,6 +36,26 @@ class Policy:
     priority: int = 0
 
 
+def workflow_policies(failed_queue: str, max_length: int, max_length_bytes: int, delivery_limit: int) -> list[Policy]:
+    """One policy for a workflow's work queues (length limits, delivery limit, dead-lettering to ``failed_queue``)
+    and one of higher priority for ``failed_queue`` itself (limits only: it never dead-letters into itself)."""
+    limits = {
+        "max-length": max_length,
+        "max-length-bytes": max_length_bytes,
+        "overflow": "reject-publish",  # also what makes at-least-once dead-lettering work
+    }
+    work = limits | {
+        "delivery-limit": delivery_limit,
+        "dead-letter-exchange": "",
+        "dead-letter-routing-key": failed_queue,
+        "dead-letter-strategy": "at-least-once",
+    }
+    return [
+        Policy("ewms-work-queues", ".*", work),
+        Policy("ewms-failed-events", f"^{failed_queue}$", limits, priority=1),
+    ]
+
+
 @dataclass(frozen=True)
 class QueueStats:
     """What the management API reports for one queue; ``None`` until its first statistics interval."""

@@ -32,7 +32,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from .broker_admin import BrokerAdmin, BrokerUnavailable, Policy, QueueStats
+from .broker_admin import BrokerAdmin, BrokerUnavailable, Policy, QueueStats, workflow_policies
 from .config import MQSConfig
 from .interface import FAILED_EVENTS_ALIAS, MQProfile, MQSError, MQSNotFound, QueueDepth, TryAgainLater
 from .tokens import TokenMinter
@@ -299,21 +299,10 @@ class EmbeddedMQS:
         await self._groups.update_one({"workflow_id": workflow_id, "deleted_ts": None}, {"$set": {"deleted_ts": now}})
 
     def _policies(self, group: Doc) -> list[Policy]:
-        """One policy for the work queues (limits, delivery limit, dead-lettering to the failed-events queue) and one
-        of higher priority for the failed-events queue (limits only: it never dead-letters into itself)."""
+        """The workflow's policies (:func:`~mqs_client.broker_admin.workflow_policies`) with this MQS's limits."""
         failed = next(q["mqid"] for q in group["queues"] if q["alias"] == FAILED_EVENTS_ALIAS)
-        limits = {
-            "max-length": self.config.mq_max_length,
-            "max-length-bytes": self.config.mq_max_length_bytes,
-            "overflow": "reject-publish",  # also what makes at-least-once dead-lettering work
-        }
-        work = limits | {
-            "delivery-limit": self.config.mq_delivery_limit,
-            "dead-letter-exchange": "",
-            "dead-letter-routing-key": failed,
-            "dead-letter-strategy": "at-least-once",
-        }
-        return [Policy("ewms-work-queues", ".*", work), Policy("ewms-failed-events", f"^{failed}$", limits, priority=1)]
+        config = self.config
+        return workflow_policies(failed, config.mq_max_length, config.mq_max_length_bytes, config.mq_delivery_limit)
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
