@@ -15,10 +15,12 @@
    the end are reported too.
    After the load, the taskforces stopped before any cluster was submitted (their workflow finished first) must all
    have been ended by the daemons once ``UNSUBMITTED_STOP_GRACE_SECONDS`` (5 s here) and the next sweep have passed.
-2. Faults: runs ``pytest tests/reliability`` (TMS killed between submit and confirm, database down 10 s, broker
-   restarted under running pilots, the WMS instance running the daemons killed or paused beside another) and
-   collects the figures each scenario reports (faults injected, items lost, duplicates, server errors, leader
-   failovers and their time).
+2. Faults: runs ``pytest`` on the fault tests (TMS killed between submit and confirm, database down 10 s, broker
+   restarted under running pilots, the WMS instance running the daemons killed or paused beside another, status
+   reports refused with 413, 401 and 503 after a restart with 5,000 taskforces, the TMS's token expiring mid-run, a
+   pilot outliving its queue tokens ten times) and collects the figures each scenario reports (faults injected, items
+   lost, duplicates, server errors, leader failovers and their time, reports refused and statuses recovered, token
+   renewals).
 3. Fuzz (``--fuzz-examples N``): schemathesis with N examples per operation against the soaked WMS, every route.
 
 Writes ``bench/results/reliability.json`` and prints it; exits 1 if any check failed.
@@ -57,6 +59,11 @@ from wms.auth import Role, issue_token
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "reliability.json"
 AUDIENCE = "ewms-reliability"
+FAULT_TESTS = (
+    "tests/reliability",  # crashes, outages, broker restart, daemon failover
+    "tests/tms/test_tms_status_reports.py",  # status reports refused (413, 401, 503) and sent again
+    "tests/e2e/test_token_renewal_e2e.py",  # a pilot renewing its queue tokens ten times over
+)
 SCHEDD = "ap.reliability"
 MAX_ACTIVE = 3  # active workflows per simulated user
 STOP_GRACE = 5.0  # UNSUBMITTED_STOP_GRACE_SECONDS of the soaked WMS
@@ -391,10 +398,10 @@ async def soak(service: Service, clients: int, duration: float, warmup: float) -
 
 
 def run_faults(work: Path) -> dict[str, Any]:
-    """``pytest tests/reliability``, with each scenario's figures collected."""
+    """``pytest`` on :data:`FAULT_TESTS`, with each scenario's figures collected."""
     figures_file = work / "fault-figures.jsonl"
     env = {**os.environ, "EWMS_RELIABILITY_FIGURES": str(figures_file)}
-    cmd = [sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider"]
+    cmd = [sys.executable, "-m", "pytest", *FAULT_TESTS, "-q", "-p", "no:cacheprovider"]
     cmd += ["--basetemp", str(work / "pytest")]
     say("faults: " + " ".join(cmd[2:]))
     started = time.monotonic()
@@ -409,6 +416,9 @@ def run_faults(work: Path) -> dict[str, Any]:
         "duplicates": sum(s.get("duplicates", 0) for s in scenarios),
         "server_errors": sum(s.get("server_errors", 0) for s in scenarios),
         "leader_failovers": sum(s.get("leader_failovers", 0) for s in scenarios),
+        "status_reports_refused": sum(s.get("reports_refused", 0) for s in scenarios),
+        "statuses_recovered": sum(s.get("statuses_recovered", 0) for s in scenarios),
+        "token_renewals": sum(s.get("token_renewals", 0) for s in scenarios),
         "failover_s_max": max((s["failover_s"] for s in scenarios if "failover_s" in s), default=None),
         "scenarios": scenarios,
     }

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apiclient import AUDIENCE, Api
@@ -169,3 +171,18 @@ def spawn_wms(
 def wms_process(spawn_wms: Callable[..., WMSProcess]) -> str:
     """A WMS as its own process (``python -m wms``) with a fresh database; its base URL."""
     return spawn_wms().url
+
+
+FIGURES_ENV = "EWMS_RELIABILITY_FIGURES"
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """What a scenario measured (faults injected, items lost, duplicates, ...), appended as one JSON line to the
+    file named by ``EWMS_RELIABILITY_FIGURES`` when that is set."""
+    measured: dict[str, Any] = {}
+    yield measured
+    target = os.environ.get(FIGURES_ENV)
+    if target and measured:
+        with open(target, "a") as f:
+            f.write(json.dumps({"test": request.node.name, **measured}) + "\n")

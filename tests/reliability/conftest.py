@@ -1,9 +1,8 @@
-"""Fixtures of the fault-injection tests: a broker node of their own (they stop and restart it), TMS processes,
-and the figures each scenario reports (collected by ``bench/reliability.py`` through ``EWMS_RELIABILITY_FIGURES``)."""
+"""Fixtures of the fault-injection tests: a broker node of their own (they stop and restart it) and TMS processes
+(the figures each scenario reports come from ``figures`` in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,14 +10,11 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ewms_dev import broker_node, processes
 from ewms_dev.service_env import tms_env
-
-FIGURES_ENV = "EWMS_RELIABILITY_FIGURES"
 
 
 @pytest.fixture(scope="session")
@@ -71,15 +67,3 @@ def spawn_tms(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]
     for proc in procs:
         if proc.poll() is None:
             processes.stop(proc.pid, timeout=30)
-
-
-@pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    """What a scenario measured (faults injected, items lost, duplicates, ...), appended as one JSON line to the
-    file named by ``EWMS_RELIABILITY_FIGURES`` when that is set."""
-    measured: dict[str, Any] = {}
-    yield measured
-    target = os.environ.get(FIGURES_ENV)
-    if target and measured:
-        with open(target, "a") as f:
-            f.write(json.dumps({"test": request.node.name, **measured}) + "\n")

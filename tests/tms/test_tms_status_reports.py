@@ -118,26 +118,40 @@ async def run_after_restart(
 
 @pytest.mark.timeout(900)  # the embedded database takes a few ms per update: 5,000 take long on a loaded machine
 async def test_5000_taskforces_after_a_restart_reach_the_wms_in_reports_under_its_limit(
-    start_wms: Callable[..., Awaitable[Any]], make_token: Any, make_config: Callable[..., TMSConfig]
+    start_wms: Callable[..., Awaitable[Any]],
+    make_token: Any,
+    make_config: Callable[..., TMSConfig],
+    figures: dict[str, Any],
 ) -> None:
     reports = await run_after_restart(
         start_wms, make_token, make_config, 5000, 32 * 1024, status_report_max_bytes=24 * 1024
     )
     assert len(reports) >= 10  # ~400 KB of statuses
     assert all(status == 200 and size <= 24 * 1024 for size, status in reports), reports
+    figures.update(statuses_recovered=5000, status_reports=len(reports), reports_refused=0, items_lost=0)
 
 
 async def test_a_report_over_the_wms_limit_is_split(
-    start_wms: Callable[..., Awaitable[Any]], make_token: Any, make_config: Callable[..., TMSConfig]
+    start_wms: Callable[..., Awaitable[Any]],
+    make_token: Any,
+    make_config: Callable[..., TMSConfig],
+    figures: dict[str, Any],
 ) -> None:
     reports = await run_after_restart(start_wms, make_token, make_config, 300, 4096)  # the TMS's default: over
     assert reports[0][1] == 413 and reports[0][0] > 4096
     accepted = [size for size, status in reports if status == 200]
     assert len(accepted) >= 6 and max(accepted) <= 4096, reports
+    refused = sum(status != 200 for _, status in reports)
+    figures.update(faults_injected=1, reports_refused=refused, statuses_recovered=300, items_lost=0)
 
 
 async def test_a_refused_report_is_kept_and_sent_next_pass(
-    api: Api, wms_server: Any, make_token: Any, make_config: Callable[..., TMSConfig], caplog: pytest.LogCaptureFixture
+    api: Api,
+    wms_server: Any,
+    make_token: Any,
+    make_config: Callable[..., TMSConfig],
+    caplog: pytest.LogCaptureFixture,
+    figures: dict[str, Any],
 ) -> None:
     config = tms_config(make_config, wms_server, make_token)
     log = config.job_event_log_dir / "refused.tms.jel"
@@ -158,6 +172,7 @@ async def test_a_refused_report_is_kept_and_sent_next_pass(
         await wms.close()
     assert [status for _, status in transport.reports] == [401, 503, 200]
     assert await statuses_in_wms(wms_server.wms, uuids) == each(uuids, RUNNING)
+    figures.update(faults_injected=2, reports_refused=2, statuses_recovered=len(uuids), items_lost=0)
 
 
 class TokenEndpoint(tornado.web.RequestHandler):
@@ -173,7 +188,7 @@ class TokenEndpoint(tornado.web.RequestHandler):
 
 
 async def test_a_token_that_expires_mid_run_is_replaced(
-    api: Api, wms_server: Any, make_token: Any, make_config: Callable[..., TMSConfig]
+    api: Api, wms_server: Any, make_token: Any, make_config: Callable[..., TMSConfig], figures: dict[str, Any]
 ) -> None:
     issued: list[str] = []
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
@@ -208,3 +223,4 @@ async def test_a_token_that_expires_mid_run_is_replaced(
         server.stop()
     assert len(issued) == 2  # refused once, replaced once
     assert await statuses_in_wms(wms_server.wms, uuids) == each(uuids, RUNNING)
+    figures.update(faults_injected=1, token_renewals=1, statuses_recovered=len(uuids), items_lost=0)
