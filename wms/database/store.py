@@ -189,9 +189,12 @@ class Store:
         :meth:`ensure_indexes`, so a page reads ``limit`` index entries.
         """
         filter_ = self.exact(coll, query)
+        # beside a top-level operator ($or, $and, $nor) the embedded server matches no `_id.id` condition: such a
+        # filter pages by `_id` (correct, if slower there)
+        key = "_id" if any(k.startswith("$") for k in filter_) else self.id_key
         if after is not None:
-            filter_[self.id_key] = {"$gt": after if self.id_key == "_id" else str(after)}
-        return coll.find(filter_, projection).sort(self.id_key, ASCENDING).limit(limit)
+            filter_[key] = {"$gt": after if key == "_id" else str(after)}
+        return coll.find(filter_, projection).sort(key, ASCENDING).limit(limit)
 
     async def find_each(self, coll: AsyncCollection[Doc], field: str, values: list[Any], projection: Doc) -> list[Doc]:
         """The documents whose ``field`` equals one of ``values``, by one indexed equality query per value (the
