@@ -17,6 +17,7 @@ from wms.auth import Role
 
 BACKOFF_TIMEOUT_MS = 40_000  # after a few failures the page retries every 8 s, then 16 s
 PAGE_SIZE = 100  # app.js PAGE_SIZE
+DASH = "\N{EN DASH}"  # the page writes ranges with an en dash
 UNAVAILABLE = {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "database is away"}
 
 
@@ -79,18 +80,20 @@ def test_paging_beyond_one_page(browser, spawn_wms, make_token) -> None:  # type
     page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
     sign_in(page, url, alice)
     info = page.locator("#page-info")
-    info.get_by_text("Showing workflows 1–100 (page 1, in creation order); more on the next page.").wait_for(
+    info.get_by_text(f"Showing workflows 1{DASH}100 (page 1, in creation order); more on the next page.").wait_for(
         timeout=LIVE_TIMEOUT_MS
     )
     rows = page.locator("tr.wf")
     assert rows.count() == PAGE_SIZE and page.locator("#count").inner_text() == "(100)"
-    assert page.get_by_role("button", name=ids[0]).is_visible() and page.get_by_role("button", name=ids[-1]).count() == 0
+    assert (
+        page.get_by_role("button", name=ids[0]).is_visible() and page.get_by_role("button", name=ids[-1]).count() == 0
+    )
     # every row has its taskforces' phases (asked for in chunks: one `$in` of 100 ids is refused)
     page.locator("td[data-label=Taskforces]", has_text="none").first.wait_for(state="detached")
     assert page.get_by_role("button", name="Previous page").is_disabled()
 
     page.get_by_role("button", name="Next page").click()
-    info.get_by_text("Showing workflows 101–101 (page 2, in creation order).").wait_for(timeout=LIVE_TIMEOUT_MS)
+    info.get_by_text(f"Showing workflows 101{DASH}101 (page 2, in creation order).").wait_for(timeout=LIVE_TIMEOUT_MS)
     assert rows.count() == 1 and page.get_by_role("button", name=ids[-1]).is_visible()
     assert page.get_by_role("button", name="Next page").is_disabled()
     page.get_by_text("Live · updated").wait_for(timeout=LIVE_TIMEOUT_MS)
@@ -98,13 +101,13 @@ def test_paging_beyond_one_page(browser, spawn_wms, make_token) -> None:  # type
     assert rows.count() == 1
 
     page.get_by_role("button", name="Previous page").click()
-    info.get_by_text("Showing workflows 1–100").wait_for(timeout=LIVE_TIMEOUT_MS)
+    info.get_by_text(f"Showing workflows 1{DASH}100").wait_for(timeout=LIVE_TIMEOUT_MS)
     assert rows.count() == PAGE_SIZE and page.get_by_role("button", name=ids[0]).is_visible()
 
     # another selection starts again at its first page
     page.get_by_role("button", name="Next page").click()
     info.get_by_text("page 2").wait_for(timeout=LIVE_TIMEOUT_MS)
     page.get_by_label("Show").select_option("all")
-    info.get_by_text("Showing workflows 1–100 (page 1").wait_for(timeout=LIVE_TIMEOUT_MS)
+    info.get_by_text(f"Showing workflows 1{DASH}100 (page 1").wait_for(timeout=LIVE_TIMEOUT_MS)
     assert not console_errors, console_errors
     page.close()

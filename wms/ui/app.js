@@ -975,20 +975,30 @@ function editLabels(w) {
 }
 
 function addLabelRow(key, value) {
-  const rows = $("#labels-rows");
-  const n = rows.children.length + 1;
   const row = h("li", { class: "label-row" },
-    h("input", { name: "key", value: key, "aria-label": `Key of label ${n}`, maxlength: 63, spellcheck: "false" }),
-    h("input", { name: "value", value: value, "aria-label": `Value of label ${n}`, maxlength: 256 }),
+    h("input", { name: "key", value: key, maxlength: 63, spellcheck: "false" }),
+    h("input", { name: "value", value: value, maxlength: 256 }),
     h("button", {
-      type: "button", "aria-label": `Remove label ${n}`,
+      type: "button",
       onclick: () => {
         row.remove();
+        numberLabelRows();
         $("#labels-add").focus();
       },
     }, "Remove"));
-  rows.append(row);
+  $("#labels-rows").append(row);
+  numberLabelRows();
   return row;
+}
+
+/** Name each row's inputs and button by its position ("Key of label 2"). */
+function numberLabelRows() {
+  [...$("#labels-rows").children].forEach((row, i) => {
+    const [key, value, remove] = row.querySelectorAll("input, button");
+    key.setAttribute("aria-label", `Key of label ${i + 1}`);
+    value.setAttribute("aria-label", `Value of label ${i + 1}`);
+    remove.setAttribute("aria-label", `Remove label ${i + 1}`);
+  });
 }
 
 /** The edits to send: {key: new value, or null to remove}; throws a message on duplicate keys. */
