@@ -23,7 +23,7 @@ def test_sign_in_link_names_and_aliases(browser, wms_process, make_token, tmp_pa
     page.get_by_text("Signed in as alice (user)").wait_for()
     assert "token" not in page.url  # taken out of the address bar (and history)
     row = page.locator("tr.wf", has=page.get_by_role("button", name=wid))
-    assert row.locator(".name", has_text="nightly copy").is_visible()
+    row.locator(".name", has_text="nightly copy").wait_for()  # the first refresh may end after the sign-in
     row.get_by_role("button", name=wid).click()
     task = page.locator("section.task")
     task.locator("h3", has_text="copier").wait_for()

@@ -364,10 +364,11 @@ function showStale(reason) {
     banner.hidden = true;
     return;
   }
-  if (banner.hidden) { // written once per stale spell (an alert is read out again when its text changes)
+  if (banner.hidden) { // written once per stale spell, with a fixed time (an alert is read out again on changes)
+    const since = new Date(state.lastOk);
     banner.replaceChildren(
-      h("p", { class: "stale-title" }, "The data shown is stale: last updated ",
-        timeEl(state.lastOk / 1000), ` (${new Date(state.lastOk).toLocaleTimeString()}).`),
+      h("p", { class: "stale-title" }, "The data shown is stale: last updated at ",
+        h("time", { datetime: since.toISOString(), title: dateFormat.format(since) }, since.toLocaleTimeString()), "."),
       h("p", { id: "stale-reason" }),
     );
     banner.hidden = false;
