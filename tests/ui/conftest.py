@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +32,19 @@ def browser() -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def screenshot(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory: ``screenshot(page, name)`` saves a full-page PNG in the ``screenshots`` folder of pytest's base
+    temporary directory (for a reviewer to look at) and returns its path, checked to be a PNG."""
+    folder = tmp_path_factory.getbasetemp() / "screenshots"
+    folder.mkdir(exist_ok=True)
+
+    def _shoot(page: Any, name: str) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        return path
+
+    return _shoot

@@ -103,6 +103,19 @@ async def test_keyset_pages_follow_id_order_through_updates(start_wms, make_toke
     assert seen == expected
 
 
+async def test_keyset_pages_with_a_top_level_operator(api: Api) -> None:
+    ids = [(await api.ok("POST", "/v0/workflows", workflow_request()))["workflow"]["workflow_id"] for _ in range(3)]
+    body: dict = {"query": {"$or": [{"deactivated": {"$eq": None}}, {"deactivated_ts": {"$gte": 0}}]}, "limit": 2}
+    seen: list[str] = []
+    while True:  # the dashboard's "active and recent" selection, page after page
+        page = await api.ok("POST", "/v0/query/workflows", body)
+        seen += [w["workflow_id"] for w in page["workflows"]]
+        if page["next_after"] is None:
+            break
+        body["after"] = page["next_after"]
+    assert seen == ids
+
+
 def test_exact_equalities_only_on_scalar_fields() -> None:
     store = Store(AsyncMongoClient("mongodb://127.0.0.1:1", connect=False), "x", schema.load(str(DEFAULT_OPENAPI_PATH)))
     query = {"schedd": "a", "priority": 3, "collector": None, "phase_change_log": "x", "worker_config.n_cores": 1,

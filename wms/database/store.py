@@ -189,8 +189,11 @@ class Store:
         :meth:`ensure_indexes`, so a page reads ``limit`` index entries.
         """
         filter_ = self.exact(coll, query)
+        # beside a top-level operator ($or, $and, $nor) the embedded server matches no `_id.id` condition: such a
+        # filter takes its cursor on `_id` (the same order; slower there, but right)
+        key = "_id" if any(k.startswith("$") for k in filter_) else self.id_key
         if after is not None:
-            filter_[self.id_key] = {"$gt": after if self.id_key == "_id" else str(after)}
+            filter_[key] = {"$gt": after if key == "_id" else str(after)}
         return coll.find(filter_, projection).sort(self.id_key, ASCENDING).limit(limit)
 
     async def find_each(self, coll: AsyncCollection[Doc], field: str, values: list[Any], projection: Doc) -> list[Doc]:

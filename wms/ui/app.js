@@ -4,7 +4,10 @@
 
 const POLL_MS = 2000;
 const MAX_BACKOFF_MS = 30000;
-const WORKFLOW_CAP = 1000; // most workflows the list loads
+const PAGE_SIZE = 100; // workflows per page of the list (keyset pages, in creation order)
+const ID_CHUNK = 90; // ids per `$in` filter (the WMS refuses filters of more than USER_QUERY_MAX_TERMS terms)
+const LOG_POLL_MS = 3000; // the log viewer re-reads the logs this often while a job runs
+const CLOCK_MS = 1000; // relative times and run times are updated in place this often
 const RECENT_SECONDS = 7 * 24 * 3600;
 const TOKEN_KEY = "ewms.dashboard.token";
 const PAUSED = "Paused while this tab is hidden.";
@@ -15,8 +18,10 @@ const PHASES = [
 // taskforce fields the detail view shows (the submit description and configs are left out)
 const TASKFORCE_FIELDS = [
   "taskforce_uuid", "task_id", "workflow_id", "timestamp", "cluster_location", "schedd", "n_workers",
-  "cluster_id", "phase", "phase_change_log", "compound_statuses", "top_task_errors",
+  "cluster_id", "phase", "phase_change_log", "compound_statuses", "top_task_errors", "retried_as",
 ];
+const RUN_START = "condor-submit"; // a taskforce runs from its jobs' submission ...
+const RUN_END = ["condor-rm", "condor-complete"]; // ... until they were removed or completed
 // condor status -> bar segment; the first match wins
 const FATAL = "FatalError"; // a worker whose pilot ended in a fatal error: its own (red) segment, whatever its status
 const STATUS_KINDS = [
@@ -52,10 +57,14 @@ const state = {
   inflight: false,
   again: false,
   failures: 0,
+  lastOk: null, // when the data shown was last refreshed (ms), null before the first refresh
+  page: { cursors: [null], offsets: [0], index: 0 }, // keyset cursor (`after`) and position of each visited page
+  logs: null, // the open log viewer: {uuid, timer}
 };
 
 const $ = (selector) => document.querySelector(selector);
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+const numberFormat = new Intl.NumberFormat();
 
 // ---- DOM building -------------------------------------------------------------------------------------------
 
@@ -73,10 +82,51 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+/** "5 min ago" (relative to now; kept up to date by `tickClock`), the absolute time in its title. */
 function timeEl(epochSeconds) {
   if (epochSeconds === null || epochSeconds === undefined) return "—";
   const date = new Date(epochSeconds * 1000);
-  return h("time", { datetime: date.toISOString() }, dateFormat.format(date));
+  return h("time", {
+    class: "rel", datetime: date.toISOString(), title: dateFormat.format(date), "data-ts": epochSeconds,
+  }, relative(epochSeconds));
+}
+
+function relative(epochSeconds) {
+  const s = Math.round(Date.now() / 1000 - epochSeconds);
+  if (s < 5) return "just now"; // also a time a little ahead of this browser's clock
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+/** How long a taskforce's jobs have run: from its condor-submit phase change to now, or to their removal or end. */
+function runTime(log) {
+  const entries = (log || []).filter((e) => e.was_successful);
+  const start = entries.find((e) => e.target_phase === RUN_START);
+  if (!start) return "not submitted";
+  const end = entries.find((e) => RUN_END.includes(e.target_phase) && e.timestamp >= start.timestamp);
+  const since = dateFormat.format(new Date(start.timestamp * 1000));
+  return h("span", {
+    class: "run-time", "data-since": start.timestamp, "data-until": end ? end.timestamp : null,
+    title: end ? `${since} to ${dateFormat.format(new Date(end.timestamp * 1000))}` : `since ${since}`,
+  }, runText(start.timestamp, end?.timestamp));
+}
+
+function runText(since, until) {
+  return until === undefined ? `${duration(Date.now() / 1000 - since)} (running)` : `${duration(until - since)} (ended)`;
+}
+
+/** Bring relative times and running taskforces' run times up to date, in place (no re-render). */
+function tickClock() {
+  for (const el of document.querySelectorAll("time.rel")) {
+    const text = relative(Number(el.dataset.ts));
+    if (el.textContent !== text) el.textContent = text;
+  }
+  for (const el of document.querySelectorAll(".run-time:not([data-until])")) {
+    const text = runText(Number(el.dataset.since));
+    if (el.textContent !== text) el.textContent = text;
+  }
 }
 
 /** Replace `old` by `fresh`, keeping focus and open <details> (matched by data-key) across the swap. */
@@ -128,20 +178,28 @@ async function api(method, path, body) {
   return data;
 }
 
-/** Every page of a query (`kind`: workflows, task-directives, taskforces), up to `cap` items. */
-async function queryAll(kind, query, projection, cap = Infinity) {
-  const key = kind.replace("-", "_");
+/** One page of a query (`kind`: workflows, task-directives, taskforces): {items, next} (`next`: the next `after`). */
+async function queryPage(kind, query, { projection, after, limit = 1000 } = {}) {
+  const body = { query, limit };
+  if (projection) body.projection = projection;
+  if (after) body.after = after;
+  const page = await api("POST", `/v0/query/${kind}`, body);
+  return { items: page[kind.replace("-", "_")], next: page.next_after };
+}
+
+/** Every item of a query on `field` being one of `values` (asked in chunks of ID_CHUNK values, page after page). */
+async function queryIn(kind, field, values, projection) {
   const items = [];
-  let after = null;
-  do {
-    const body = { query, limit: 1000 };
-    if (projection) body.projection = projection;
-    if (after) body.after = after;
-    const page = await api("POST", `/v0/query/${kind}`, body);
-    items.push(...page[key]);
-    after = page.next_after;
-  } while (after && items.length < cap);
-  return { items, more: Boolean(after) };
+  for (let i = 0; i < values.length; i += ID_CHUNK) {
+    const query = { [field]: { $in: values.slice(i, i + ID_CHUNK) } };
+    let after = null;
+    do {
+      const page = await queryPage(kind, query, { projection, after });
+      items.push(...page.items);
+      after = page.next;
+    } while (after);
+  }
+  return items;
 }
 
 function supports(route) {
@@ -232,7 +290,11 @@ async function signIn(token) {
 function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   clearTimeout(state.timer);
-  Object.assign(state, { token: null, routes: null, last: null, failures: 0 });
+  closeLogs();
+  showStale(null);
+  Object.assign(state, {
+    token: null, routes: null, last: null, failures: 0, lastOk: null, page: { cursors: [null], offsets: [0], index: 0 },
+  });
   state.missing.clear();
   state.expanded.clear();
   state.directives.clear();
@@ -268,6 +330,8 @@ async function tick() {
   try {
     await refresh();
     state.failures = 0;
+    state.lastOk = Date.now();
+    showStale(null);
     setLive(document.hidden ? PAUSED : `Live · updated ${new Date().toLocaleTimeString()}`);
   } catch (err) {
     if (err.status === 401) {
@@ -278,7 +342,9 @@ async function tick() {
     state.failures += 1;
     delay = err.retryAfter ? err.retryAfter * 1000 : Math.min(POLL_MS * 2 ** state.failures, MAX_BACKOFF_MS);
     const { heading, detail } = problemParts(err);
-    setLive(`Could not refresh: ${heading}${detail ? ` — ${detail}` : ""}. Retrying in ${Math.round(delay / 1000)} s.`);
+    const reason = `${heading}${detail ? ` — ${detail}` : ""}`;
+    setLive(`Could not refresh: ${reason}. Retrying in ${Math.round(delay / 1000)} s.`);
+    showStale(state.last ? reason : null);
   } finally {
     state.inflight = false;
   }
@@ -288,6 +354,26 @@ async function tick() {
     delay = 0;
   }
   schedule(delay);
+}
+
+/** The stale-data banner (with `reason`), and the data dimmed; or (null) neither. */
+function showStale(reason) {
+  const banner = $("#stale");
+  $("#dashboard-view").classList.toggle("is-stale", reason !== null);
+  if (reason === null) {
+    banner.hidden = true;
+    return;
+  }
+  if (banner.hidden) { // written once per stale spell, with a fixed time (an alert is read out again on changes)
+    const since = new Date(state.lastOk);
+    banner.replaceChildren(
+      h("p", { class: "stale-title" }, "The data shown is stale: last updated at ",
+        h("time", { datetime: since.toISOString(), title: dateFormat.format(since) }, since.toLocaleTimeString()), "."),
+      h("p", { id: "stale-reason" }),
+    );
+    banner.hidden = false;
+  }
+  $("#stale-reason").textContent = `Refreshing fails: ${reason}. The dashboard keeps retrying.`;
 }
 
 function filterQuery() {
@@ -301,34 +387,51 @@ function filterQuery() {
   }
 }
 
+/** Read the current page of workflows, their taskforces' phases, and the details of the open ones. */
 async function refresh() {
   const token = state.token;
-  const { items: workflows, more } = await queryAll("workflows", filterQuery(), null, WORKFLOW_CAP);
+  const { page } = state;
+  const index = page.index;
+  const { items: workflows, next } = await queryPage("workflows", filterQuery(),
+    { after: page.cursors[index], limit: PAGE_SIZE });
   const ids = workflows.map((w) => w.workflow_id);
   const counts = new Map(ids.map((id) => [id, {}]));
-  if (ids.length > 0) {
-    const { items } = await queryAll("taskforces", { workflow_id: { $in: ids } }, ["workflow_id", "phase"]);
-    for (const tf of items) {
-      const c = counts.get(tf.workflow_id);
-      if (c) c[tf.phase] = (c[tf.phase] || 0) + 1;
-    }
+  for (const tf of await queryIn("taskforces", "workflow_id", ids, ["workflow_id", "phase"])) {
+    const c = counts.get(tf.workflow_id);
+    if (c) c[tf.phase] = (c[tf.phase] || 0) + 1;
   }
   const open = ids.filter((id) => state.expanded.has(id));
   const progress = await progressOf(open, workflows);
   const taskforces = new Map(open.map((id) => [id, []]));
-  if (open.length > 0) {
-    const missing = open.filter((id) => !state.directives.has(id));
-    if (missing.length > 0) {
-      const { items } = await queryAll("task-directives", { workflow_id: { $in: missing } });
-      for (const id of missing) state.directives.set(id, []);
-      for (const td of items) state.directives.get(td.workflow_id)?.push(td);
-    }
-    const { items } = await queryAll("taskforces", { workflow_id: { $in: open } }, TASKFORCE_FIELDS);
-    for (const tf of items) taskforces.get(tf.workflow_id)?.push(tf);
+  const missing = open.filter((id) => !state.directives.has(id));
+  const directives = await queryIn("task-directives", "workflow_id", missing);
+  for (const id of missing) state.directives.set(id, []);
+  for (const td of directives) state.directives.get(td.workflow_id)?.push(td);
+  for (const tf of await queryIn("taskforces", "workflow_id", open, TASKFORCE_FIELDS)) {
+    taskforces.get(tf.workflow_id)?.push(tf);
   }
-  if (state.token !== token) return; // signed out (or in as someone else) meanwhile
-  state.last = { workflows, counts, taskforces, progress, more };
+  if (state.token !== token || state.page !== page || page.index !== index) return; // signed out or paged meanwhile
+  state.last = { workflows, counts, taskforces, progress, next, offset: page.offsets[index], index };
   render();
+}
+
+/** Go to the first page (a new selection), or one page forward (+1) or back (-1). */
+function goToPage(step) {
+  const { page, last } = state;
+  if (step === 0) {
+    state.page = { cursors: [null], offsets: [0], index: 0 };
+  } else if (step > 0 && last?.next && last.index === page.index) {
+    page.cursors[page.index + 1] = last.next;
+    page.offsets[page.index + 1] = last.offset + last.workflows.length;
+    page.index += 1;
+  } else if (step < 0 && page.index > 0) {
+    page.index -= 1;
+  } else {
+    return;
+  }
+  $("#page-prev").disabled = true; // until the page is read
+  $("#page-next").disabled = true;
+  pollNow();
 }
 
 /** The progress (with health) of the open workflows and of the first active ones, up to PROGRESS_CAP. */
@@ -361,7 +464,7 @@ function matches(w, text) {
 
 function render() {
   if (!state.last) return;
-  const { workflows, counts, taskforces, progress, more } = state.last;
+  const { workflows, counts, taskforces, progress, next, offset, index } = state.last;
   const text = $("#text-filter").value.trim().toLowerCase();
   const shown = workflows.filter((w) => matches(w, text)).sort((a, b) => b.timestamp - a.timestamp);
   const body = $("#workflows");
@@ -404,8 +507,13 @@ function render() {
   }
   $("#count").textContent = `(${shown.length}${shown.length === workflows.length ? "" : ` of ${workflows.length}`})`;
   $("#empty").hidden = shown.length > 0;
-  $("#truncated").hidden = !more;
-  $("#truncated").textContent = `Showing the first ${workflows.length} workflows only: narrow the selection.`;
+  const n = (x) => numberFormat.format(x);
+  $("#page-info").textContent = workflows.length === 0 ? `Page ${index + 1}: no workflows.`
+    : `Showing workflows ${n(offset + 1)}–${n(offset + workflows.length)} (page ${index + 1}, in creation order)`
+      + (next ? "; more on the next page." : ".");
+  $("#page-prev").disabled = index === 0;
+  $("#page-next").disabled = !next;
+  $("#pager").hidden = index === 0 && !next;
 }
 
 /** What the detail view shows of a progress document (its timestamp changes at every read). */
@@ -465,13 +573,14 @@ function workflowDetail(w, directives, taskforces, progress) {
   const locations = [...new Set(directives.flatMap((d) => d.cluster_locations))];
   const ended = w.deactivated === "ABORTED" ? "Aborted" : "Finished";
   return h("div", { class: "wf-detail" },
-    active
-      ? h("div", { class: "actions" },
-        h("button", { type: "button", "data-key": `finish:${id}`, onclick: () => finishWorkflow(id) }, "Finish…"),
-        h("button", {
-          type: "button", class: "danger", "data-key": `abort:${id}`, onclick: () => abortWorkflow(id),
-        }, "Abort…"))
-      : h("p", { class: "muted" }, `${ended} `, timeEl(w.deactivated_ts)),
+    h("div", { class: "actions" },
+      h("button", { type: "button", "data-key": `labels:${id}`, onclick: () => editLabels(w) }, "Edit labels…"),
+      active && h("button", { type: "button", "data-key": `finish:${id}`, onclick: () => finishWorkflow(id) },
+        "Finish…"),
+      active && h("button", {
+        type: "button", class: "danger", "data-key": `abort:${id}`, onclick: () => abortWorkflow(id),
+      }, "Abort…"),
+      !active && h("p", { class: "muted" }, `${ended} `, timeEl(w.deactivated_ts))),
     progress && progress.health !== "ok" && h("p", { class: `health-alert health-${progress.health}`, role: "alert" },
       h("strong", {}, `Workflow ${progress.health}: `), progress.health_reason || ""),
     directives.length === 0 && h("p", { class: "muted" }, "No tasks."),
@@ -515,6 +624,7 @@ function taskforceCard(tf, active, progress) {
   const uuid = tf.taskforce_uuid;
   const log = tf.phase_change_log || [];
   const health = progress ? progress.health : "ok";
+  const retriedAs = tf.retried_as || progress?.retried_as;
   return h("article", { class: `tf tf-${health}`, "aria-label": `Taskforce ${uuid}` },
     h("header", {},
       h("h4", { class: "mono" }, uuid),
@@ -528,7 +638,9 @@ function taskforceCard(tf, active, progress) {
       ["Workers", tf.n_workers === null ? "—" : String(tf.n_workers)],
       ["Cluster id", tf.cluster_id === null ? "—" : String(tf.cluster_id)],
       ["Created", timeEl(tf.timestamp)],
+      ["Run time", runTime(log)],
     ]),
+    retriedAs && h("p", { class: "muted retried" }, "Retried as ", h("span", { class: "mono" }, retriedAs)),
     statusBar(tf.compound_statuses || {}),
     topErrors(tf.top_task_errors || {}),
     h("details", { class: "log", "data-key": `log:${uuid}` },
@@ -543,10 +655,18 @@ function taskforceCard(tf, active, progress) {
       supports(LOGS_ROUTE) && h("button", {
         type: "button", "data-key": `logs:${uuid}`, onclick: () => showLogs(uuid),
       }, "Job logs…"),
-      active && supports(RETRY_ROUTE) && h("button", {
+      active && !retriedAs && endedInFailure(tf, progress) && supports(RETRY_ROUTE) && h("button", {
         type: "button", "data-key": `retry:${uuid}`, onclick: () => retryTaskforce(tf),
       }, "Retry…")),
   );
+}
+
+/** Whether the WMS would retry this taskforce (wms.operations.taskforces.ended_in_failure): its submission was
+given up (health "failed" while pending-starter), jobs were held or removed, or tasks reported errors. */
+function endedInFailure(tf, progress) {
+  const gaveUp = tf.phase === "pending-starter" && progress?.health === "failed";
+  const heldOrRemoved = Object.keys(tf.compound_statuses || {}).some((s) => s.startsWith("HELD") || s === "REMOVED");
+  return gaveUp || heldOrRemoved || tf.phase === "condor-rm" || Object.keys(tf.top_task_errors || {}).length > 0;
 }
 
 /** Group `compound_statuses` ({condor status: {pilot status: n}}) into bar segments. */
@@ -748,39 +868,194 @@ async function retryTaskforce(tf) {
   pollNow();
 }
 
-/** Fetch a taskforce's job logs (on demand: they can be large) and show them in the log viewer. */
+/** Open the log viewer on a taskforce's job logs (fetched on demand: they can be large). */
 async function showLogs(uuid) {
-  let data;
-  try {
-    data = await api("GET", `/v0/taskforces/${encodeURIComponent(uuid)}/logs`);
-  } catch (err) {
-    if (routeMissing(err)) {
-      state.missing.add(LOGS_ROUTE);
-      render();
-      showError({ problem: { title: "Not supported", detail: "This WMS does not serve job logs yet." } });
-    } else {
-      showError(err, `Could not load the job logs of ${uuid}`);
-    }
+  closeLogs();
+  const logs = { uuid, timer: null };
+  state.logs = logs;
+  $("#logs-body").replaceChildren(); // nothing kept from another taskforce's logs
+  $("#logs-status").textContent = "";
+  if (!(await loadLogs(logs))) {
+    if (state.logs === logs) state.logs = null;
     return;
   }
   $("#logs-title").textContent = `Job logs of ${uuid}`;
-  $("#logs-body").replaceChildren(data.jobs.length === 0
-    ? h("p", { class: "muted" }, "No ended job has reported its output yet.")
-    : h("div", {}, data.jobs.map(jobLog)));
   openModal($("#logs"));
+  for (const pre of $("#logs-body").querySelectorAll("pre")) pre.scrollTop = pre.scrollHeight; // tails: at their end
+}
+
+function closeLogs() {
+  clearTimeout(state.logs?.timer);
+  state.logs = null;
+}
+
+/** Read the logs into the viewer, again in LOG_POLL_MS while a job runs; false when the first read failed. */
+async function loadLogs(logs) {
+  let data;
+  try {
+    data = await api("GET", `/v0/taskforces/${encodeURIComponent(logs.uuid)}/logs`);
+  } catch (err) {
+    if (state.logs !== logs) return false;
+    if (!$("#logs").open) {
+      if (routeMissing(err)) {
+        state.missing.add(LOGS_ROUTE);
+        render();
+        showError({ problem: { title: "Not supported", detail: "This WMS does not serve job logs yet." } });
+      } else {
+        showError(err, `Could not load the job logs of ${logs.uuid}`);
+      }
+      return false;
+    }
+    const { heading, detail } = problemParts(err);
+    $("#logs-status").textContent = `Could not refresh the logs: ${heading}${detail ? ` — ${detail}` : ""}. Retrying.`;
+    logs.timer = setTimeout(() => loadLogs(logs), LOG_POLL_MS);
+    return true;
+  }
+  if (state.logs !== logs) return false; // closed (or another one opened) meanwhile
+  renderLogs(data.jobs);
+  const running = data.jobs.filter((j) => j.ended_ts === null).length;
+  const time = new Date().toLocaleTimeString();
+  $("#logs-status").textContent = running > 0 ? `Following ${running} running job(s) · updated ${time}`
+    : data.jobs.length > 0 ? "All jobs ended." : "";
+  if (running > 0) logs.timer = setTimeout(() => loadLogs(logs), LOG_POLL_MS);
+  return true;
+}
+
+/** Replace the viewer's content, keeping what the reader set: open sections, focus, and each scroll position
+(one scrolled to the bottom stays at the bottom as the output grows). */
+function renderLogs(jobs) {
+  const body = $("#logs-body");
+  const scrollers = (root) => [root, ...root.querySelectorAll("pre[data-key]")];
+  const before = new Map(scrollers(body).map((el) => [el.dataset.key, {
+    top: el.scrollTop, bottom: el.scrollTop + el.clientHeight >= el.scrollHeight - 4,
+  }]));
+  const opened = new Map([...body.querySelectorAll("details[data-key]")].map((d) => [d.dataset.key, d.open]));
+  const focused = body.contains(document.activeElement) ? document.activeElement.dataset.key : undefined;
+  body.replaceChildren(jobs.length === 0
+    ? h("p", { class: "muted" }, "No job has reported its output yet.")
+    : h("div", {}, jobs.map(jobLog)));
+  for (const d of body.querySelectorAll("details[data-key]")) {
+    if (opened.has(d.dataset.key)) d.open = opened.get(d.dataset.key);
+  }
+  for (const el of scrollers(body)) {
+    const was = before.get(el.dataset.key);
+    if (was) el.scrollTop = was.bottom ? el.scrollHeight : was.top;
+  }
+  if (focused) body.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
 }
 
 function jobLog(job) {
   const outputs = [
-    ["Task error", job.task_error],
-    ["Standard output (tail)", job.stdout_tail],
-    ["Standard error (tail)", job.stderr_tail],
+    ["task-error", "Task error", job.task_error],
+    ["stdout", "Standard output (tail)", job.stdout_tail],
+    ["stderr", "Standard error (tail)", job.stderr_tail],
   ];
+  const key = (kind) => `${kind}:${job.job_id}`;
   return h("section", { class: "job", "aria-label": `Job ${job.job_id}` },
-    h("h3", {}, `Job ${job.job_id}`),
+    h("h3", {}, `Job ${job.job_id}`, job.ended_ts === null && h("span", { class: "tag running" }, "running")),
     facts([["Exit code", job.exit_code === null ? "—" : String(job.exit_code)], ["Ended", timeEl(job.ended_ts)]]),
-    outputs.filter(([, text]) => text).map(([title, text], i) => h("details", { open: i === 0 },
-      h("summary", {}, title), h("pre", { tabindex: 0 }, text))));
+    outputs.filter(([, , text]) => text).map(([kind, title, text], i) => h("details", {
+      open: i === 0, "data-key": key(`details-${kind}`),
+    }, h("summary", {}, title), h("pre", { tabindex: 0, "data-key": key(kind) }, text))));
+}
+
+// ---- labels -------------------------------------------------------------------------------------------------
+
+/** The label editor: add, change and remove a workflow's labels; only the changes are sent (a removed label as
+null), so that edits someone else made meanwhile to other labels are kept. */
+function editLabels(w) {
+  const dialog = $("#labels-dialog");
+  const original = w.labels || {};
+  $("#labels-title").textContent = `Labels of ${w.workflow_id}`;
+  $("#labels-error").hidden = true;
+  $("#labels-rows").replaceChildren();
+  for (const [k, v] of Object.entries(original)) addLabelRow(k, v);
+  if (Object.keys(original).length === 0) addLabelRow("", "");
+  editLabels.current = { id: w.workflow_id, original };
+  openModal(dialog);
+}
+
+function addLabelRow(key, value) {
+  const row = h("li", { class: "label-row" },
+    h("input", { name: "key", value: key, maxlength: 63, spellcheck: "false" }),
+    h("input", { name: "value", value: value, maxlength: 256 }),
+    h("button", {
+      type: "button",
+      onclick: () => {
+        row.remove();
+        numberLabelRows();
+        $("#labels-add").focus();
+      },
+    }, "Remove"));
+  $("#labels-rows").append(row);
+  numberLabelRows();
+  return row;
+}
+
+/** Name each row's inputs and button by its position ("Key of label 2"). */
+function numberLabelRows() {
+  [...$("#labels-rows").children].forEach((row, i) => {
+    const [key, value, remove] = row.querySelectorAll("input, button");
+    key.setAttribute("aria-label", `Key of label ${i + 1}`);
+    value.setAttribute("aria-label", `Value of label ${i + 1}`);
+    remove.setAttribute("aria-label", `Remove label ${i + 1}`);
+  });
+}
+
+/** The edits to send: {key: new value, or null to remove}; throws a message on duplicate keys. */
+function labelChanges(original) {
+  const wanted = new Map();
+  for (const row of $("#labels-rows").children) {
+    const key = row.querySelector("[name=key]").value.trim();
+    const value = row.querySelector("[name=value]").value;
+    if (key === "" && value === "") continue; // an empty row
+    if (wanted.has(key)) throw new Error(`The key "${key}" is given twice.`);
+    wanted.set(key, value);
+  }
+  const changes = {};
+  for (const key of Object.keys(original)) if (!wanted.has(key)) changes[key] = null;
+  for (const [key, value] of wanted) if (original[key] !== value) changes[key] = value;
+  return changes;
+}
+
+function labelsError(err) {
+  const { heading, detail, errors } = err.problem ? problemParts(err) : { heading: err.message, errors: [] };
+  const box = $("#labels-error");
+  box.replaceChildren(
+    h("p", { class: "error-title" }, err.problem ? `Not saved: ${heading}` : heading),
+    detail && h("p", {}, detail),
+    errors.length > 0 && h("ul", {}, errors.map((e) => h("li", {}, e))));
+  box.hidden = false;
+  box.focus();
+}
+
+async function saveLabels(event) {
+  event.preventDefault();
+  const { id, original } = editLabels.current;
+  let changes;
+  try {
+    changes = labelChanges(original);
+  } catch (err) {
+    labelsError(err);
+    return;
+  }
+  if (Object.keys(changes).length === 0) {
+    $("#labels-dialog").close();
+    notify(`Labels of ${id} unchanged.`);
+    return;
+  }
+  const save = $("#labels-save");
+  save.disabled = true;
+  try {
+    await api("PATCH", `/v0/workflows/${encodeURIComponent(id)}`, { labels: changes });
+    $("#labels-dialog").close();
+    notify(`Labels of ${id} saved.`);
+    pollNow();
+  } catch (err) {
+    labelsError(err);
+  } finally {
+    save.disabled = false;
+  }
 }
 
 // ---- start --------------------------------------------------------------------------------------------------
@@ -803,7 +1078,14 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#confirm-cancel").addEventListener("click", () => $("#confirm").close());
   $("#logs-close").addEventListener("click", () => $("#logs").close());
-  $("#state-filter").addEventListener("change", pollNow);
+  $("#logs").addEventListener("close", closeLogs);
+  $("#labels-form").addEventListener("submit", saveLabels);
+  $("#labels-cancel").addEventListener("click", () => $("#labels-dialog").close());
+  $("#labels-add").addEventListener("click", () => addLabelRow("", "").querySelector("input").focus());
+  $("#page-prev").addEventListener("click", () => goToPage(-1));
+  $("#page-next").addEventListener("click", () => goToPage(1));
+  $("#state-filter").addEventListener("change", () => goToPage(0));
+  setInterval(tickClock, CLOCK_MS);
   $("#text-filter").addEventListener("input", render);
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) {
