@@ -117,11 +117,19 @@ async def test_failing_and_failed_taskforces_and_workflows(api: Api, api_as) -> 
 
     await tms.ok("POST", TMS_ROUTE, {"compound_statuses_by_taskforce": {beta: {"RUNNING": {"Tasking": 1}}}})
     assert (await api.ok("GET", f"/v0/workflows/{wf_id}"))["health"] == OK
+    progress = await api.ok("GET", f"/v0/workflows/{wf_id}/progress")
+    views = {tf["taskforce_uuid"]: tf for tf in progress["tasks"][0]["taskforces"]}
+    assert (views[alpha]["retryable"], views[beta]["retryable"]) == (True, False)  # beta runs again
     retried = await api.ok("POST", f"/v0/taskforces/{alpha}/actions/retry")  # the retry replaces the failed one
     progress = await api.ok("GET", f"/v0/workflows/{wf_id}/progress")
     views = {tf["taskforce_uuid"]: tf for tf in progress["tasks"][0]["taskforces"]}
     assert views[alpha]["retried_as"] == retried["taskforce_uuid"] and views[alpha]["health"] == FAILED
     assert progress["health"] == OK
+    assert (views[alpha]["retryable"], views[retried["taskforce_uuid"]]["retryable"]) == (False, False)
+    await api.problem("POST", f"/v0/taskforces/{retried['taskforce_uuid']}/actions/retry", status=409)  # not failed
+    await api.ok("POST", f"/v0/workflows/{wf_id}/actions/finished")
+    progress = await api.ok("GET", f"/v0/workflows/{wf_id}/progress")
+    assert not any(tf["retryable"] for tf in progress["tasks"][0]["taskforces"])  # nothing under a finished workflow
 
 
 async def test_a_given_up_submit_is_failed_with_its_error(api: Api, api_as, wms_server) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from wms.config import WMSConfig
 from wms.database.store import RETRIED_AS, SUBMIT_FAILURES, Doc, Store
 from wms.lifecycle import ENDING_PHASES, Phase
 from wms.operations.errors import found
+from wms.operations.taskforces import ended_in_failure
 from wms.progress import (
     EVENT_COUNTERS,
     RATE_SETTLED,
@@ -64,8 +65,10 @@ class Progress:
 
     async def workflow(self, workflow_id: str, caller: Caller) -> Doc:
         """The ``WorkflowProgress`` of a workflow (404 when missing or another user's)."""
-        doc = await self.store.workflows.find_one({"workflow_id": workflow_id}, {"_id": False, "owner": True})
-        found(doc, "workflow", f"id: {workflow_id}", caller)
+        doc = await self.store.workflows.find_one(
+            {"workflow_id": workflow_id}, {"_id": False, "owner": True, "deactivated": True}
+        )
+        active = not found(doc, "workflow", f"id: {workflow_id}", caller)["deactivated"]
         now = time.time()
         taskforces = await self._taskforces(workflow_id)
         directives = await self.store.task_directives.find(
@@ -79,7 +82,7 @@ class Progress:
         tasks = []
         for directive in sorted(directives, key=lambda d: d["task_id"]):
             mine = [tf for tf in taskforces if tf["task_id"] == directive["task_id"]]
-            views = [_taskforce_progress(tf, retries, now) for tf in mine]
+            views = [_taskforce_progress(tf, retries, now, active) for tf in mine]
             inputs = [by_mqid.get(mqid) for mqid in directive["input_queues"]]
             aliases = directive.get("input_queue_aliases") or [
                 q.alias if q else mqid for q, mqid in zip(inputs, directive["input_queues"], strict=True)
@@ -122,7 +125,7 @@ class Progress:
         }
 
 
-def _taskforce_progress(tf: Doc, retries: int, now: float) -> Doc:
+def _taskforce_progress(tf: Doc, retries: int, now: float, workflow_active: bool) -> Doc:
     state, reason = health(tf, retries)
     return {
         "taskforce_uuid": tf["taskforce_uuid"],
@@ -134,6 +137,7 @@ def _taskforce_progress(tf: Doc, retries: int, now: float) -> Doc:
         "health_reason": reason,
         "updated_ts": (tf.get(EVENT_COUNTERS) or {}).get("updated_ts"),
         "retried_as": tf.get(RETRIED_AS),
+        "retryable": workflow_active and not tf.get(RETRIED_AS) and ended_in_failure(tf, retries),
     }
 
 

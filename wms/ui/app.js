@@ -616,11 +616,11 @@ function taskSection(d, taskforces, active, locations, progress) {
       ? h("p", { class: "muted" }, "No taskforces.")
       : h("div", { class: "taskforces" },
         taskforces.sort((a, b) => a.timestamp - b.timestamp)
-          .map((tf) => taskforceCard(tf, active, byUuid.get(tf.taskforce_uuid)))),
+          .map((tf) => taskforceCard(tf, byUuid.get(tf.taskforce_uuid)))),
   );
 }
 
-function taskforceCard(tf, active, progress) {
+function taskforceCard(tf, progress) {
   const uuid = tf.taskforce_uuid;
   const log = tf.phase_change_log || [];
   const health = progress ? progress.health : "ok";
@@ -655,18 +655,10 @@ function taskforceCard(tf, active, progress) {
       supports(LOGS_ROUTE) && h("button", {
         type: "button", "data-key": `logs:${uuid}`, onclick: () => showLogs(uuid),
       }, "Job logs…"),
-      active && !retriedAs && endedInFailure(tf, progress) && supports(RETRY_ROUTE) && h("button", {
+      progress?.retryable && supports(RETRY_ROUTE) && h("button", {
         type: "button", "data-key": `retry:${uuid}`, onclick: () => retryTaskforce(tf),
       }, "Retry…")),
   );
-}
-
-/** Whether the WMS would retry this taskforce (wms.operations.taskforces.ended_in_failure): its submission was
-given up (health "failed" while pending-starter), jobs were held or removed, or tasks reported errors. */
-function endedInFailure(tf, progress) {
-  const gaveUp = tf.phase === "pending-starter" && progress?.health === "failed";
-  const heldOrRemoved = Object.keys(tf.compound_statuses || {}).some((s) => s.startsWith("HELD") || s === "REMOVED");
-  return gaveUp || heldOrRemoved || tf.phase === "condor-rm" || Object.keys(tf.top_task_errors || {}).length > 0;
 }
 
 /** Group `compound_statuses` ({condor status: {pilot status: n}}) into bar segments. */
