@@ -8,4 +8,6 @@ bash scripts/setup.sh
 # a private temp base: concurrent pytest sessions on one machine otherwise prune each other's temp dirs
 BASETEMP="$(mktemp -d /tmp/ewms-pytest.XXXXXX)"
 trap 'rm -rf "$BASETEMP"' EXIT
-.venv/bin/python -m pytest --basetemp "$BASETEMP" "$@"
+# three workers, one test file each at a time (module fixtures such as a dev stack stay in one process): most tests
+# wait on brokers, databases and child processes, so three share the 2 cores well; `-n 0` runs in one process
+.venv/bin/python -m pytest --basetemp "$BASETEMP" -n 3 --dist loadfile "$@"

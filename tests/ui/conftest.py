@@ -34,12 +34,15 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"  # kept after the run (gitignored)
+
+
 @pytest.fixture
-def screenshot(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Factory: ``screenshot(page, name)`` saves a full-page PNG in the ``screenshots`` folder of pytest's base
-    temporary directory (for a reviewer to look at) and returns its path, checked to be a PNG."""
-    folder = tmp_path_factory.getbasetemp() / "screenshots"
-    folder.mkdir(exist_ok=True)
+def screenshot() -> Callable[..., Path]:
+    """Factory: ``screenshot(page, name)`` saves a full-page PNG in ``test-output/screenshots/`` (for a reviewer to
+    look at after the run) and returns its path, checked to be a PNG."""
+    folder = SCREENSHOTS
+    folder.mkdir(parents=True, exist_ok=True)
 
     def _shoot(page: Any, name: str) -> Path:
         path = folder / f"{name}.png"

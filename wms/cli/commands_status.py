@@ -62,9 +62,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def snapshot(wms: WMSClient, workflow_id: str) -> dict[str, Any]:
-    """The workflow, all its taskforces and its progress."""
-    workflow = await wms.get_workflow(workflow_id)
+    """The workflow, all its taskforces and its progress.
+
+    The taskforces are read first: a deactivation marks the workflow before it stops the taskforces, so taskforces
+    seen stopped come with the workflow seen deactivated (the other order could show stopped taskforces under an
+    active workflow as the last refresh of ``--watch``)."""
     taskforces = await wms.taskforces_of(workflow_id)
+    workflow = await wms.get_workflow(workflow_id)
     return {"workflow": workflow, "taskforces": taskforces, "progress": await wms.workflow_progress(workflow_id)}
 
 
