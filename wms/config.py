@@ -158,6 +158,13 @@ class WMSConfig:
         "bearer credential Prometheus sends to `GET /metrics` (an admin token works too; neither: 401)",
         "",
     )
+    db_slow_command_ms: float = setting(
+        "DB_SLOW_COMMAND_MS",
+        "database commands that take at least this long are logged as warnings (0: never); every command's time is"
+        " in the `ewms_wms_db_command_seconds` histogram",
+        500.0,
+        ge=0,
+    )
     metrics_refresh_seconds: float = setting(
         "METRICS_REFRESH_SECONDS", "the database counts `/metrics` serves are refreshed at most this often", 5.0,
         ge=0,

@@ -19,6 +19,7 @@ from wms.config import WMSConfig
 from wms.daemons.loop import Wakeups
 from wms.daemons.retention import Retention
 from wms.daemons.runner import DaemonRunner
+from wms.database.command_log import CommandLog
 from wms.database.store import Store
 from wms.lifecycle import Lifecycle
 from wms.metrics import Metrics
@@ -34,8 +35,13 @@ class WMS:
     def __init__(self, config: WMSConfig, mqs: ManagedMQSClient | None = None) -> None:
         self.config = config
         self.spec = schema.load(config.openapi_path)
+        self.metrics = Metrics(config.metrics_refresh_seconds)
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            config.mongodb_uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=False
+            config.mongodb_uri,
+            serverSelectionTimeoutMS=5000,
+            connectTimeoutMS=5000,
+            tz_aware=False,
+            event_listeners=[CommandLog(self.metrics.registry, config.db_slow_command_ms)],
         )
         self.store = Store(self.mongo, config.db_name, self.spec)
         self.lifecycle = Lifecycle(self.store.taskforces)
@@ -48,7 +54,6 @@ class WMS:
             issuer=config.auth_issuer,
         )
         self.retention = Retention(self.store, self.mqs, config)
-        self.metrics = Metrics(config.metrics_refresh_seconds)
         self.wakeups = Wakeups()
         self.operations = Operations.build(self.store, self.lifecycle, self.mqs, config, self.wakeups)
         self.instance_id = secrets.token_hex(8)
