@@ -183,18 +183,27 @@ class EmbeddedMQS:
     async def queue_depths(self, workflow_id: str) -> list[QueueDepth]:
         """The broker's figures for each reserved queue, from one management call on the workflow's vhost."""
         group = await self._group(workflow_id)
-        stats: dict[str, QueueStats] = {}
+        stats: list[QueueStats] = []
         if group["activated_ts"] is not None and group["deleted_ts"] is None:
             try:
-                stats = {s.name: s for s in await self._broker.queue_stats(group["vhost"])}
+                stats = await self._broker.queue_stats(group["vhost"])
             except BrokerUnavailable as exc:
                 raise TryAgainLater(str(exc)) from exc
-        depths = []
-        for queue in group["queues"]:
-            found = stats.get(queue["mqid"])
-            figures = (found.ready, found.unacknowledged, found.consumers) if found else (None, None, None)
-            depths.append(QueueDepth(queue["mqid"], queue["alias"], *figures))
-        return depths
+        return _depths(group, stats)
+
+    async def queue_depths_of(self, workflow_ids: Sequence[str]) -> dict[str, list[QueueDepth]]:
+        """The figures of every active workflow among ``workflow_ids``: one read of their groups, one management call
+        for the queues of every vhost."""
+        groups = await self._groups.find(
+            {"workflow_id": {"$in": list(workflow_ids)}, "activated_ts": {"$ne": None}, "deleted_ts": None}
+        ).to_list(None)
+        if not groups:
+            return {}
+        try:
+            stats = await self._broker.all_queue_stats()
+        except BrokerUnavailable as exc:
+            raise TryAgainLater(str(exc)) from exc
+        return {group["workflow_id"]: _depths(group, stats.get(group["vhost"], [])) for group in groups}
 
     async def deactivate(self, workflow_id: str) -> None:
         """Record the deactivation (a repeat keeps the first time); housekeeping deletes the queues after the grace."""
@@ -379,3 +388,14 @@ class EmbeddedMQS:
         if refreshed:
             LOGGER.info("refreshed %d queue token(s) close to expiry", refreshed)
         return result
+
+
+def _depths(group: Doc, stats: Sequence[QueueStats]) -> list[QueueDepth]:
+    """Each reserved queue of the group with the broker's figures (None where the broker has none)."""
+    by_name = {s.name: s for s in stats}
+    depths = []
+    for queue in group["queues"]:
+        found = by_name.get(queue["mqid"])
+        figures = (found.ready, found.unacknowledged, found.consumers) if found else (None, None, None)
+        depths.append(QueueDepth(queue["mqid"], queue["alias"], *figures))
+    return depths

@@ -99,6 +99,11 @@ class MQSClient(Protocol):
         seconds stale); raises MQSNotFound, MQSNotSupported, TryAgainLater."""
         ...
 
+    async def queue_depths_of(self, workflow_ids: Sequence[str]) -> dict[str, list[QueueDepth]]:
+        """:meth:`queue_depths` of each workflow whose queues are active, in one broker read (workflows without
+        active queues are left out); raises MQSNotSupported, TryAgainLater."""
+        ...
+
     async def deactivate(self, workflow_id: str) -> None:
         """Retire the workflow's queues: they are deleted after the configured grace period."""
         ...

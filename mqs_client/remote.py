@@ -143,6 +143,10 @@ class RemoteMQS:
         """Not offered: an EWMS-compatible MQS has no route for queue depths (upstream's management URL is a TODO)."""
         raise MQSNotSupported(f"the MQS at {self.address} reports no queue depths (EWMS MQS has no such route)")
 
+    async def queue_depths_of(self, workflow_ids: Sequence[str]) -> dict[str, list[QueueDepth]]:
+        """Not offered either (see :meth:`queue_depths`)."""
+        raise MQSNotSupported(f"the MQS at {self.address} reports no queue depths (EWMS MQS has no such route)")
+
     async def forget(self, workflow_id: str) -> list[dict[str, Any]] | None:
         """A remote MQS keeps its own records: nothing to delete here."""
         return []

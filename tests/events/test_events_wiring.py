@@ -20,6 +20,7 @@ from mqs_helpers import connect, pika_get, pika_publish
 from ewms_dev.processes import until
 from mqs_client import FAILED_EVENTS_ALIAS
 from wms.auth import Role
+from wms.daemons import elastic_workers
 from wms.daemons.elastic_workers import ElasticWorkers
 
 TOKEN_ROUTE = "/v0/mqs/workflows/{wid}/queues/{queue}/token"
@@ -154,6 +155,32 @@ async def test_elastic_workers_start_a_taskforce_for_unconsumed_events(api, api_
     elastic.config = type(wms.config)(**{**wms.config.__dict__, "elastic_min_gap_seconds": 0.0})
     await elastic.one_pass()
     assert len(await taskforces()) == 2
+
+
+async def test_elastic_workers_look_at_every_active_workflow_page_by_page(
+    api, api_as, wms_server, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(elastic_workers, "PAGE", 1)  # every other active workflow of this database is a page before
+    tms = api_as(Role.TMS, "tms")
+    wms = wms_server.wms
+    elastic = ElasticWorkers(wms.store, wms.mqs, wms.operations.taskforces, wms.config)
+    stranded = []
+    for n in range(2):
+        wid, offer = await submitted(api, tms)
+        first = offer["taskforce"]["taskforce_uuid"]
+        queue = offer["task_directive"]["input_queues"][0]
+        profile = next(p for p in offer["mqprofiles"] if p["mqid"] == queue)
+        await asyncio.to_thread(pika_publish, profile["broker_address"], profile["auth_token"], queue, envelope("x"))
+        await tms.ok("POST", f"/v0/tms/condor-submit/taskforces/{first}", _submitted(10 + n))
+        await tms.ok("POST", f"/v0/tms/condor-complete/taskforces/{first}", {"condor_complete_ts": 1.0})
+        await until(lambda wid=wid: wms.mqs.queue_depths(wid), lambda ds: any(d.ready for d in ds), 30, "figures")
+        stranded.append(wid)
+    figures = await wms.mqs.queue_depths_of([*stranded, "WF-unknown-00000000"])  # one broker read for both
+    assert sorted(figures) == sorted(stranded) and all(any(d.ready for d in ds) for ds in figures.values())
+
+    await elastic.one_pass()
+    for wid in stranded:
+        assert len([tf async for tf in _query(api, wid)]) == 2, wid  # each got one taskforce more
 
 
 def _submitted(cluster_id: int) -> dict[str, Any]:

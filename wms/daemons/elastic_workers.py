@@ -1,6 +1,7 @@
 """Elastic workers: start workers for events that no worker consumes (as dask-jobqueue's ``adapt()`` does).
 
-A pass reads the broker's figures for each active workflow's queues (``mqs.queue_depths``). For every task with an
+A pass reads the broker's figures for the queues of every active workflow, a page of workflows at a time
+(``mqs.queue_depths_of``: one management call per page, whatever the number of workflows). For every task with an
 input queue holding ready events and no consumer, and none of whose taskforces is live (each ended, or its submit was
 given up), it adds one taskforce per cluster location of the task, with the task's first taskforce's ``n_workers``,
 through the same add-workers operation users call (``source_entity`` ``TMS``): the per-task cap on added taskforces
@@ -15,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from mqs_client import MQSClient, MQSNotFound, MQSNotSupported, TryAgainLater
+from mqs_client import MQSClient, MQSNotSupported, TryAgainLater
 from wms.auth import Caller, Role
 from wms.config import WMSConfig
 from wms.database.store import MQ_ACTIVATED_TS, SUBMIT_FAILURES, Store
@@ -26,7 +27,7 @@ from wms.operations.taskforces import Taskforces
 LOGGER = logging.getLogger(__name__)
 CALLER = Caller(subject="elastic-workers", roles=frozenset({Role.TMS}))
 ELASTIC_ADDED_AT = "_elastic_added_at"  # task directive: when elastic workers last added a taskforce
-SCAN_LIMIT = 500
+PAGE = 500  # active workflows looked at per database read and broker read
 
 
 class ElasticWorkers:
@@ -40,34 +41,42 @@ class ElasticWorkers:
         self.supported = True
 
     async def one_pass(self) -> bool:
-        """Look at every active workflow with activated queues; never reports more work (it runs on its period)."""
+        """Look at every active workflow with activated queues, a page at a time (one database read and one broker
+        read per page); never reports more work (it runs on its period)."""
         if not self.supported:
             return False
-        workflows = await self.store.workflows.find(
-            {"deactivated": None}, {"_id": False, "workflow_id": True, MQ_ACTIVATED_TS: True}
-        ).to_list(SCAN_LIMIT)
-        for workflow in workflows:
-            if workflow.get(MQ_ACTIVATED_TS):
-                await self._check(workflow["workflow_id"])
-        return False
+        query = {"deactivated": None, MQ_ACTIVATED_TS: {"$ne": None}}
+        after = None
+        while True:
+            page = await self.store.page(
+                self.store.workflows, query, {"_id": True, "workflow_id": True}, after, PAGE
+            ).to_list(None)
+            if not page or not await self._check([w["workflow_id"] for w in page]) or len(page) < PAGE:
+                return False
+            after = page[-1]["_id"]
 
-    async def _check(self, workflow_id: str) -> None:
+    async def _check(self, workflow_ids: list[str]) -> bool:
+        """Start workers for the stranded events of these workflows; False when the broker's figures are missing."""
         try:
-            depths = await self.mqs.queue_depths(workflow_id)
+            depths = await self.mqs.queue_depths_of(workflow_ids)
         except MQSNotSupported:
             LOGGER.warning("elastic workers off: the MQS reports no queue depths")
             self.supported = False
-            return
-        except (MQSNotFound, TryAgainLater) as exc:
-            LOGGER.info("elastic workers: no queue figures for %s now: %s", workflow_id, exc)
-            return
-        stranded = {d.mqid for d in depths if (d.ready or 0) > 0 and d.consumers == 0}
-        if not stranded:
-            return
-        directives = await self.store.task_directives.find({"workflow_id": workflow_id}, {"_id": False}).to_list(None)
-        for directive in directives:
-            if stranded & set(directive["input_queues"]):
-                await self._start_workers(directive)
+            return False
+        except TryAgainLater as exc:
+            LOGGER.info("elastic workers: no queue figures now: %s", exc)
+            return False
+        for workflow_id, figures in depths.items():
+            stranded = {d.mqid for d in figures if (d.ready or 0) > 0 and d.consumers == 0}
+            if not stranded:
+                continue
+            directives = await self.store.task_directives.find({"workflow_id": workflow_id}, {"_id": False}).to_list(
+                None
+            )
+            for directive in directives:
+                if stranded & set(directive["input_queues"]):
+                    await self._start_workers(directive)
+        return True
 
     async def _start_workers(self, directive: dict[str, Any]) -> None:
         task_id = directive["task_id"]
