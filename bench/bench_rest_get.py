@@ -3,8 +3,9 @@
 Figures: requests/s, p50 and p99 latency per concurrency, over 10,000 stored taskforces (random uuids), with load
 from :class:`bench.common.LeanHTTP` (plus one 16-client run through httpx, for reference); floor and WMS windows
 alternate, twice each, and the best window of each counts.
-Floor: the same ``find_one({"taskforce_uuid": ...}, {"_id": False})`` through ``pymongo.AsyncMongoClient`` from the
-bench process against the same database, at the same concurrency.
+Floor: the same ``find_one({"taskforce_uuid": {"$eq": ...}}, {"_id": False})`` the handler sends (its store makes
+equalities exact) through ``pymongo.AsyncMongoClient`` from the bench process against the same database, at the same
+concurrency.
 Target: rate >= 0.6 x floor at every concurrency; p99 < 50 ms at 16 clients.
 
     .venv/bin/python -m bench.bench_rest_get [--taskforces 10000] [--seconds 5]
@@ -38,7 +39,7 @@ async def main() -> None:
         watch = {"wms": wms.pid, "nx-27017": wms.mongo.pid}
 
         async def driver_get(n: int) -> None:
-            doc = await db.taskforces.find_one({"taskforce_uuid": picks[n % len(picks)]}, {"_id": False})
+            doc = await db.taskforces.find_one({"taskforce_uuid": {"$eq": picks[n % len(picks)]}}, {"_id": False})
             if doc is None:
                 raise LookupError("taskforce not found")
 

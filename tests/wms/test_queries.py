@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from apiclient import Api
 from factories import workflow_request
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne, monitoring
 
 from ewms_dev.factories import taskforce
 from wms import schema
@@ -133,3 +135,48 @@ async def test_a_bare_value_still_matches_inside_an_array_field(api: Api) -> Non
     queue = created["task_directives"][0]["input_queues"][0]
     page = await api.ok("POST", "/v0/query/task-directives", {"query": {"input_queues": queue}})
     assert [d["task_id"] for d in page["task_directives"]] == [created["task_directives"][0]["task_id"]]
+
+
+async def test_every_filter_the_store_sends_is_exact(mongo_uri: str) -> None:
+    """Reads, writes and bulk writes alike reach the server with ``$eq`` on scalar fields (an index lookup on the
+    embedded server, where a bare value on an update scans the collection), and still find what they should."""
+    sent: list[dict[str, Any]] = []
+
+    class Recorder(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            sent.append(dict(event.command))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, event_listeners=[Recorder()])
+    store = Store(client, "exact-filters-test", schema.load(str(DEFAULT_OPENAPI_PATH)))
+    coll = store.taskforces
+    try:
+        await coll.insert_many([{"taskforce_uuid": f"TF-{n}", "phase": "p", "locations": ["a"]} for n in range(3)])
+        await coll.update_one({"taskforce_uuid": "TF-0"}, {"$set": {"phase": "q"}})
+        await coll.bulk_write([UpdateOne({"taskforce_uuid": "TF-1"}, {"$set": {"phase": "q"}})])
+        moved = await coll.find_one_and_update({"taskforce_uuid": "TF-2", "phase": "p"}, {"$set": {"phase": "r"}})
+        found = await coll.find({"phase": "q"}, {"_id": False, "taskforce_uuid": True}).to_list(None)
+        await coll.delete_many({"phase": "q"})
+        left = await coll.find({}, {"_id": False, "taskforce_uuid": True, "phase": True}).to_list(None)
+    finally:
+        await client.drop_database("exact-filters-test")
+        await client.close()
+    assert moved is not None and sorted(d["taskforce_uuid"] for d in found) == ["TF-0", "TF-1"]
+    assert left == [{"taskforce_uuid": "TF-2", "phase": "r"}]
+    filters = [f for c in sent for f in _filters(c)]
+    assert {"taskforce_uuid": {"$eq": "TF-0"}} in filters and {"taskforce_uuid": {"$eq": "TF-1"}} in filters
+    assert {"taskforce_uuid": {"$eq": "TF-2"}, "phase": {"$eq": "p"}} in filters
+    assert {"phase": {"$eq": "q"}} in filters
+    assert not any(isinstance(v, str) for f in filters for v in f.values())  # no bare value left
+
+
+def _filters(command: dict[str, Any]) -> list[dict[str, Any]]:
+    """The filters of a find, update, delete or findAndModify command."""
+    if "filter" in command or "query" in command:
+        return [command.get("filter") or command.get("query") or {}]
+    return [op["q"] for key in ("updates", "deletes") for op in command.get(key, [])]

@@ -18,6 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 
+from wms.database.exact_collection import ExactCollection
 from wms.schema import Spec
 
 LOGGER = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ LABELS_REV = "_labels_rev"  # workflow: bumped by every labels edit (optimistic 
 UNSUBMITTED_SINCE = "_unsubmitted_since"  # taskforce: first seen pending-stopper without a cluster (epoch s)
 ABORTED, FINISHED = "ABORTED", "FINISHED"  # the values of Workflow ``deactivated`` besides null
 DEACTIVATION_KINDS = (ABORTED, FINISHED)
+TASK_LOG_KEYS = frozenset({"taskforce_uuid", "job_id"})  # the scalar keys task logs are selected by
 OBJECTS = {"workflows": "WorkflowObject", "task_directives": "TaskDirectiveObject", "taskforces": "TaskforceObject"}
 EMBEDDED_PROCESS = "nx_27017"  # what the embedded server's ``buildInfo`` names as its process (MongoDB names none)
 EMBEDDED_ID_KEY = "_id.id"  # the embedded server keeps each ObjectId ``_id`` in the document as {"id": hex, ...}
@@ -101,14 +103,18 @@ class Store:
     def __init__(self, client: AsyncMongoClient[Doc], db_name: str, spec: Spec) -> None:
         self.client = client
         self.db: AsyncDatabase[Doc] = client[db_name]
-        self.workflows: AsyncCollection[Doc] = self.db["workflows"]
-        self.task_directives: AsyncCollection[Doc] = self.db["task_directives"]
-        self.taskforces: AsyncCollection[Doc] = self.db["taskforces"]
-        self.task_logs: AsyncCollection[Doc] = self.db["task_logs"]
-        self.archive: AsyncCollection[Doc] = self.db["archived_workflows"]
         self.spec = spec
         self.scalars = {name: scalar_fields(spec, obj) for name, obj in OBJECTS.items()}
+        self.scalars["task_logs"] = TASK_LOG_KEYS
+        self.workflows = self._collection("workflows")
+        self.task_directives = self._collection("task_directives")
+        self.taskforces = self._collection("taskforces")
+        self.task_logs = self._collection("task_logs")
+        self.archive: AsyncCollection[Doc] = self.db["archived_workflows"]
         self.id_key = "_id"  # the key of ``_id`` order; :meth:`ensure_indexes` sets it for the server
+
+    def _collection(self, name: str) -> ExactCollection:
+        return ExactCollection(self.db, name, self.scalars.get(name, frozenset()))
 
     async def detect_server(self) -> None:
         """Set :attr:`id_key` for the server: ``_id.id`` on the embedded server (see :meth:`page`), else ``_id``."""
@@ -160,22 +166,10 @@ class Store:
         return int(reply["n"])
 
     def exact(self, coll: AsyncCollection[Doc], query: Doc) -> Doc:
-        """``query`` with each top-level equality on a scalar field (one that never holds an array) sent as
-        ``{"$eq": value}``, also inside a top-level ``$and``: the same filter to MongoDB.
-
-        The embedded server turns a bare value on a field without an index of its own into an index lookup OR an
-        array-containment test, which no index serves; ``$eq`` is one indexed comparison, so a compound index whose
-        first fields are equalities (``schedd``, ``phase``) answers it.
-        """
-        scalars = self.scalars.get(coll.name, frozenset())
-        out: Doc = {}
-        for key, value in query.items():
-            if key == "$and" and isinstance(value, list):
-                value = [self.exact(coll, part) if isinstance(part, dict) else part for part in value]
-            elif key in scalars and isinstance(value, str | int | float | bool):
-                value = {"$eq": value}
-            out[key] = value
-        return out
+        """``query`` as the store's ``coll`` sends it: each top-level equality on a scalar field as ``{"$eq": value}``
+        (:mod:`wms.database.exact_collection`)."""
+        exact = coll if isinstance(coll, ExactCollection) else self._collection(coll.name)
+        return exact.exact(query)
 
     def page(
         self, coll: AsyncCollection[Doc], query: Doc, projection: Doc | None, after: ObjectId | None, limit: int

@@ -57,7 +57,7 @@ class TMSActions:
 
     async def _next(self, query: Doc, order: list[tuple[str, int]]) -> Doc | None:
         found = await (
-            self.store.taskforces.find(self.store.exact(self.store.taskforces, query), {"_id": False})
+            self.store.taskforces.find(query, {"_id": False})
             .sort(order)
             .limit(1)
             .to_list(1)
