@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from apiclient import Api
 from factories import workflow_request
-from pymongo import AsyncMongoClient, UpdateOne, monitoring
+from pymongo import AsyncMongoClient, InsertOne, UpdateOne, monitoring
+from pymongo.errors import BulkWriteError
 
 from ewms_dev.factories import taskforce
 from wms import schema
@@ -180,3 +181,20 @@ def _filters(command: dict[str, Any]) -> list[dict[str, Any]]:
     if "filter" in command or "query" in command:
         return [command.get("filter") or command.get("query") or {}]
     return [op["q"] for key in ("updates", "deletes") for op in command.get(key, [])]
+
+
+async def test_chunked_writes_try_every_request_and_raise_every_error(mongo_uri: str) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
+    store = Store(client, "write-each-test", schema.load(str(DEFAULT_OPENAPI_PATH)))
+    await store.task_logs.create_index([("taskforce_uuid", 1), ("job_id", 1)], unique=True)
+    try:
+        await store.task_logs.insert_many([{"taskforce_uuid": "TF", "job_id": j} for j in ("1.3", "1.40")])
+        # the two jobs already stored are taken by inserts (duplicates): chunks 1 and 2 each hold one
+        requests = [InsertOne({"taskforce_uuid": "TF", "job_id": f"1.{p}"}) for p in range(60)]
+        with pytest.raises(BulkWriteError) as caught:
+            await store.write_each(store.task_logs, requests)
+        assert [e["index"] for e in caught.value.details["writeErrors"]] == [3, 40]
+        assert await store.task_logs.count_documents({}) == 60  # every other one was written
+    finally:
+        await client.drop_database("write-each-test")
+        await client.close()

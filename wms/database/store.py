@@ -17,6 +17,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from wms.database.exact_collection import ExactCollection
 from wms.schema import Spec
@@ -39,6 +40,7 @@ LABELS_REV = "_labels_rev"  # workflow: bumped by every labels edit (optimistic 
 UNSUBMITTED_SINCE = "_unsubmitted_since"  # taskforce: first seen pending-stopper without a cluster (epoch s)
 ABORTED, FINISHED = "ABORTED", "FINISHED"  # the values of Workflow ``deactivated`` besides null
 DEACTIVATION_KINDS = (ABORTED, FINISHED)
+WRITE_CHUNK = 25  # requests per bulk write command (Store.write_each)
 TASK_LOG_KEYS = frozenset({"taskforce_uuid", "job_id"})  # the scalar keys task logs are selected by
 OBJECTS = {"workflows": "WorkflowObject", "task_directives": "TaskDirectiveObject", "taskforces": "TaskforceObject"}
 EMBEDDED_PROCESS = "nx_27017"  # what the embedded server's ``buildInfo`` names as its process (MongoDB names none)
@@ -197,6 +199,20 @@ class Store:
         for value in dict.fromkeys(values):
             found += await coll.find({field: value}, projection).to_list(None)
         return found
+
+    async def write_each(self, coll: AsyncCollection[Doc], requests: list[Any]) -> None:
+        """Unordered bulk writes of at most :data:`WRITE_CHUNK` requests each: the embedded server runs one command
+        at a time, so one long bulk write would hold up every other request (a few ms per update). As one unordered
+        write, every request is tried; the write errors of all chunks are raised together at the end."""
+        errors: list[Doc] = []
+        for start in range(0, len(requests), WRITE_CHUNK):
+            try:
+                await coll.bulk_write(requests[start : start + WRITE_CHUNK], ordered=False)
+            except BulkWriteError as exc:  # the other requests were written: go on, and raise them all at the end
+                errors += [{**e, "index": e.get("index", 0) + start} for e in exc.details.get("writeErrors", [])]
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": [], "nInserted": 0, "nUpserted": 0,
+                                  "nMatched": 0, "nModified": 0, "nRemoved": 0, "upserted": []})  # fmt: skip
 
     async def take(self, coll: AsyncCollection[Doc], query: Doc, counter: str, cap: int) -> bool:
         """Count one more against ``counter`` of the matching document if it is below ``cap`` (one conditional

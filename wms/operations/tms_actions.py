@@ -154,11 +154,10 @@ class TMSActions:
         for uuid in counters:
             updates.setdefault(uuid, {})
         coll = self.store.taskforces
+        projection = {"_id": False, "taskforce_uuid": True, RATE_TS: True}
         samples = {
             d["taskforce_uuid"]: d.get(RATE_TS) or []
-            async for d in coll.find(
-                {"taskforce_uuid": {"$in": list(updates)}}, {"_id": False, "taskforce_uuid": True, RATE_TS: True}
-            )
+            for d in await self.store.find_each(coll, "taskforce_uuid", list(updates), projection)
         }
         now = time.time()
         writes = []
@@ -168,8 +167,7 @@ class TMSActions:
             update: dict[str, Any] = counters_update(counters[uuid], samples[uuid], now) if uuid in counters else {}
             update.setdefault("$set", {}).update(fields)
             writes.append(UpdateOne({"taskforce_uuid": uuid}, update))
-        if writes:
-            await coll.bulk_write(writes, ordered=False)
+        await self.store.write_each(coll, writes)
         return [
             {"uuid": u, "status": "updated"}
             if u in samples
@@ -182,7 +180,8 @@ class TMSActions:
         the record of its end (a late tail finds no record to update and its insert hits the unique index)."""
         await self._current(uuid)
         try:
-            await self.store.task_logs.bulk_write(
+            await self.store.write_each(
+                self.store.task_logs,
                 [
                     UpdateOne(
                         {"taskforce_uuid": uuid, "job_id": job["job_id"]}
@@ -192,7 +191,6 @@ class TMSActions:
                     )
                     for job in jobs
                 ],
-                ordered=False,
             )
         except BulkWriteError as exc:
             if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
