@@ -12,6 +12,7 @@ from factories import workflow_request
 from test_workflow_lifecycle import ALPHA, BETA, start_jobs, wait_for_phase
 
 from ewms_dev import processes
+from ewms_dev.factories import taskforce
 from mqs_client import RemoteMQS
 from mqs_client.config import MQSConfig
 from wms.auth import Caller, Role
@@ -187,3 +188,21 @@ def test_health_rules() -> None:
     assert overall([(FAILING, "a"), (FAILED, "b")], "taskforces") == (FAILING, "all 2 taskforces failing: a")
     assert overall([(FAILING, "a"), (OK, None)], "taskforces") == (OK, None)
 
+
+
+async def test_a_report_over_several_write_chunks_names_exactly_the_unknown_uuids(api_as, wms_server) -> None:  # type: ignore[no-untyped-def]
+    store = wms_server.wms.store
+    known = [f"TF-chunks-{n:02d}" for n in range(60)]
+    await store.taskforces.insert_many([taskforce(uuid) for uuid in known])
+    lost = ["TF-chunks-lost-1", "TF-chunks-lost-2", "TF-chunks-lost-3"]
+    uuids = known[:10] + lost[:1] + known[10:40] + lost[1:2] + known[40:]  # an unknown one in the 1st and 2nd chunk
+    report = {
+        "compound_statuses_by_taskforce": {u: {"RUNNING": {"Tasking": 1}} for u in uuids},
+        "event_counters_by_taskforce": {u: {"done": 1, "failed": 0, "in_flight": 1} for u in [known[0], lost[2]]},
+    }
+    answer = await api_as(Role.TMS, "tms").ok("POST", TMS_ROUTE, report, status=207)
+    failed = [r["uuid"] for r in answer["results"] if r["status"] == "failed"]
+    assert sorted(failed) == sorted(lost) and len(answer["results"]) == len(uuids) + 1
+    stored = {d["taskforce_uuid"]: d for d in await store.taskforces.find({"taskforce_uuid": {"$in": known}}).to_list()}
+    assert all(stored[u]["compound_statuses"] == {"RUNNING": {"Tasking": 1}} for u in known)
+    assert stored[known[0]]["event_counters"]["done"] == 1

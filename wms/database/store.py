@@ -193,26 +193,34 @@ class Store:
         return coll.find(filter_, projection).sort(self.id_key, ASCENDING).limit(limit)
 
     async def find_each(self, coll: AsyncCollection[Doc], field: str, values: list[Any], projection: Doc) -> list[Doc]:
-        """The documents whose ``field`` equals one of ``values``, by one indexed equality query per value (the
-        embedded server answers ``{field: {"$in": values}}`` by reading the whole collection)."""
+        """The documents whose ``field`` equals one of ``values``: by one indexed equality query per value, or for
+        more than :data:`WRITE_CHUNK` values by one ``$in`` (the embedded server answers ``$in`` by reading the
+        whole collection: cheaper than many round trips queued behind other requests, dearer than a few)."""
+        unique = list(dict.fromkeys(values))
+        if len(unique) > WRITE_CHUNK:
+            return await coll.find({field: {"$in": unique}}, projection).to_list(None)
         found: list[Doc] = []
-        for value in dict.fromkeys(values):
+        for value in unique:
             found += await coll.find({field: value}, projection).to_list(None)
         return found
 
-    async def write_each(self, coll: AsyncCollection[Doc], requests: list[Any]) -> None:
+    async def write_each(self, coll: AsyncCollection[Doc], requests: list[Any]) -> list[int]:
         """Unordered bulk writes of at most :data:`WRITE_CHUNK` requests each: the embedded server runs one command
         at a time, so one long bulk write would hold up every other request (a few ms per update). As one unordered
-        write, every request is tried; the write errors of all chunks are raised together at the end."""
+        write, every request is tried; the write errors of all chunks are raised together at the end. The documents
+        matched by each chunk, in order."""
         errors: list[Doc] = []
+        matched: list[int] = []
         for start in range(0, len(requests), WRITE_CHUNK):
             try:
-                await coll.bulk_write(requests[start : start + WRITE_CHUNK], ordered=False)
+                result = await coll.bulk_write(requests[start : start + WRITE_CHUNK], ordered=False)
+                matched.append(result.matched_count)
             except BulkWriteError as exc:  # the other requests were written: go on, and raise them all at the end
                 errors += [{**e, "index": e.get("index", 0) + start} for e in exc.details.get("writeErrors", [])]
         if errors:
             raise BulkWriteError({"writeErrors": errors, "writeConcernErrors": [], "nInserted": 0, "nUpserted": 0,
                                   "nMatched": 0, "nModified": 0, "nRemoved": 0, "upserted": []})  # fmt: skip
+        return matched
 
     async def take(self, coll: AsyncCollection[Doc], query: Doc, counter: str, cap: int) -> bool:
         """Count one more against ``counter`` of the matching document if it is below ``cap`` (one conditional

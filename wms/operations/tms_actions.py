@@ -25,7 +25,7 @@ from mqs_client import ManagedMQSClient
 from mqs_client.interface import FAILED_EVENTS_ALIAS, MQProfile, MQSError, MQSNotFound
 from wms import pilot_credentials
 from wms.config import WMSConfig
-from wms.database.store import RM_FAILURES, SUBMIT_FAILURES, Doc, Store, append_log, public
+from wms.database.store import RM_FAILURES, SUBMIT_FAILURES, WRITE_CHUNK, Doc, Store, append_log, public
 from wms.lifecycle import Lifecycle, Phase, log_entry
 from wms.operations.errors import OperationError
 from wms.progress import RATE_TS, counters_update
@@ -145,7 +145,8 @@ class TMSActions:
 
     async def report_statuses(self, errors: Doc, statuses: Doc, counters: Doc) -> list[Doc]:
         """Store top task errors, compound statuses and event counters (with a rate sample in the same write,
-        ``wms.progress.counters_update``), one write per taskforce; the result of each uuid, unknown ones failed."""
+        ``wms.progress.counters_update``), one write per taskforce, in short bulk commands; the result of each uuid,
+        unknown ones failed (found by the writes that matched nothing, so known ones cost no extra read)."""
         updates: dict[str, Doc] = {}
         for uuid, value in errors.items():
             updates.setdefault(uuid, {})["top_task_errors"] = value
@@ -155,23 +156,31 @@ class TMSActions:
             updates.setdefault(uuid, {})
         coll = self.store.taskforces
         projection = {"_id": False, "taskforce_uuid": True, RATE_TS: True}
+        counted = [u for u in updates if u in counters]
         samples = {
             d["taskforce_uuid"]: d.get(RATE_TS) or []
-            for d in await self.store.find_each(coll, "taskforce_uuid", list(updates), projection)
+            for d in await self.store.find_each(coll, "taskforce_uuid", counted, projection)
         }
+        unknown = {u for u in counters if u not in samples}
         now = time.time()
-        writes = []
+        written, writes = [], []
         for uuid, fields in updates.items():
-            if uuid not in samples:
+            if uuid in unknown:
                 continue
             update: dict[str, Any] = counters_update(counters[uuid], samples[uuid], now) if uuid in counters else {}
             update.setdefault("$set", {}).update(fields)
+            written.append(uuid)
             writes.append(UpdateOne({"taskforce_uuid": uuid}, update))
-        await self.store.write_each(coll, writes)
+        matched = await self.store.write_each(coll, writes)
+        for n, found in enumerate(matched):  # a chunk that matched fewer than it wrote: which uuids are unknown
+            chunk = written[n * WRITE_CHUNK : (n + 1) * WRITE_CHUNK]
+            if found < len(chunk):
+                known = await self.store.find_each(coll, "taskforce_uuid", chunk, {"taskforce_uuid": True})
+                unknown |= set(chunk) - {d["taskforce_uuid"] for d in known}
         return [
-            {"uuid": u, "status": "updated"}
-            if u in samples
-            else {"uuid": u, "status": "failed", "error": "no taskforce found with uuid"}
+            {"uuid": u, "status": "failed", "error": "no taskforce found with uuid"}
+            if u in unknown
+            else {"uuid": u, "status": "updated"}
             for u in updates
         ]
 
