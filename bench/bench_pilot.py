@@ -50,7 +50,7 @@ from tms.submit_description import COUNTER_REPORT_INTERVAL
 QUEUE_ARGS = {"x-queue-type": "quorum"}
 SPAWN_SAMPLES = 500
 ROUNDS = 2  # bare and accounted 4-pilot runs alternate; the best of this many counts for each
-MQS_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MQSConfig)}
+MQS_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(MQSConfig)}
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import Any
 
 import pika
 
-from bench.bench_pilot import declare, measure_floor, pilot_env, token
+from bench.bench_pilot import Queues, declare, measure_floor, pilot_env, token
 from bench.common import dev_stack, emit, log, run
 from ewms_client import WMSClient
 from ewms_dev import broker_node
@@ -152,7 +152,8 @@ def bare_pilots(node: broker_node.BrokerNode, events: list[Event], work: Path, n
         for hop in range(TASKS):
             for worker in range(WORKERS):
                 index = hop * WORKERS + worker
-                env = {**pilot_env(node, key, names[hop], names[hop + 1], work, index, 1), **PILOT_ENV}
+                queues = Queues("/", names[hop], names[hop + 1], None)  # bare: no failed-events queue, no reports
+                env = {**pilot_env(node, key, queues, work, index, 1), **PILOT_ENV}
                 with (work / f"{name}-pilot-{index}.log").open("wb") as err:
                     cmd = [sys.executable, "-m", "pilot"]
                     pilots.append(  # each in its own session, as the local backend starts them (SESSIONS)
@@ -160,8 +161,8 @@ def bare_pilots(node: broker_node.BrokerNode, events: list[Event], work: Path, n
                     )
         wait_for_consumers(admin, names[:TASKS], pilots)
         return move(
-            Endpoint(node.address, names[0], token(key, names[0])),
-            Endpoint(node.address, names[-1], token(key, names[-1])),
+            Endpoint(node.address, names[0], token(key, "/", names[0])),
+            Endpoint(node.address, names[-1], token(key, "/", names[-1])),
             events,
         )
     finally:

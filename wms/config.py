@@ -158,6 +158,12 @@ class WMSConfig:
         "bearer credential Prometheus sends to `GET /metrics` (an admin token works too; neither: 401)",
         "",
     )
+    trust_proxy_headers: bool = setting(
+        "TRUST_PROXY_HEADERS",
+        "take the client's address from `X-Forwarded-For` / `X-Real-Ip` (only behind a reverse proxy that overwrites"
+        " them; else any client could name any address in the access log)",
+        False,
+    )
     db_slow_command_ms: float = setting(
         "DB_SLOW_COMMAND_MS",
         "database commands that take at least this long are logged as warnings (0: never); every command's time is"

@@ -75,10 +75,21 @@ def prefixes(doc: dict[str, Any], template: str) -> list[str]:
     return [str(server["url"]) for server in servers]
 
 
+FREQUENT = (
+    taskforces.TaskforceUUIDHandler,
+    tms.StatusesHandler,
+    tms.PendingStarterHandler,
+    tms.PendingStopperHandler,
+    workflows.WorkflowIDHandler,
+)
+
+
 def make_app(wms: WMS) -> tornado.web.Application:
     """The tornado application serving every route of the OpenAPI document under each of its prefixes."""
+    # tornado tries the rules in order: the routes called most (taskforce reads, TMS polls and reports) go first
+    ordered = sorted(HANDLERS, key=lambda h: h not in FREQUENT)
     rules: list[Any] = [
-        (url_pattern(prefix, h.ROUTE), h, {"wms": wms}) for h in HANDLERS for prefix in prefixes(wms.spec.doc, h.ROUTE)
+        (url_pattern(prefix, h.ROUTE), h, {"wms": wms}) for h in ordered for prefix in prefixes(wms.spec.doc, h.ROUTE)
     ]
     rules += ui.ROUTES
     return tornado.web.Application(
@@ -149,7 +160,7 @@ def make_http_server(app: tornado.web.Application, config: WMSConfig) -> CappedH
     them with 413, other handlers get tornado's 400), header, body and idle timeouts, and the connection caps."""
     return CappedHTTPServer(
         app,
-        xheaders=True,
+        xheaders=config.trust_proxy_headers,
         max_body_size=config.max_body_bytes,
         idle_connection_timeout=config.idle_timeout_seconds,
         body_timeout=config.body_timeout_seconds,
