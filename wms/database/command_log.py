@@ -28,15 +28,14 @@ class CommandLog(monitoring.CommandListener):
             buckets=BUCKETS,
             registry=registry,
         )
-        self._collections: dict[int, tuple[str, str]] = {}
+        self._commands: dict[int, Mapping[str, Any]] = {}
+        self._observers: dict[tuple[str, str], Any] = {}  # the histogram's child per label pair, looked up once
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        """Remember the command's collection (only the start event carries the command)."""
-        if len(self._collections) >= IN_FLIGHT_MAX:
-            self._collections.clear()
-        target = event.command.get(event.command_name)
-        collection = target if isinstance(target, str) else "-"
-        self._collections[event.request_id] = (collection, _shape(event.command))
+        """Remember the command (only the start event carries it)."""
+        if len(self._commands) >= IN_FLIGHT_MAX:
+            self._commands.clear()
+        self._commands[event.request_id] = event.command
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         """Observe it; warn when it was slow."""
@@ -47,9 +46,15 @@ class CommandLog(monitoring.CommandListener):
         self._ended(event, f" and failed ({event.failure.get('errmsg', '?')})")
 
     def _ended(self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent, outcome: str) -> None:
-        collection, shape = self._collections.pop(event.request_id, ("-", ""))
+        command = self._commands.pop(event.request_id, {})
+        target = command.get(event.command_name)
+        collection = target if isinstance(target, str) else "-"
+        key = (event.command_name, collection)
+        observer = self._observers.get(key)
+        if observer is None:
+            observer = self._observers[key] = self.seconds.labels(*key)
         seconds = event.duration_micros / 1e6
-        self.seconds.labels(event.command_name, collection).observe(seconds)
+        observer.observe(seconds)
         if self.slow_ms and seconds * 1000 >= self.slow_ms:
             LOGGER.warning(
                 "slow database command: %s on %s took %.0f ms%s%s",
@@ -57,7 +62,7 @@ class CommandLog(monitoring.CommandListener):
                 collection,
                 seconds * 1000,
                 outcome,
-                shape,
+                _shape(command),
             )
 
 
