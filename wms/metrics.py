@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -19,6 +20,7 @@ class Metrics:
         self._refreshed_at: float | None = None
         self._refreshing = asyncio.Lock()
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "ewms_wms_requests", "HTTP requests served", ["route", "method", "status"], registry=self.registry
         )
@@ -38,9 +40,16 @@ class Metrics:
         )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one request."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        """Count one request (each label set's children are looked up once)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def render(self, store: Store) -> bytes:
         """The exposition text; the store-derived gauges are refreshed when older than ``refresh_seconds``, by one

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from wms.service import WMS
 
 LOGGER = logging.getLogger(__name__)
+ACCESS_LOG = logging.getLogger("tornado.access")
 REFUSED_LINGER_SECONDS = 1.0
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -84,6 +85,17 @@ FREQUENT = (
 )
 
 
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log line (``tornado.access``: INFO, WARNING from 400, ERROR from 500), built only when that
+    level is logged."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if ACCESS_LOG.isEnabledFor(level):
+        request = handler.request
+        ms = 1000.0 * request.request_time()
+        ACCESS_LOG.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.uri, request.remote_ip, ms)
+
+
 def make_app(wms: WMS) -> tornado.web.Application:
     """The tornado application serving every route of the OpenAPI document under each of its prefixes."""
     # tornado tries the rules in order: the routes called most (taskforce reads, TMS polls and reports) go first
@@ -97,6 +109,7 @@ def make_app(wms: WMS) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args={"wms": wms},
         compress_response=False,
+        log_function=log_request,
     )
 
 
