@@ -14,6 +14,8 @@ COPY pilot ./pilot
 COPY ewms_client ./ewms_client
 COPY ewms_settings ./ewms_settings
 COPY ewms_wire ./ewms_wire
+# not used by the WMS; the `ewms` command in the image imports it for its `dev` sub-commands
+COPY ewms_dev ./ewms_dev
 COPY Docs ./Docs
 RUN pip install --no-cache-dir . && useradd --system --home-dir /var/lib/ewms --create-home ewms
 
