@@ -108,15 +108,13 @@ class Store:
         self.spec = spec
         self.scalars = {name: scalar_fields(spec, obj) for name, obj in OBJECTS.items()}
         self.scalars["task_logs"] = TASK_LOG_KEYS
-        self.workflows = self._collection("workflows")
-        self.task_directives = self._collection("task_directives")
-        self.taskforces = self._collection("taskforces")
-        self.task_logs = self._collection("task_logs")
+        self.collections = {name: ExactCollection(self.db, name, scalars) for name, scalars in self.scalars.items()}
+        self.workflows = self.collections["workflows"]
+        self.task_directives = self.collections["task_directives"]
+        self.taskforces = self.collections["taskforces"]
+        self.task_logs = self.collections["task_logs"]
         self.archive: AsyncCollection[Doc] = self.db["archived_workflows"]
         self.id_key = "_id"  # the key of ``_id`` order; :meth:`ensure_indexes` sets it for the server
-
-    def _collection(self, name: str) -> ExactCollection:
-        return ExactCollection(self.db, name, self.scalars.get(name, frozenset()))
 
     async def detect_server(self) -> None:
         """Set :attr:`id_key` for the server: ``_id.id`` on the embedded server (see :meth:`page`), else ``_id``."""
@@ -170,8 +168,8 @@ class Store:
     def exact(self, coll: AsyncCollection[Doc], query: Doc) -> Doc:
         """``query`` as the store's ``coll`` sends it: each top-level equality on a scalar field as ``{"$eq": value}``
         (:mod:`wms.database.exact_collection`)."""
-        exact = coll if isinstance(coll, ExactCollection) else self._collection(coll.name)
-        return exact.exact(query)
+        exact = coll if isinstance(coll, ExactCollection) else self.collections.get(coll.name)
+        return exact.exact(query) if exact is not None else dict(query)
 
     def page(
         self, coll: AsyncCollection[Doc], query: Doc, projection: Doc | None, after: ObjectId | None, limit: int

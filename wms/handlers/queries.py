@@ -116,7 +116,8 @@ class _QueryHandler(BaseHandler):
             projection = {f: True for f in fields}
             projection["_id"] = True
         store = self.wms.store
-        cursor = store.page(store.db[self.COLLECTION], scoped(body["query"], clauses), projection, after, limit + 1)
+        coll = store.collections[self.COLLECTION]
+        cursor = store.page(coll, scoped(body["query"], clauses), projection, after, limit + 1)
         try:
             docs = await cursor.max_time_ms(config.query_time_ms).to_list(None)
         except ExecutionTimeout as exc:
