@@ -21,11 +21,13 @@ if [ "$(id -u)" = 0 ] && ! id -u "$pilot_user" >/dev/null 2>&1; then
     echo "setup: creating the system account $pilot_user"
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$pilot_user"
 fi
-if [ "$(id -u)" = 0 ]; then  # that account runs the project's Python: let it search (not list) the dirs above it
-    dir=$(python3 -c 'import sys; print(sys.base_prefix)')
-    while [ "$dir" != / ]; do
-        [ -n "$(find "$dir" -maxdepth 0 -perm -o=x)" ] || { echo "setup: chmod o+x $dir"; chmod o+x "$dir"; }
-        dir=$(dirname "$dir")
+if [ "$(id -u)" = 0 ]; then  # that account runs the project's Python (the base install and this checkout's .venv):
+    # let it search (not list) the dirs above both, e.g. a checkout under a private `mktemp -d` dir
+    for dir in "$(python3 -c 'import sys; print(sys.base_prefix)')" "$PWD"; do
+        while [ "$dir" != / ]; do
+            [ -n "$(find "$dir" -maxdepth 0 -perm -o=x)" ] || { echo "setup: chmod o+x $dir"; chmod o+x "$dir"; }
+            dir=$(dirname "$dir")
+        done
     done
 fi
 
