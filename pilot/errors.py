@@ -14,6 +14,10 @@ class BrokerError(PilotError):
     """The broker refused us (authentication, permissions, queue settings) or stayed unreachable."""
 
 
+class QueuesRetiredError(BrokerError):
+    """The queues' vhost no longer exists: the WMS retired them when their workflow ended; nothing is left to do."""
+
+
 class InitTaskError(PilotError):
     """The init task failed; the pilot stops before consuming anything."""
 

@@ -24,7 +24,15 @@ from pathlib import Path
 
 from ewms_wire.chirp import PilotStatus
 from pilot.config import PilotConfig
-from pilot.errors import BrokerError, InitTaskError, OutputUnroutableError, PilotError, TaskError, TaskInputError
+from pilot.errors import (
+    BrokerError,
+    InitTaskError,
+    OutputUnroutableError,
+    PilotError,
+    QueuesRetiredError,
+    TaskError,
+    TaskInputError,
+)
 from pilot.events_io import decode_event, encode_event, read_outfile, write_infile
 from pilot.failed_events import failed_event_body, pilot_identity
 from pilot.queues import Delivery, InputLink, LinkLostError, OutputLink
@@ -45,6 +53,7 @@ class StopReason(enum.Enum):
     SIGNAL = "a termination signal"
     BROKER = "the broker became unreachable"
     UNROUTABLE = "a queue the pilot publishes to is gone"
+    RETIRED = "its queues were retired (their workflow ended)"
 
 
 class _Abandoned(Exception):
@@ -122,7 +131,11 @@ class Pilot:
         await self._prepare()
         if self.config.init is not None:
             await self._run_init()
-        await self._open_links()
+        try:
+            await self._open_links()
+        except QueuesRetiredError as exc:  # e.g. the job waited in the scheduler until its workflow had ended
+            LOGGER.info("nothing to do: %s", exc)
+            return
         self.reporter.set_status(PilotStatus.AWAITING_FIRST_MESSAGE)
         self._listening = True
         for link in self._inputs:
@@ -130,16 +143,18 @@ class Pilot:
         await self._listen()
         self._listening = False
         LOGGER.info("stopped listening: %s", self._stop.value if self._stop else "")
+        if self._stop is StopReason.RETIRED:
+            LOGGER.info("%s; unfinished tasks are cancelled (their events went with the queues)", self._stop_detail)
         for link in self._inputs:
             await link.stop_consuming()
         self.reporter.set_status(PilotStatus.PENDING_REMAINING_TASKS)
-        if self._stop in (StopReason.SIGNAL, StopReason.BROKER, StopReason.UNROUTABLE):
+        if self._stop in (StopReason.SIGNAL, StopReason.BROKER, StopReason.UNROUTABLE, StopReason.RETIRED):
             for task in self._tasks:
                 task.cancel()
         if self._tasks:
             LOGGER.info("waiting for %d remaining task(s)", len(self._tasks))
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._stop is not StopReason.IDLE:
+        if self._stop not in (StopReason.IDLE, StopReason.RETIRED):
             raise PilotError(self._stop_detail)
 
     async def _prepare(self) -> None:
@@ -411,7 +426,7 @@ class Pilot:
             task.cancel()
 
     def _on_broker_fatal(self, exc: BrokerError) -> None:
-        self._request_stop(StopReason.BROKER, str(exc))
+        self._request_stop(StopReason.RETIRED if isinstance(exc, QueuesRetiredError) else StopReason.BROKER, str(exc))
 
     def _on_signal(self, sig: signal.Signals) -> None:
         LOGGER.warning("received %s: stopping; unfinished events go back to their queues", sig.name)

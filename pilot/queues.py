@@ -5,10 +5,11 @@ consumes with manual acks and a prefetch; an output link publishes on the defaul
 A link whose connection drops reconnects with exponential back-off, up to ``reconnect_timeout`` seconds; deliveries
 received on a dropped channel become *stale*: the broker requeues them itself, so they are neither acked nor nacked.
 Refusals (bad token, missing permission, conflicting queue settings) are not retried: they raise
-:class:`~pilot.errors.BrokerError` at once. With a token source (:mod:`pilot.tokens`) a link renews its token before
-it expires: with ``update-secret`` on the open connection, and in the parameters of later reconnections. Outputs are
-published ``mandatory``: one the broker returns (its queue is gone) fails with
-:class:`~pilot.errors.OutputUnroutableError` instead of being confirmed and dropped.
+:class:`~pilot.errors.BrokerError` at once; a vhost the broker no longer has (the WMS deletes a workflow's vhost
+when it retires its queues) raises :class:`~pilot.errors.QueuesRetiredError`. With a token source
+(:mod:`pilot.tokens`) a link renews its token before it expires: with ``update-secret`` on the open connection, and in
+the parameters of later reconnections. Outputs are published ``mandatory``: one the broker returns (its queue is gone)
+fails with :class:`~pilot.errors.OutputUnroutableError` instead of being confirmed and dropped.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from pilot.config import QueueSpec
-from pilot.errors import BrokerError, OutputUnroutableError
+from pilot.errors import BrokerError, OutputUnroutableError, QueuesRetiredError
 from pilot.tokens import TokenSource, TokenSourceError, renewal_time, seconds_left
 
 LOGGER = logging.getLogger(__name__)
@@ -85,6 +86,13 @@ def _is_refusal(exc: BaseException) -> bool:
         isinstance(reason, pika.exceptions.ChannelClosedByBroker | pika.exceptions.ConnectionClosedByBroker)
         and reason.reply_code in REFUSED_CODES
     )
+
+
+def _vhost_gone(exc: BaseException) -> bool:
+    """The broker says the vhost does not exist (``530 NOT_ALLOWED - vhost ... not found``, also when pika reports it
+    as a probable access denial)."""
+    text = str(exc.reason if isinstance(exc, LinkLostError) else exc)
+    return "vhost" in text and "not found" in text
 
 
 class _Link:
@@ -226,6 +234,8 @@ class _Link:
                 return
             except (pika.exceptions.AMQPError, OSError, LinkLostError) as exc:
                 self._abandon_connection()
+                if _is_refusal(exc) and _vhost_gone(exc):
+                    raise QueuesRetiredError(f"{self}: its vhost is gone, the queues were retired: {exc!r}") from exc
                 if _is_refusal(exc):
                     raise BrokerError(f"{self}: the broker refused the pilot: {exc!r}") from exc
                 remaining = deadline - loop.time()

@@ -52,8 +52,8 @@ def _processes_using(path: str) -> list[str]:
 
 @pytest.fixture
 def stack(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    # long enough for the stopper to remove the pilots before their queues go (with none, a pilot still waiting for
-    # events may see its vhost deleted first and report that as an error)
+    # long enough for the stopper to remove the pilots before their queues go (a pilot still waiting for events that
+    # sees its vhost deleted first ends Done too: tests/pilot/test_pilot_vhosts.py)
     monkeypatch.setenv("MQ_DELETE_GRACE_SECONDS", "5")
     data_dir = tmp_path_factory.mktemp("stack")
     dev = DevStack(data_dir, max_local_jobs=4)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import mqclient
 import pytest
 from mqclient.broker_clients.rabbitmq import _parse_url
-from pilot_helpers import Broker, last_values, mint_token, queue_env, run_pilot
+from pilot_helpers import Broker, last_values, mint_token, queue_env, run_pilot, start_pilot, statuses
 
-from ewms_wire.chirp import ChirpAttr
+from ewms_wire.chirp import ChirpAttr, PilotStatus
 from pilot.config import parse_broker_address
 
 EnvFactory = Callable[..., dict[str, str]]
@@ -63,3 +65,51 @@ def test_a_token_for_another_vhost_is_refused(rmq: Broker, pilot_env: EnvFactory
     assert result.returncode == 1
     error = str(last_values(tmp_path / "pilot.jel")[ChirpAttr.ERROR])
     assert error.startswith(f"output queue {qout} at amqp://{rmq.address}/{vhost}: the broker refused the pilot")
+
+
+def _vhost_env(rmq: Broker, pilot_env: EnvFactory, vhost: str, task: str) -> tuple[dict[str, str], str]:
+    qin, qout = rmq.new_queues(2, vhost)
+    env = pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS=task, EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE="120")
+    for direction, queue in (("INCOMING", qin), ("OUTGOING", qout)):
+        env.update(queue_env(rmq, direction, [queue], vhost=vhost))
+    return env, qin
+
+
+def test_a_pilot_whose_queues_are_retired_mid_task_ends_done(
+    rmq: Broker, pilot_env: EnvFactory, tmp_path: Path
+) -> None:
+    vhost = rmq.new_vhost()
+    env, qin = _vhost_env(rmq, pilot_env, vhost, "sleep 300")
+    rmq.publish(qin, ["a long event"], vhost=vhost)
+    pilot = start_pilot(env)
+    try:
+        deadline = time.monotonic() + 60  # liveness bound
+        jel = tmp_path / "pilot.jel"
+        while not jel.exists() or PilotStatus.TASKING.value not in statuses(jel):
+            assert pilot.poll() is None and time.monotonic() < deadline, "the pilot never started its task"
+            time.sleep(0.2)
+        rmq.management("DELETE", f"vhosts/{vhost}")  # what the MQS does when the workflow's queues are retired
+        _, stderr = pilot.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        pilot.kill()
+        raise
+    assert pilot.returncode == 0, stderr[-3000:]
+    final = last_values(tmp_path / "pilot.jel")
+    assert final[ChirpAttr.STATUS] == PilotStatus.DONE.value
+    assert ChirpAttr.ERROR not in final  # not a task error: the workflow is over
+    assert "its vhost is gone, the queues were retired" in stderr
+    assert "unfinished tasks are cancelled" in stderr
+
+
+def test_a_pilot_starting_after_its_queues_were_retired_ends_done(
+    rmq: Broker, pilot_env: EnvFactory, tmp_path: Path
+) -> None:
+    vhost = rmq.new_vhost()
+    env, _ = _vhost_env(rmq, pilot_env, vhost, "true")
+    rmq.management("DELETE", f"vhosts/{vhost}")
+    result = run_pilot(env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = last_values(tmp_path / "pilot.jel")
+    assert final[ChirpAttr.STATUS] == PilotStatus.DONE.value and ChirpAttr.ERROR not in final
+    assert "nothing to do: output queue" in result.stderr
+    assert PilotStatus.AWAITING_FIRST_MESSAGE.value not in statuses(tmp_path / "pilot.jel")
