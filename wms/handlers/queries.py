@@ -9,7 +9,6 @@ of at most ``USER_QUERY_REGEX_MAX_LENGTH`` characters. On MongoDB each query als
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, ClassVar
 
@@ -20,7 +19,7 @@ from pymongo.errors import ExecutionTimeout
 from wms.auth import Role
 from wms.config import WMSConfig
 from wms.database.store import public
-from wms.handlers.base import ANYONE, BaseHandler, Problem
+from wms.handlers.base import ANYONE, BaseHandler, Problem, encode
 
 ALLOWED_OPERATORS = frozenset(
     {
@@ -122,19 +121,20 @@ class _QueryHandler(BaseHandler):
             docs = await cursor.max_time_ms(config.query_time_ms).to_list(None)
         except ExecutionTimeout as exc:
             raise Problem(400, f"the query exceeded its time budget of {config.query_time_ms} ms: narrow it") from exc
-        items: list[dict[str, Any]] = []
+        items: list[bytes] = []  # each item encoded once: its size decides the cut, and it is sent as encoded
         sent_ids: list[ObjectId] = []
         size = 0
         next_after = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
         for doc in docs[:limit]:
-            item = public(doc)
-            size += len(json.dumps(item))
+            item = encode(public(doc))
+            size += len(item)
             if items and size > config.query_max_bytes:  # page cut by size: resume after the last item sent
                 next_after = str(sent_ids[-1])
                 break
             items.append(item)
             sent_ids.append(doc["_id"])
-        self.send({self.RESULT_KEY: items, "next_after": next_after})
+        page = b"".join((b'{"', self.RESULT_KEY.encode(), b'":[', b",".join(items), b'],"next_after":'))
+        self.send_encoded(page + encode(next_after) + b"}")
 
 
 class WorkflowsQueryHandler(_QueryHandler):
