@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PACKAGES = ("ewms-wm", "tornado", "pymongo", "nx-27017", "httpx", "htcondor", "pika", "oms-mqclient", "PyJWT",
-            "jsonschema")  # fmt: skip
+            "jsonschema", "orjson", "uvloop")  # fmt: skip
 Adapter = Callable[[dict[str, Any]], dict[str, Any]]
 
 
