@@ -134,7 +134,7 @@ class Pilot:
         try:
             await self._open_links()
         except QueuesRetiredError as exc:  # e.g. the job waited in the scheduler until its workflow had ended
-            LOGGER.info("nothing to do: %s", exc)
+            LOGGER.warning("nothing to do: %s (had the vhost never existed, the broker address would be wrong)", exc)
             return
         self.reporter.set_status(PilotStatus.AWAITING_FIRST_MESSAGE)
         self._listening = True
