@@ -41,6 +41,7 @@ UNSUBMITTED_SINCE = "_unsubmitted_since"  # taskforce: first seen pending-stoppe
 ABORTED, FINISHED = "ABORTED", "FINISHED"  # the values of Workflow ``deactivated`` besides null
 DEACTIVATION_KINDS = (ABORTED, FINISHED)
 WRITE_CHUNK = 25  # requests per bulk write command (Store.write_each)
+LOOKUPS_MAX = 25  # values Store.find_each looks up one by one; beyond, one ``$in``
 TASK_LOG_KEYS = frozenset({"taskforce_uuid", "job_id"})  # the scalar keys task logs are selected by
 OBJECTS = {"workflows": "WorkflowObject", "task_directives": "TaskDirectiveObject", "taskforces": "TaskforceObject"}
 EMBEDDED_PROCESS = "nx_27017"  # what the embedded server's ``buildInfo`` names as its process (MongoDB names none)
@@ -192,10 +193,10 @@ class Store:
 
     async def find_each(self, coll: AsyncCollection[Doc], field: str, values: list[Any], projection: Doc) -> list[Doc]:
         """The documents whose ``field`` equals one of ``values``: by one indexed equality query per value, or for
-        more than :data:`WRITE_CHUNK` values by one ``$in`` (the embedded server answers ``$in`` by reading the
+        more than :data:`LOOKUPS_MAX` values by one ``$in`` (the embedded server answers ``$in`` by reading the
         whole collection: cheaper than many round trips queued behind other requests, dearer than a few)."""
         unique = list(dict.fromkeys(values))
-        if len(unique) > WRITE_CHUNK:
+        if len(unique) > LOOKUPS_MAX:
             return await coll.find({field: {"$in": unique}}, projection).to_list(None)
         found: list[Doc] = []
         for value in unique:
