@@ -234,9 +234,11 @@ class _Link:
                 return
             except (pika.exceptions.AMQPError, OSError, LinkLostError) as exc:
                 self._abandon_connection()
-                if _is_refusal(exc) and _vhost_gone(exc):
-                    raise QueuesRetiredError(f"{self}: its vhost is gone, the queues were retired: {exc!r}") from exc
                 if _is_refusal(exc):
+                    if _vhost_gone(exc):
+                        raise QueuesRetiredError(
+                            f"{self}: its vhost is gone, the queues were retired: {exc!r}"
+                        ) from exc
                     raise BrokerError(f"{self}: the broker refused the pilot: {exc!r}") from exc
                 remaining = deadline - loop.time()
                 if remaining <= 0:
