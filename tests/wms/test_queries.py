@@ -67,6 +67,14 @@ async def test_refused_operators_and_internal_fields(api: Api, query: dict) -> N
     assert "not allowed" in problem["detail"] or "cannot be queried" in problem["detail"]
 
 
+async def test_a_lone_surrogate_in_a_refused_operator_gets_a_problem(api: Api) -> None:
+    # the detail names the operator as given: JSON text with a lone surrogate escape, which UTF-8 cannot carry
+    raw = b'{"query": {"$\\ud800": 1}}'
+    headers = {"Content-Type": "application/json"}
+    problem = await api.problem("POST", "/v0/query/taskforces", status=400, content=raw, headers=headers)
+    assert "operator $\ud800 is not allowed" in problem["detail"]
+
+
 async def test_bad_cursor_and_body(api: Api) -> None:
     await api.problem("POST", "/v0/query/workflows", {"query": {}, "after": "zzz"}, status=400)
     await api.problem("POST", "/v0/query/workflows", {"query": {}, "limit": 0}, status=400)
