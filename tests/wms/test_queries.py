@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -38,6 +39,24 @@ async def test_pagination_over_several_pages_with_projection(start_wms, make_tok
             break
         body["after"] = page["next_after"]
     assert pages == 3 and sorted(seen) == expected and len(set(seen)) == len(seen)
+
+
+async def test_pages_are_cut_by_size_and_resume_after_the_last_item_sent(start_wms, make_token) -> None:  # type: ignore[no-untyped-def]
+    server = await start_wms(USER_QUERY_MAX_BYTES="130")  # two items of {"taskforce_uuid": ...} (59 bytes each)
+    api = Api(server.url, make_token("user", "dana"))
+    created = [await api.ok("POST", "/v0/workflows", workflow_request(("test-alpha", "test-beta"))) for _ in range(3)]
+    expected = sorted(tf["taskforce_uuid"] for c in created for tf in c["taskforces"])
+    body: dict = {"query": {}, "projection": ["taskforce_uuid"], "limit": 50}
+    seen: list[str] = []
+    while True:
+        page = await api.ok("POST", "/v0/query/taskforces", body)
+        items = page["taskforces"]
+        assert 1 <= len(items) <= 2 and sum(len(json.dumps(i, separators=(",", ":"))) for i in items) <= 130
+        seen += [tf["taskforce_uuid"] for tf in items]
+        if page["next_after"] is None:
+            break
+        body["after"] = page["next_after"]
+    assert sorted(seen) == expected  # every taskforce once: nothing skipped or repeated at a cut
 
 
 async def test_filters_on_nested_fields_and_other_collections(api: Api) -> None:
