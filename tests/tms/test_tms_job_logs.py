@@ -249,7 +249,10 @@ async def test_a_job_that_ends_again_is_shipped_again(make_config) -> None:
     assert len(wms.log_posts) == 2 and wms.shipped()["5.0"]["exit_code"] == 0
 
 
-async def test_files_still_being_written_are_read_once_unchanged(make_config) -> None:
+async def test_files_still_being_written_are_read_once_unchanged(make_config, monkeypatch) -> None:
+    # "written lately" and the patience are wall-clock windows; made wide so a slow machine cannot outlast them
+    monkeypatch.setattr(job_logs, "SETTLE_SECONDS", 3600.0)
+    monkeypatch.setattr(job_logs, "SETTLE_PATIENCE", 3600.0)
     config = make_config()
     log = config.job_event_log_dir / "d.tms.jel"
     err = write_output(config, "TF-D", 9, "0.err", "first\n", age=0)
