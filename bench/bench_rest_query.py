@@ -39,8 +39,10 @@ ROUNDS = 2  # first-page windows of the floor and the WMS alternate; the best of
 
 async def driver_page(store: Store, limit: int, after: str | None) -> tuple[int, str | None]:
     """The floor: the ``find`` the handler sends for the TMS (no owner clause, so the handler's ``scoped`` adds
-    nothing), built by the same :meth:`Store.page`, straight through the driver; the page's size and next cursor."""
-    cursor = store.page(store.taskforces, QUERY, None, ObjectId(after) if after else None, limit + 1)
+    nothing), built by the same :meth:`Store.page`, straight through the driver (a plain collection: the store's
+    also times each command); the page's size and next cursor."""
+    plain = store.client[store.db.name][store.taskforces.name]
+    cursor = store.page(plain, QUERY, None, ObjectId(after) if after else None, limit + 1)
     docs = await cursor.to_list(None)
     more = str(docs[limit - 1]["_id"]) if len(docs) > limit else None
     return len(docs[:limit]), more

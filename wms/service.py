@@ -41,9 +41,10 @@ class WMS:
             serverSelectionTimeoutMS=5000,
             connectTimeoutMS=5000,
             tz_aware=False,
-            event_listeners=[CommandLog(self.metrics.registry, config.db_slow_command_ms)],
         )
-        self.store = Store(self.mongo, config.db_name, self.spec)
+        self.store = Store(
+            self.mongo, config.db_name, self.spec, CommandLog(self.metrics.registry, config.db_slow_command_ms)
+        )
         self.lifecycle = Lifecycle(self.store.taskforces)
         self.mqs: ManagedMQSClient = mqs or make_mqs_client(self.store.db, MQSConfig.from_env(config.env))
         self.auth = TokenValidator(

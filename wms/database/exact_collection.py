@@ -14,18 +14,18 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.results import BulkWriteResult, DeleteResult, UpdateResult
+
+from wms.database.timed import TimedCollection, TimedDatabase
 
 Doc = dict[str, Any]
 
 
-class ExactCollection(AsyncCollection[Doc]):
-    """An ``AsyncCollection`` whose filters are made exact (see the module)."""
+class ExactCollection(TimedCollection):
+    """A (timed) collection whose filters are made exact (see the module)."""
 
-    def __init__(self, database: AsyncDatabase[Doc], name: str, scalars: frozenset[str]) -> None:
+    def __init__(self, database: TimedDatabase, name: str, scalars: frozenset[str]) -> None:
         super().__init__(database, name)
         self.scalars = scalars
 

@@ -13,13 +13,16 @@ import logging
 from typing import Any
 
 from bson import ObjectId
+from prometheus_client import CollectorRegistry
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from wms.database.command_log import CommandLog
 from wms.database.exact_collection import ExactCollection
+from wms.database.timed import TimedDatabase
 from wms.schema import Spec
 
 LOGGER = logging.getLogger(__name__)
@@ -103,9 +106,10 @@ def public(doc: Doc) -> Doc:
 class Store:
     """Collections ``workflows``, ``task_directives``, ``taskforces`` (schema-checked writes) and ``task_logs``."""
 
-    def __init__(self, client: AsyncMongoClient[Doc], db_name: str, spec: Spec) -> None:
+    def __init__(self, client: AsyncMongoClient[Doc], db_name: str, spec: Spec, log: CommandLog | None = None) -> None:
+        """``log`` times every command sent through :attr:`db` (by default into a registry of its own)."""
         self.client = client
-        self.db: AsyncDatabase[Doc] = client[db_name]
+        self.db = TimedDatabase(client, db_name, log or CommandLog(CollectorRegistry(), 0))
         self.spec = spec
         self.scalars = {name: scalar_fields(spec, obj) for name, obj in OBJECTS.items()}
         self.scalars["task_logs"] = TASK_LOG_KEYS
