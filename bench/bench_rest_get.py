@@ -2,7 +2,7 @@
 
 Figures: requests/s, p50 and p99 latency per concurrency, over 10,000 stored taskforces (random uuids), with load
 from :class:`bench.common.LeanHTTP` (plus one 16-client run through httpx, for reference); floor and WMS windows
-alternate, twice each, and the best window of each counts.
+alternate, three times each, and the best window of each counts.
 Floor: the same ``find_one({"taskforce_uuid": {"$eq": ...}}, {"_id": False})`` the handler sends (its store makes
 equalities exact) through ``pymongo.AsyncMongoClient`` from the bench process against the same database, at the same
 concurrency.
@@ -19,7 +19,7 @@ import random
 from bench.common import OWNER, LeanHTTP, check, emit, http_client, log, run, run_load, server_cpu_ms, wms_process
 
 LEVELS = (1, 16, 64)
-ROUNDS = 2  # the best of this many timed windows counts, for the floor and the WMS alike
+ROUNDS = 3  # the best of this many timed windows counts, for the floor and the WMS alike
 CPU = "c16 CPU ms/req (server side)"
 HTTPX = "c16 req/s, httpx client (reference)"
 

@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--taskforces", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=2, help="measurements of each kind (best is kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements of each kind (best is kept)")
     parser.add_argument("--dir", type=Path, help="where to write the log (default: a temporary dir)")
     parser.add_argument("--measure", choices=["floor", "watcher"], help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
