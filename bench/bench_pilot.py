@@ -11,7 +11,7 @@ Starts its own private RabbitMQ node (per-queue JWTs, as in production), then me
   queues in their own vhost under the MQS's policies (delivery limit, dead-lettering to the failed-events queue,
   length limits), the pilots given the failed-events queue and reporting their counters as the TMS sets them;
 - accounting cost: 4 pilots with that accounting and 4 "bare" pilots (plain queues, no failed-events queue, no
-  reports), alternating, best of two each.
+  reports), alternating, best of three each.
 
 Prints JSON: events/s of each, each pilot run's ratio to the floor, one pilot's per-event time beyond process start
 and the accounted / bare ratio (targets: >= 200 events/s with 4 pilots on 2 cores; < 10 ms per event beyond process
@@ -49,7 +49,7 @@ from tms.submit_description import COUNTER_REPORT_INTERVAL
 
 QUEUE_ARGS = {"x-queue-type": "quorum"}
 SPAWN_SAMPLES = 500
-ROUNDS = 2  # bare and accounted 4-pilot runs alternate; the best of this many counts for each
+ROUNDS = 3  # bare and accounted 4-pilot runs alternate; the best of this many counts for each
 MQS_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(MQSConfig)}
 
 

@@ -30,6 +30,8 @@ RESULTS = ROOT / "bench" / "results"
 PACKAGES = ("ewms-wm", "tornado", "pymongo", "nx-27017", "httpx", "htcondor", "pika", "oms-mqclient", "PyJWT",
             "jsonschema", "orjson", "uvloop")  # fmt: skip
 Adapter = Callable[[dict[str, Any]], dict[str, Any]]
+QUIET_IDLE = 0.9  # share of CPU time idle over a second that counts as a quiet machine
+QUIET_WAIT_MAX = 60.0  # seconds a benchmark waits for one at most
 
 
 def adapt_watcher(raw: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +152,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def cpu_times() -> tuple[int, int]:
+    """(idle, total) CPU ticks of the machine so far (``/proc/stat``)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def wait_for_quiet() -> float:
+    """Wait until the CPUs were at least :data:`QUIET_IDLE` idle over a second (what the previous benchmark started
+    may still be winding down), at most :data:`QUIET_WAIT_MAX` seconds; how long it waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < QUIET_WAIT_MAX:
+        idle0, total0 = cpu_times()
+        time.sleep(1.0)
+        idle1, total1 = cpu_times()
+        if (idle1 - idle0) >= QUIET_IDLE * max(total1 - total0, 1):
+            break
+    return round(time.monotonic() - started, 1)
+
+
 def parse_output(stdout: str) -> dict[str, Any]:
     """The JSON object a benchmark printed (the whole stdout, or else its last line)."""
     try:
@@ -171,6 +192,7 @@ def run_one(bench: Bench, quick: bool) -> dict[str, Any]:
     }
     argv = [sys.executable, *bench.argv, *(bench.quick if quick else ())]
     log_path = RESULTS / f"{bench.id}.log"
+    waited = 0.0 if quick else wait_for_quiet()
     load = [round(x, 2) for x in os.getloadavg()]
     started = time.monotonic()
     with log_path.open("w") as log:
@@ -186,7 +208,7 @@ def run_one(bench: Bench, quick: bool) -> dict[str, Any]:
                 proc.communicate()
             return {**base, "status": "failed", "notes": f"timed out after {bench.timeout:.0f}s; see {log_path}"}
     elapsed = round(time.monotonic() - started, 1)
-    timing = {"seconds": elapsed, "load_average_before": load}
+    timing = {"seconds": elapsed, "load_average_before": load, "waited_for_quiet_s": waited}
     if proc.returncode != 0:
         tail = " | ".join(log_path.read_text().strip().splitlines()[-3:])
         return {**base, **timing, "status": "failed", "notes": f"exit {proc.returncode}: {tail} (see {log_path})"}
@@ -222,7 +244,8 @@ def table(results: list[dict[str, Any]]) -> str:
             name = ""
         verdict = "**met**" if res["met"] else "**MISSED**"
         lines.append(f"| | target: {res['target']} | {verdict} | | |")
-    notes = [f"- {r['id']} ({r.get('seconds', '-')} s, load before {r.get('load_average_before', '-')}): {r['notes']}"
+    notes = [f"- {r['id']} ({r.get('seconds', '-')} s, load before {r.get('load_average_before', '-')} after "
+             f"{r.get('waited_for_quiet_s', '-')} s waiting for idle CPUs): {r['notes']}"
              for r in results if r["notes"]]  # fmt: skip
     return "\n".join([*lines, "", *notes])
 

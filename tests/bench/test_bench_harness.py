@@ -62,6 +62,7 @@ def test_a_missing_or_crashing_benchmark_fails_the_run(
     argv: tuple[str, ...], why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    monkeypatch.setattr(runner, "QUIET_WAIT_MAX", 0.0)  # the suite keeps the machine busy
     monkeypatch.setattr(runner, "BENCHES", (runner.Bench("broken", argv),))
     monkeypatch.setattr(sys, "argv", ["bench/run", "broken"])
     assert runner.main() == 1
@@ -119,3 +120,12 @@ async def test_the_rest_query_floor_sends_the_handlers_find(
         await client.close()
     assert len(handler) == 2 and floor.id_key in handler[1]["filter"] and handler[0]["sort"] == {floor.id_key: 1}
     assert listener.finds == handler
+
+
+def test_each_benchmark_waits_for_idle_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (idle, total) ticks: a busy second (50 % idle), then a quiet one (95 % idle)
+    samples = iter([(0, 0), (50, 100), (50, 100), (145, 200)])
+    monkeypatch.setattr(runner, "cpu_times", lambda: next(samples))
+    monkeypatch.setattr(runner.time, "sleep", lambda _s: None)
+    runner.wait_for_quiet()
+    assert next(samples, None) is None  # it looked until the quiet second, and no further
