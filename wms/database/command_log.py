@@ -6,6 +6,8 @@ server one slow scan holds up every other command). The store's database reports
 from __future__ import annotations
 
 import logging
+import time
+from types import TracebackType
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -28,6 +30,10 @@ class CommandLog:
         )
         self._observers: dict[tuple[str, str], Any] = {}  # the histogram's child per label pair, looked up once
 
+    def timing(self, command: str, collection: str, query: Any) -> Timing:
+        """``with log.timing(...):`` around one command observes it, failed or not."""
+        return Timing(self, command, collection, query)
+
     def observe(self, command: str, collection: str, seconds: float, query: Any, failure: BaseException | None) -> None:
         """Count one command (a failure too: it can be slow, a timeout); warn when it was slow, naming the fields
         ``query`` filters on (never their values: they may be user data)."""
@@ -42,3 +48,20 @@ class CommandLog:
             LOGGER.warning(
                 "slow database command: %s on %s took %.0f ms%s%s", command, collection, seconds * 1000, outcome, shape
             )
+
+
+class Timing:
+    """One command being timed (:meth:`CommandLog.timing`)."""
+
+    __slots__ = ("_collection", "_command", "_log", "_query", "_started")
+
+    def __init__(self, log: CommandLog, command: str, collection: str, query: Any) -> None:
+        self._log, self._command, self._collection, self._query = log, command, collection, query
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, _type: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None) -> None:
+        seconds = time.perf_counter() - self._started
+        self._log.observe(self._command, self._collection, seconds, self._query, exc)

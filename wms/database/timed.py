@@ -8,7 +8,6 @@ command monitoring, which builds an event per command, cost 10 % of the WMS's CP
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +51,7 @@ class TimedDatabase(AsyncDatabase[Doc]):
         self.log = log
 
     def __getitem__(self, name: str) -> TimedCollection:
+        """The collection ``name``, timed."""
         return TimedCollection(self, name)
 
     def get_collection(self, name: str, *args: Any, **kwargs: Any) -> TimedCollection:
@@ -65,16 +65,8 @@ class TimedDatabase(AsyncDatabase[Doc]):
         else:
             name = next(iter(command), "?")
             target, query = command.get(name), command.get("query")
-        started = time.perf_counter()
-        failure: BaseException | None = None
-        try:
+        with self.log.timing(name, target if isinstance(target, str) else "-", query):
             return await super().command(command, *args, **kwargs)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            collection = target if isinstance(target, str) else "-"
-            self.log.observe(name, collection, time.perf_counter() - started, query, failure)
 
 
 class TimedCollection(AsyncCollection[Doc]):
@@ -93,16 +85,9 @@ def _timed(method: str, filter_at: int | None) -> Callable[..., Any]:
     base = getattr(AsyncCollection, method)
 
     async def call(self: TimedCollection, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        failure: BaseException | None = None
-        try:
+        query = None if filter_at is None else args[filter_at] if len(args) > filter_at else kwargs.get("filter")
+        with self.log.timing(method, self.name, query):
             return await base(self, *args, **kwargs)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            query = None if filter_at is None else args[filter_at] if len(args) > filter_at else kwargs.get("filter")
-            self.log.observe(method, self.name, time.perf_counter() - started, query, failure)
 
     call.__name__ = call.__qualname__ = method
     call.__doc__ = f"``{method}``, timed."
@@ -124,14 +109,6 @@ class TimedCursor(AsyncCursor[Doc]):
     async def _send_message(self, operation: Any) -> None:
         # the one method of pymongo's cursor that sends a round trip (private: tests/wms/test_command_log.py checks
         # on the wire that every round trip is counted)
-        started = time.perf_counter()
-        failure: BaseException | None = None
-        try:
+        name = getattr(operation, "name", "find")
+        with self._log.timing(name, self.collection.name, self._query if name == "find" else None):
             await super()._send_message(operation)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            name = getattr(operation, "name", "find")
-            query = self._query if name == "find" else None
-            self._log.observe(name, self.collection.name, time.perf_counter() - started, query, failure)
