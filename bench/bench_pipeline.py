@@ -8,14 +8,16 @@ checked against its event, so a lost one fails the run).
 Floors, measured in the same run on the same broker:
 
 - broker: the same events moved through the broker twice by bare pika (publish with a confirm each, then consume
-  with acks; ``bench/bench_pilot.py``'s floor, twice), what two hops cost without any pilot;
+  with acks; ``bench/bench_pilot.py``'s floor, twice), what two hops cost without any pilot, measured in every round;
 - process starts: as many ``cp IN OUT`` starts as the chain makes (two per event), from asyncio at the chain's
   concurrency (8), measured in every round (the best counts).
 
 Beside them, the pilot benchmark at the same worker count: the same chain of 4 + 4 bare pilots started directly
-(``bench/bench_pilot.py``'s environment), without WMS, MQS or TMS, timed the same way. Bare pilots and full stack
-alternate with the process floor (``--rounds``, a new workflow each time); the best run of each counts.
+(``bench/bench_pilot.py``'s environment), without WMS, MQS or TMS, timed the same way. Both floors, bare pilots and
+full stack alternate (``--rounds``, a new workflow each time); the best run of each counts.
 Targets: events/s >= 0.5 x the slower floor; the full stack takes no more than 20 % longer than the bare pilots.
+Where the CPU went is recorded for the best run of each (milliseconds per event by kind of process: pilots with their
+``cp``, broker, WMS, TMS, database, this process), so a miss on these shared cores can be told apart from slow code.
 
     .venv/bin/python -m bench.bench_pipeline [--events 5000] [--rounds 3]
 """
@@ -36,7 +38,7 @@ from typing import Any
 import pika
 
 from bench.bench_pilot import Queues, declare, measure_floor, pilot_env, token
-from bench.common import dev_stack, emit, log, run
+from bench.common import cpu_by_kind, dev_stack, emit, log, run
 from ewms_client import WMSClient
 from ewms_dev import broker_node
 from ewms_dev.factories import task_request
@@ -55,6 +57,10 @@ READ_TIMEOUT = 120.0  # without a result
 # so on a machine busy with other work, processes in one session together get what one new session gets alone.
 # The local backend starts each pilot, and the pilot each task, in a new session; the floors and bare pilots do too.
 BARE = "events/s against bare pilots (same chain)"
+# where the CPU goes while events move: processes by a piece of their command line (pilots with their tasks)
+KINDS = {"pilots with their cp": " -m pilot", "broker": "beam.smp", "wms": " -m wms", "tms": " -m tms",
+         "database": "nx-27017"}  # fmt: skip
+CLIENT = "this process (sender, reader)"
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,24 @@ class Endpoint:
         return pika.BlockingConnection(pika.ConnectionParameters(host, int(port), vhost or "/", credentials)).channel()
 
 
-def move(source: Endpoint, sink: Endpoint, events: list[Event]) -> float:
+def own_cpu() -> float:
+    """CPU seconds of this process, its reaped children included."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+@dataclass(frozen=True)
+class Timed:
+    """Seconds from the first send to the last result read, and the CPU milliseconds per event each kind of process
+    (:data:`KINDS`, :data:`CLIENT`) used meanwhile."""
+
+    seconds: float
+    cpu_ms: dict[str, float]
+
+
+def move(source: Endpoint, sink: Endpoint, events: list[Event]) -> Timed:
     """Send the events into ``source`` (a thread) while reading as many results from ``sink``; check that every
-    event came out once; the seconds from the first send to the last read."""
+    event came out once; time it."""
     sender, reader = source.channel(), sink.channel()  # no publisher confirms: a lost event fails the result check
     reader.basic_qos(prefetch_count=100)
     failures: list[BaseException] = []
@@ -89,6 +110,7 @@ def move(source: Endpoint, sink: Endpoint, events: list[Event]) -> float:
 
     results: list[Any] = []
     thread = threading.Thread(target=send, name="sender")
+    cpu_before, own_before = cpu_by_kind(KINDS), own_cpu()
     started = time.perf_counter()
     thread.start()
     for method, _props, body in reader.consume(sink.queue, inactivity_timeout=READ_TIMEOUT):
@@ -102,12 +124,14 @@ def move(source: Endpoint, sink: Endpoint, events: list[Event]) -> float:
             break
     elapsed = time.perf_counter() - started
     thread.join()
+    cpu = {kind: used - cpu_before[kind] for kind, used in cpu_by_kind(KINDS).items()}
+    cpu[CLIENT] = own_cpu() - own_before
     reader.cancel()
     for channel in (sender, reader):
         channel.connection.close()
     if sorted(results) != sorted(e.data for e in events):
         raise RuntimeError(f"the results differ from the events ({len(set(results))} distinct of {len(events)})")
-    return elapsed
+    return Timed(elapsed, {kind: round(s * 1000 / len(events), 2) for kind, s in cpu.items() if s > 0})
 
 
 def wait_for_consumers(admin: Any, queues: list[str], pilots: list[subprocess.Popen[bytes]] | None = None) -> None:
@@ -122,8 +146,9 @@ def wait_for_consumers(admin: Any, queues: list[str], pilots: list[subprocess.Po
         time.sleep(0.1)
 
 
-async def process_starts(work: Path, count: int, concurrency: int) -> float:
-    """Seconds to start and wait for ``count`` ``cp IN OUT`` processes from ``concurrency`` asyncio workers."""
+async def process_starts(work: Path, count: int, concurrency: int) -> Timed:
+    """Start and wait for ``count`` ``cp IN OUT`` processes from ``concurrency`` asyncio workers; the CPU per event
+    (two starts) is this process's and its children's."""
     src = work / "spawn.in"
     src.write_text("event")
 
@@ -136,14 +161,15 @@ async def process_starts(work: Path, count: int, concurrency: int) -> float:
             if await proc.wait() != 0:
                 raise RuntimeError(f"cp exited with {proc.returncode}")
 
-    started = time.perf_counter()
+    own_before, started = own_cpu(), time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    return Timed(seconds, {"this process with its cp": round((own_cpu() - own_before) * 2000 / count, 2)})
 
 
-def bare_pilots(node: broker_node.BrokerNode, events: list[Event], work: Path, name: str) -> float:
-    """The chain of :data:`WORKERS` + :data:`WORKERS` pilots started directly, on fresh queues ``name-*``; seconds
-    as :func:`move` times them."""
+def bare_pilots(node: broker_node.BrokerNode, events: list[Event], work: Path, name: str) -> Timed:
+    """The chain of :data:`WORKERS` + :data:`WORKERS` pilots started directly, on fresh queues ``name-*``; timed
+    by :func:`move`."""
     admin = pika.BlockingConnection(pika.URLParameters(node.admin_url)).channel()
     names = [declare(admin, f"{name}-{hop}") for hop in ("in", "mid", "out")]
     key = node.signing_key
@@ -184,8 +210,8 @@ def chain_request() -> dict[str, Any]:
     return {"public_queue_aliases": ["in", "out"], "tasks": tasks}
 
 
-async def full_stack(state: Any, node: broker_node.BrokerNode, events: list[Event]) -> float:
-    """The chain as a user runs it: submitted to the WMS, pilots started by the TMS; seconds as :func:`move`."""
+async def full_stack(state: Any, node: broker_node.BrokerNode, events: list[Event]) -> Timed:
+    """The chain as a user runs it: submitted to the WMS, pilots started by the TMS; timed by :func:`move`."""
     async with WMSClient(state.url, state.user_token) as client:
         created = await client.submit_workflow(chain_request())
         workflow_id = created["workflow"]["workflow_id"]
@@ -201,16 +227,21 @@ async def full_stack(state: Any, node: broker_node.BrokerNode, events: list[Even
         log(f"workflow {workflow_id}: {TASKS * WORKERS} pilots consuming")
         ends = [Endpoint(profiles[a]["broker_address"], profiles[a]["mqid"], profiles[a]["auth_token"]) for a in
                 ("in", "out")]  # fmt: skip
-        seconds = await asyncio.to_thread(move, ends[0], ends[1], events)
+        timed = await asyncio.to_thread(move, ends[0], ends[1], events)
         await client.finish(workflow_id)
-    return seconds
+    return timed
+
+
+def broker_seconds(n: int, hops: list[dict[str, float]]) -> float:
+    """Seconds the broker floor takes for ``n`` events over the chain's hops (each measured on its own)."""
+    return sum(n / hop["events_per_s"] for hop in hops)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument(
-        "--rounds", type=int, default=3, help="floor, bare pilots and full stack alternate this many times"
+        "--rounds", type=int, default=3, help="floors, bare pilots and full stack alternate this many times"
     )
     args = parser.parse_args()
     n = args.events
@@ -221,19 +252,23 @@ async def main() -> None:
     with dev_stack(max_local_jobs=TASKS * WORKERS) as state:
         node = broker_node.BrokerNode(**state.broker)
         work = Path(state.data_dir)
-        hops = [await asyncio.to_thread(measure_floor, node, bodies) for _ in range(TASKS)]
-        broker_s = sum(n / hop["events_per_s"] for hop in hops)
-        log(f"broker floor: {n / broker_s:.1f} events/s")
-        runs: dict[str, list[float]] = {"process": [], "bare": [], "stack": []}
+        timed: dict[str, list[Timed]] = {"process": [], "bare": [], "stack": []}
+        hops: list[list[dict[str, float]]] = []  # per round, one measurement per hop
         for round_ in range(args.rounds):  # alternating, so that a slow spell of the machine hits all alike
-            runs["process"].append(await process_starts(work, TASKS * n, TASKS * WORKERS))
-            runs["bare"].append(await asyncio.to_thread(bare_pilots, node, events, work, f"pipeline-{round_}"))
-            runs["stack"].append(await full_stack(state, node, events))
-            log(f"round {round_ + 1}: process floor {n / runs['process'][-1]:.1f}, bare pilots "
-                f"{n / runs['bare'][-1]:.1f}, full stack {n / runs['stack'][-1]:.1f} events/s")  # fmt: skip
+            hops.append([await asyncio.to_thread(measure_floor, node, bodies) for _ in range(TASKS)])
+            timed["process"].append(await process_starts(work, TASKS * n, TASKS * WORKERS))
+            timed["bare"].append(await asyncio.to_thread(bare_pilots, node, events, work, f"pipeline-{round_}"))
+            timed["stack"].append(await full_stack(state, node, events))
+            names = ("process floor", "bare pilots", "full stack")
+            round_rates = {"broker floor": n / broker_seconds(n, hops[-1])}
+            round_rates.update({name: n / v[-1].seconds for name, v in zip(names, timed.values(), strict=True)})
+            log(f"round {round_ + 1}: " + ", ".join(f"{k} {rate:.1f}" for k, rate in round_rates.items()) + " events/s")
     load["after"] = [round(x, 2) for x in os.getloadavg()]
-    runs = {k: [round(s, 3) for s in v] for k, v in runs.items()}
-    spawn_s, bare_s, stack_s = min(runs["process"]), min(runs["bare"]), min(runs["stack"])
+    runs = {k: [round(t.seconds, 3) for t in v] for k, v in timed.items()}
+    best = {k: min(v, key=lambda t: t.seconds) for k, v in timed.items()}
+    spawn_s, bare_s, stack_s = (best[k].seconds for k in ("process", "bare", "stack"))
+    broker_s = min(broker_seconds(n, round_hops) for round_hops in hops)
+    cpu_ms = {k: {**t.cpu_ms, "total": round(sum(t.cpu_ms.values()), 2)} for k, t in best.items()}
 
     rates = {"broker": n / broker_s, "process": n / spawn_s, "bare": n / bare_s, "stack": n / stack_s}
     slower = min(("broker", "process"), key=rates.__getitem__)
@@ -256,9 +291,11 @@ async def main() -> None:
         ratio["events/s"] >= 0.5 and over_bare <= 0.2,
         f"{n} events through in -> cp -> mid -> cp -> out, {WORKERS} pilots per task (1 task each); slower floor: "
         f"{slower}; best of {args.rounds} alternating run(s) each; load average {load['before']} before, "
-        f"{load['after']} after (2 cores shared).",
+        f"{load['after']} after (2 cores shared). CPU ms per event in the best runs: process floor "
+        f"{cpu_ms['process']['total']}, bare pilots {cpu_ms['bare']['total']}, full stack {cpu_ms['stack']['total']} "
+        f"(by process in details.cpu_ms_per_event).",
         ratio=ratio,
-        details={"broker_hops": hops, "load_average": load, "runs_s": runs},
+        details={"broker_hops": hops, "load_average": load, "runs_s": runs, "cpu_ms_per_event": cpu_ms},
     )
 
 

@@ -10,7 +10,9 @@ one real TMS (``python -m tms``, local backend, schedd ``alpha``) watches them a
 Figures, once the WMS shows every job running:
 - freshness: a ``Tasking`` chirp appended for one job, then ``GET /v0/taskforces/{uuid}`` polled every 20 ms until
   it counts one more ``Tasking`` job (as ``bench_freshness``), while another task keeps appending chirps for other
-  jobs (statuses stream) and 16 clients ``GET`` random taskforces (rest-get p50/p99 under this load);
+  jobs (statuses stream) and 16 clients ``GET`` random taskforces (rest-get p50/p99 under this load); 5 s windows of
+  these GETs alternate with windows of the same 16 clients sending the handler's own ``find`` straight to the
+  database through the driver (reference, no target: the tail the database alone shows under the same load);
 - launch: 10 workflows of 100 tasks at location ``beta`` (1,000 taskforces; no TMS serves ``beta``, so none is
   submitted) posted at once by 10 users, from the first POST sent to the last taskforce in ``pending-starter`` (by
   the ``phase_change_log`` times, as ``bench_launch``);
@@ -213,15 +215,23 @@ async def main() -> None:
                     async def get(_n: int) -> None:
                         check(await lean.get(f"/v0/taskforces/{rng.choice(uuids)}"))
 
+                    async def find(_n: int) -> None:  # what the handler sends, as the store's collection sends it
+                        query = store.exact(store.taskforces, {"taskforce_uuid": rng.choice(uuids)})
+                        if await mongo[wms.db_name].taskforces.find_one(query, {"_id": False}) is None:
+                            raise RuntimeError("a seeded taskforce was not found")
+
                     sampling = asyncio.create_task(freshness())
-                    loads = []
+                    loads, direct = [], []
                     while not sampling.done():
                         loads.append(await run_load(get, CLIENTS, 5.0, watch={"wms": wms.pid, "tms": tms.pid}))
+                        if not sampling.done():
+                            direct.append(await run_load(find, CLIENTS, 5.0))
                     await sampling
                 stop.set()
                 await streamer
                 latencies = sorted(x for load in loads for x in load.latencies)
                 rest = {"ops": len(latencies), "seconds": round(sum(load.seconds for load in loads), 1)}
+                alone = sorted(x for load in direct for x in load.latencies)
 
                 launch_s = await launch(wms, http, args.launch)
                 wms_rss, tms_rss = peak_rss_mb(wms.pid), peak_rss_mb(tms.pid)
@@ -239,6 +249,7 @@ async def main() -> None:
         "rest-get p50 ms": round(percentile(latencies, 50) * 1000, 2),
         "rest-get p99 ms": round(percentile(latencies, 99) * 1000, 2),
         "rest-get req/s": round(rest["ops"] / rest["seconds"], 1),
+        "database alone p99 ms (reference)": round(percentile(alone, 99) * 1000, 2),
         "TMS catch-up s": round(catch_up, 1),
     }
     emit(
@@ -251,7 +262,8 @@ async def main() -> None:
         f"jobs in {len(taskforces) // TASKFORCES_PER_LOG or 1} job event logs watched by one TMS; seeded through "
         f"the driver with the documents the WMS writes ({seed_seconds:.0f} s; POSTs take too long here); "
         f"{len(fresh)} freshness samples while {args.stream:g} chirps/s stream and {CLIENTS} clients GET random "
-        f"taskforces; launch = {args.launch} taskforces in {args.launch // 100} workflows posted at once; "
+        f"taskforces, alternating with as many clients sending the handler's find straight to the database "
+        f"(reference p99); launch = {args.launch} taskforces in {args.launch // 100} workflows posted at once; "
         f"TMS catch-up = from TMS start to the WMS showing every job running ({n_events} events).",
         ratio={},
         details={"freshness_s": [round(x, 3) for x in fresh], "rest_get": rest, "seed_seconds": round(seed_seconds, 1)},

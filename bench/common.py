@@ -116,6 +116,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_by_kind(kinds: dict[str, str]) -> dict[str, float]:
+    """CPU seconds used so far by every running process whose command line holds one of ``kinds``' values (the
+    first that matches names it), their reaped children included (a pilot's task processes)."""
+    used = dict.fromkeys(kinds, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        kind = next((name for name, needle in kinds.items() if needle in command), None)
+        if kind is not None:
+            used[kind] += sum(int(f) for f in fields[11:15]) / CLK_TCK
+    return used
+
+
 # ---- load generation -----------------------------------------------------------------------------------------------
 
 

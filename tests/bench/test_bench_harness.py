@@ -5,7 +5,9 @@ benchmark fails ``bench/run``, and the floor of rest-query and query-first-page 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -129,3 +131,27 @@ def test_each_benchmark_waits_for_idle_cpus(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(runner.time, "sleep", lambda _s: None)
     runner.wait_for_quiet()
     assert next(samples, None) is None  # it looked until the quiet second, and no further
+
+
+def test_cpu_by_kind_counts_a_process_and_its_reaped_children(tmp_path: Path) -> None:
+    """The pipeline's CPU breakdown: a running process is found by its command line, with the CPU of the children
+    it has waited for (a pilot's task processes); other processes are not counted."""
+    marker = f"cpu-probe-{tmp_path.name}"
+    spin = "import time\nwhile time.process_time() < 0.3: pass"  # a child that burns 0.3 s of CPU
+    done = tmp_path / "done"
+    parent = (
+        f"import subprocess, sys, time\nsubprocess.run([sys.executable, '-c', {spin!r}])\n"
+        f"open({str(done)!r}, 'w')\ntime.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent, marker])
+    try:
+        deadline = time.monotonic() + 60  # liveness bound, not a timing check
+        while not done.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        used = common.cpu_by_kind({"probe": marker, "nothing": f"no-such-command-{marker}x"})
+        assert used["probe"] >= 0.25  # 0.3 s, counted in clock ticks
+        assert used["nothing"] == 0.0
+    finally:
+        proc.kill()
+        proc.wait()
