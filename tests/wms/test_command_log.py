@@ -85,6 +85,9 @@ async def test_slow_commands_are_logged_without_values(mongo_uri: str, caplog: p
             assert await things.find_one({"owner": "alice", "secret": "s3cr3t"}) is not None
             await things.update_one({"secret": "s3cr3t"}, {"$set": {"seen": True}})
             await db.command("count", "things", query={"owner": {"$eq": "alice"}})
+            await things.bulk_write(
+                [UpdateOne({"owner": "alice"}, {"$set": {"n": 1}}), UpdateOne({"secret": "x"}, {"$set": {"n": 2}})]
+            )
             with pytest.raises(DuplicateKeyError):
                 await things.insert_one({"_id": (await things.find_one({}))["_id"]})  # type: ignore[index]
     finally:
@@ -95,6 +98,7 @@ async def test_slow_commands_are_logged_without_values(mongo_uri: str, caplog: p
     assert any(m.endswith(" ms (filter on owner, secret)") and " find on things " in m for m in lines)
     assert any(" update_one on things " in m and m.endswith("(filter on secret)") for m in lines)
     assert any(" count on things " in m and m.endswith("(filter on owner)") for m in lines)
+    assert any(" bulk_write on things " in m and m.endswith("(filter on owner, secret)") for m in lines)
     assert any(" insert_one on things " in m and m.endswith(" and failed (DuplicateKeyError)") for m in lines)
     assert "s3cr3t" not in caplog.text and "alice" not in caplog.text
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -44,10 +45,22 @@ class CommandLog:
         observer.observe(seconds)
         if self.slow_ms and seconds * 1000 >= self.slow_ms:
             outcome = f" and failed ({type(failure).__name__})" if failure is not None else ""
-            shape = f" (filter on {', '.join(sorted(map(str, query)))})" if isinstance(query, dict) and query else ""
+            fields = filter_fields(query)
+            shape = f" (filter on {', '.join(fields)})" if fields else ""
             LOGGER.warning(
                 "slow database command: %s on %s took %.0f ms%s%s", command, collection, seconds * 1000, outcome, shape
             )
+
+
+def filter_fields(query: Any) -> list[str]:
+    """The fields a command filters on: a filter's keys, or those of every request of a bulk write (pymongo keeps a
+    request's filter as ``_filter``, as :mod:`wms.database.exact_collection` relies on too)."""
+    if isinstance(query, Mapping):
+        return sorted(map(str, query))
+    if isinstance(query, list | tuple):
+        filters = [getattr(request, "_filter", None) for request in query]
+        return sorted({str(field) for f in filters if isinstance(f, Mapping) for field in f})
+    return []
 
 
 class Timing:

@@ -20,7 +20,8 @@ from wms.database.command_log import CommandLog
 
 Doc = dict[str, Any]
 
-# collection method -> position of its filter argument (None: it takes none, or names no fields worth logging)
+# collection method -> position of its filter argument, or of a bulk write's requests (None: it takes none, or names
+# no fields worth logging)
 TIMED_METHODS: dict[str, int | None] = {
     "insert_one": None,
     "insert_many": None,
@@ -32,7 +33,7 @@ TIMED_METHODS: dict[str, int | None] = {
     "find_one_and_update": 0,
     "find_one_and_replace": 0,
     "find_one_and_delete": 0,
-    "bulk_write": None,
+    "bulk_write": 0,
     "count_documents": 0,
     "distinct": 1,
     "aggregate": None,
