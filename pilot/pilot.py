@@ -290,17 +290,13 @@ class Pilot:
         except (_Abandoned, BrokerError) as exc:
             delivery.nack()
             self.reporter.task_returned()
-            LOGGER.warning("event %s from %s abandoned, the broker redelivers it: %s", event_id, queue, exc)
+            LOGGER.warning("event %s from %s abandoned, %s: %s", event_id, queue, self._unsettled_fate(), exc)
             return
         except asyncio.CancelledError:
             returned = delivery.nack()
             self.reporter.task_returned()
-            LOGGER.warning(
-                "event %s from %s: task cancelled (%s)",
-                event_id,
-                queue,
-                "requeued" if returned else "its connection is gone, the broker redelivers it",
-            )
+            fate = "requeued" if returned else f"its connection is gone, {self._unsettled_fate()}"
+            LOGGER.warning("event %s from %s: task cancelled (%s)", event_id, queue, fate)
             raise
         finally:
             if not self.config.keep_all_task_files:
@@ -313,6 +309,12 @@ class Pilot:
             event_id, queue, loop.time() - started, sent,
             "" if acked else "; ack lost with the connection, the event will be redelivered (duplicate output)",
         )  # fmt: skip
+
+    def _unsettled_fate(self) -> str:
+        """What becomes of an event the pilot could not settle on a connection that is gone."""
+        if self._stop is StopReason.RETIRED:
+            return "gone with its retired queue (the workflow ended)"
+        return "the broker redelivers it"
 
     def _event_files(self, event_id: str, slot_dir: Path) -> TaskFiles:
         """The event's files: in its slot's directory, or in a directory of its own when files are kept.

@@ -6,7 +6,8 @@ A link whose connection drops reconnects with exponential back-off, up to ``reco
 received on a dropped channel become *stale*: the broker requeues them itself, so they are neither acked nor nacked.
 Refusals (bad token, missing permission, conflicting queue settings) are not retried: they raise
 :class:`~pilot.errors.BrokerError` at once; a vhost the broker no longer has (the WMS deletes a workflow's vhost
-when it retires its queues) raises :class:`~pilot.errors.QueuesRetiredError`. With a token source
+when it retires its queues) raises :class:`~pilot.errors.QueuesRetiredError`, and so does a connection the broker
+closes because its vhost was deleted (no reconnection, and no events to redeliver). With a token source
 (:mod:`pilot.tokens`) a link renews its token before it expires: with ``update-secret`` on the open connection, and in
 the parameters of later reconnections. Outputs are published ``mandatory``: one the broker returns (its queue is gone)
 fails with :class:`~pilot.errors.OutputUnroutableError` instead of being confirmed and dropped.
@@ -26,6 +27,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from pilot.config import QueueSpec
@@ -85,6 +87,17 @@ def _is_refusal(exc: BaseException) -> bool:
     return (
         isinstance(reason, pika.exceptions.ChannelClosedByBroker | pika.exceptions.ConnectionClosedByBroker)
         and reason.reply_code in REFUSED_CODES
+    )
+
+
+def _vhost_deleted(reason: object) -> bool:
+    """The broker closed the connection because its vhost was deleted (``320 CONNECTION_FORCED - vhost ... is
+    deleted``): the WMS retired the workflow's queues."""
+    return (
+        isinstance(reason, pika.exceptions.ConnectionClosedByBroker)
+        and reason.reply_code == pika.spec.CONNECTION_FORCED
+        and "vhost" in reason.reply_text
+        and "deleted" in reason.reply_text
     )
 
 
@@ -302,6 +315,9 @@ class _Link:
         if self._state == "closing":
             if self._closed is not None and not self._closed.done():
                 self._closed.set_result(None)
+        elif self._state == "open" and _vhost_deleted(reason):  # nothing to reconnect to, nothing to redeliver
+            self._channel = None
+            self._give_up(QueuesRetiredError(f"{self}: its vhost is gone, the queues were retired: {reason}"))
         elif self._state == "open":
             LOGGER.warning("%s: connection lost (%s); reconnecting", self, reason)
             self._state, self._channel = "reconnecting", None
@@ -315,11 +331,15 @@ class _Link:
         except Exception as exc:  # any failure here ends the link for good
             fatal = exc if isinstance(exc, BrokerError) else BrokerError(f"{self}: reconnection failed: {exc!r}")
             LOGGER.error("%s: giving up: %s", self, fatal)
-            self._state, self._fatal = "failed", fatal
-            if self._renewer is not None:
-                self._renewer.cancel()
-            self._ready.set()
-            self._on_fatal(fatal)
+            self._give_up(fatal)
+
+    def _give_up(self, fatal: BrokerError) -> None:
+        """End the link for good: whoever waits for it, and the pilot, learn why."""
+        self._state, self._fatal = "failed", fatal
+        if self._renewer is not None:
+            self._renewer.cancel()
+        self._ready.set()
+        self._on_fatal(fatal)
 
 
 @dataclass(eq=False)

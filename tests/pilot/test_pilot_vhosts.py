@@ -99,6 +99,9 @@ def test_a_pilot_whose_queues_are_retired_mid_task_ends_done(
     assert ChirpAttr.ERROR not in final  # not a task error: the workflow is over
     assert "its vhost is gone, the queues were retired" in stderr
     assert "unfinished tasks are cancelled" in stderr
+    # no reconnection attempt, and no promise of a redelivery the deleted queue cannot make
+    assert "gone with its retired queue" in stderr
+    assert "redeliver" not in stderr and "reconnecting" not in stderr, stderr[-3000:]
 
 
 def test_a_pilot_starting_after_its_queues_were_retired_ends_done(
