@@ -7,7 +7,7 @@ received on a dropped channel become *stale*: the broker requeues them itself, s
 Refusals (bad token, missing permission, conflicting queue settings) are not retried: they raise
 :class:`~pilot.errors.BrokerError` at once; a vhost the broker no longer has (the WMS deletes a workflow's vhost
 when it retires its queues) raises :class:`~pilot.errors.QueuesRetiredError`, and so does a connection the broker
-closes because its vhost was deleted (no reconnection, and no events to redeliver). With a token source
+closes over its vhost once a probe finds the vhost gone (no reconnection, no events to redeliver). With a token source
 (:mod:`pilot.tokens`) a link renews its token before it expires: with ``update-secret`` on the open connection, and in
 the parameters of later reconnections. Outputs are published ``mandatory``: one the broker returns (its queue is gone)
 fails with :class:`~pilot.errors.OutputUnroutableError` instead of being confirmed and dropped.
@@ -41,6 +41,7 @@ PERSISTENT = 2  # delivery mode
 FIRST_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 15.0
 CLOSE_TIMEOUT = 5.0
+VHOST_PROBES, VHOST_PROBE_PAUSE = 10, 0.3  # after a close over the vhost: is it gone? (asked for about 3 s)
 TOKEN_RETRY_DELAY = 2.0  # after a failed token renewal
 MIN_RENEWAL_INTERVAL = 1.0  # a source that keeps giving nearly expired tokens is not asked in a tight loop
 REFUSED_CODES = {403, 404, 406, 530}  # access refused, not found, precondition failed, not allowed
@@ -90,14 +91,13 @@ def _is_refusal(exc: BaseException) -> bool:
     )
 
 
-def _vhost_deleted(reason: object) -> bool:
-    """The broker closed the connection because its vhost was deleted (``320 CONNECTION_FORCED - vhost ... is
-    deleted``): the WMS retired the workflow's queues."""
+def _vhost_closed(reason: object) -> bool:
+    """The broker closed the connection over its vhost (``320 CONNECTION_FORCED - vhost ... is deleted`` or ``is
+    down``, whichever part of a deletion comes first; a vhost can also go down for other reasons)."""
     return (
         isinstance(reason, pika.exceptions.ConnectionClosedByBroker)
         and reason.reply_code == pika.spec.CONNECTION_FORCED
         and "vhost" in reason.reply_text
-        and "deleted" in reason.reply_text
     )
 
 
@@ -315,23 +315,63 @@ class _Link:
         if self._state == "closing":
             if self._closed is not None and not self._closed.done():
                 self._closed.set_result(None)
-        elif self._state == "open" and _vhost_deleted(reason):  # nothing to reconnect to, nothing to redeliver
-            self._channel = None
-            self._give_up(QueuesRetiredError(f"{self}: its vhost is gone, the queues were retired: {reason}"))
         elif self._state == "open":
-            LOGGER.warning("%s: connection lost (%s); reconnecting", self, reason)
             self._state, self._channel = "reconnecting", None
             self._ready.clear()
-            self._lost(reason)
-            self._reconnector = asyncio.ensure_future(self._reconnect())
+            self._reconnector = asyncio.ensure_future(self._reconnect(reason))
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self, reason: object) -> None:
+        """Reconnect after losing an open connection. When the broker closed it over its vhost, first find out
+        whether the vhost is gone (its queues retired: nothing to reconnect to, nothing to redeliver, the link ends)
+        before anyone is told the link was lost and its events will come back."""
         try:
+            if _vhost_closed(reason) and await self._vhost_is_gone():
+                raise QueuesRetiredError(f"{self}: its vhost is gone, the queues were retired: {reason}")
+            LOGGER.warning("%s: connection lost (%s); reconnecting", self, reason)
+            self._lost(reason)
             await self._connect_with_retry()
         except Exception as exc:  # any failure here ends the link for good
             fatal = exc if isinstance(exc, BrokerError) else BrokerError(f"{self}: reconnection failed: {exc!r}")
-            LOGGER.error("%s: giving up: %s", self, fatal)
+            log = LOGGER.info if isinstance(fatal, QueuesRetiredError) else LOGGER.error  # retired: the normal end
+            log("%s: giving up: %s", self, fatal)
             self._give_up(fatal)
+
+    async def _vhost_is_gone(self) -> bool:
+        """Whether the broker no longer has the link's vhost, by throwaway connections (asked again for a few
+        seconds while the vhost is only *down*, as it is while being deleted)."""
+        for _ in range(VHOST_PROBES):
+            try:
+                exc = await asyncio.wait_for(self._probe(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                return False
+            if exc is None or not _is_refusal(exc):
+                return False
+            if _vhost_gone(exc):
+                return True
+            await asyncio.sleep(VHOST_PROBE_PAUSE)  # refused otherwise (e.g. the vhost is down): ask again
+        return False
+
+    async def _probe(self) -> BaseException | None:
+        """Open and close a connection with the link's parameters; why it failed, if it did."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def opened(conn: AsyncioConnection) -> None:
+            conn.close()
+            if not answer.done():
+                answer.set_result(None)
+
+        def failed(_conn: AsyncioConnection, exc: BaseException | str) -> None:
+            if not answer.done():
+                answer.set_result(exc if isinstance(exc, BaseException) else LinkLostError(exc))
+
+        AsyncioConnection(
+            connection_parameters(self.spec, self._token),
+            on_open_callback=opened,
+            on_open_error_callback=failed,
+            custom_ioloop=loop,
+        )
+        return await answer
 
     def _give_up(self, fatal: BrokerError) -> None:
         """End the link for good: whoever waits for it, and the pilot, learn why."""

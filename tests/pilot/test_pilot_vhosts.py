@@ -100,7 +100,7 @@ def test_a_pilot_whose_queues_are_retired_mid_task_ends_done(
     assert "its vhost is gone, the queues were retired" in stderr
     assert "unfinished tasks are cancelled" in stderr
     # no reconnection attempt, and no promise of a redelivery the deleted queue cannot make
-    assert "gone with its retired queue" in stderr
+    assert "gone with its retired queue" in stderr, stderr[-3000:]
     assert "redeliver" not in stderr and "reconnecting" not in stderr, stderr[-3000:]
 
 
