@@ -262,9 +262,11 @@ class _Link:
                 await asyncio.sleep(min(delay, remaining))
                 delay = min(delay * 2, MAX_RETRY_DELAY)
 
-    async def _connect_once(self) -> None:
+    def _start_connection(
+        self, on_close: Callable[[AsyncioConnection, object], None] | None = None
+    ) -> tuple[AsyncioConnection, asyncio.Future[AsyncioConnection]]:
+        """A connection with the link's parameters being opened, and the future of its opening (failed with why)."""
         loop = asyncio.get_running_loop()
-        self._state = "connecting"
         opened: asyncio.Future[AsyncioConnection] = loop.create_future()
 
         def on_open(conn: AsyncioConnection) -> None:
@@ -275,13 +277,18 @@ class _Link:
             if not opened.done():
                 opened.set_exception(exc if isinstance(exc, BaseException) else LinkLostError(exc))
 
-        self._conn = AsyncioConnection(
+        conn = AsyncioConnection(
             connection_parameters(self.spec, self._token),
             on_open_callback=on_open,
             on_open_error_callback=on_open_error,
-            on_close_callback=self._on_connection_closed,
+            on_close_callback=on_close,
             custom_ioloop=loop,
         )
+        return conn, opened
+
+    async def _connect_once(self) -> None:
+        self._state = "connecting"
+        self._conn, opened = self._start_connection(self._on_connection_closed)
         conn = await opened
         channel = await self._call(lambda cb: conn.channel(on_open_callback=cb))
         channel.add_on_close_callback(self._on_channel_closed)
@@ -353,25 +360,13 @@ class _Link:
 
     async def _probe(self) -> BaseException | None:
         """Open and close a connection with the link's parameters; why it failed, if it did."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[BaseException | None] = loop.create_future()
-
-        def opened(conn: AsyncioConnection) -> None:
-            conn.close()
-            if not answer.done():
-                answer.set_result(None)
-
-        def failed(_conn: AsyncioConnection, exc: BaseException | str) -> None:
-            if not answer.done():
-                answer.set_result(exc if isinstance(exc, BaseException) else LinkLostError(exc))
-
-        AsyncioConnection(
-            connection_parameters(self.spec, self._token),
-            on_open_callback=opened,
-            on_open_error_callback=failed,
-            custom_ioloop=loop,
-        )
-        return await answer
+        _, opened = self._start_connection()
+        try:
+            conn = await opened
+        except Exception as exc:  # the answer, not a failure of the probe
+            return exc
+        conn.close()
+        return None
 
     def _give_up(self, fatal: BrokerError) -> None:
         """End the link for good: whoever waits for it, and the pilot, learn why."""
