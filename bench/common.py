@@ -110,9 +110,14 @@ def broker_pid(node: broker_node.BrokerNode) -> int:
     return int(Path(node.data_dir, "node.pid").read_text().strip())
 
 
+def _stat_fields(process: Path) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (``fields[11:15]``: utime, stime, cutime, cstime)."""
+    return (process / "stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(Path(f"/proc/{pid}"))
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -125,7 +130,7 @@ def cpu_by_kind(kinds: dict[str, str]) -> dict[str, float]:
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(entry)
         except OSError:  # exited meanwhile
             continue
         kind = next((name for name, needle in kinds.items() if needle in command), None)
