@@ -18,6 +18,11 @@ class QueuesRetiredError(BrokerError):
     """The queues' vhost no longer exists: the WMS retired them when their workflow ended; nothing is left to do."""
 
 
+class QueueGoneError(BrokerError):
+    """A queue the pilot uses was deleted while it ran: its link found it gone when reconnecting (and did not
+    declare it again, which would have published into, or waited on, a queue nobody reads or fills)."""
+
+
 class InitTaskError(PilotError):
     """The init task failed; the pilot stops before consuming anything."""
 

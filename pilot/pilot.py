@@ -29,6 +29,7 @@ from pilot.errors import (
     InitTaskError,
     OutputUnroutableError,
     PilotError,
+    QueueGoneError,
     QueuesRetiredError,
     TaskError,
     TaskInputError,
@@ -52,7 +53,7 @@ class StopReason(enum.Enum):
     FAILURES = "too many failed tasks"
     SIGNAL = "a termination signal"
     BROKER = "the broker became unreachable"
-    UNROUTABLE = "a queue the pilot publishes to is gone"
+    QUEUE_GONE = "a queue the pilot uses is gone"
     RETIRED = "its queues were retired (their workflow ended)"
 
 
@@ -148,7 +149,7 @@ class Pilot:
         for link in self._inputs:
             await link.stop_consuming()
         self.reporter.set_status(PilotStatus.PENDING_REMAINING_TASKS)
-        if self._stop in (StopReason.SIGNAL, StopReason.BROKER, StopReason.UNROUTABLE, StopReason.RETIRED):
+        if self._stop in (StopReason.SIGNAL, StopReason.BROKER, StopReason.QUEUE_GONE, StopReason.RETIRED):
             for task in self._tasks:
                 task.cancel()
         if self._tasks:
@@ -280,12 +281,12 @@ class Pilot:
             except TaskError as exc:
                 await self._fail_event(delivery, exc, event_id)
                 return
-        except OutputUnroutableError as exc:
+        except (OutputUnroutableError, QueueGoneError) as exc:
             delivery.nack()
             self.reporter.task_returned()
             detail = f"event from {queue} not acked (returned to its queue): {exc}"
             LOGGER.error("event %s: %s", event_id, detail)
-            self._request_stop(StopReason.UNROUTABLE, detail)
+            self._request_stop(StopReason.QUEUE_GONE, detail)
             return
         except (_Abandoned, BrokerError) as exc:
             delivery.nack()
@@ -428,7 +429,12 @@ class Pilot:
             task.cancel()
 
     def _on_broker_fatal(self, exc: BrokerError) -> None:
-        self._request_stop(StopReason.RETIRED if isinstance(exc, QueuesRetiredError) else StopReason.BROKER, str(exc))
+        if isinstance(exc, QueuesRetiredError):
+            self._request_stop(StopReason.RETIRED, str(exc))
+        elif isinstance(exc, QueueGoneError):
+            self._request_stop(StopReason.QUEUE_GONE, str(exc))
+        else:
+            self._request_stop(StopReason.BROKER, str(exc))
 
     def _on_signal(self, sig: signal.Signals) -> None:
         LOGGER.warning("received %s: stopping; unfinished events go back to their queues", sig.name)

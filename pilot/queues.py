@@ -9,8 +9,11 @@ Refusals (bad token, missing permission, conflicting queue settings) are not ret
 when it retires its queues) raises :class:`~pilot.errors.QueuesRetiredError`, and so does a connection the broker
 closes over its vhost once a probe finds the vhost gone (no reconnection, no events to redeliver). With a token source
 (:mod:`pilot.tokens`) a link renews its token before it expires: with ``update-secret`` on the open connection, and in
-the parameters of later reconnections. Outputs are published ``mandatory``: one the broker returns (its queue is gone)
-fails with :class:`~pilot.errors.OutputUnroutableError` instead of being confirmed and dropped.
+the parameters of later reconnections. A link declares its queue on its first connection only; reconnections check
+that it still exists (a passive declaration) and raise :class:`~pilot.errors.QueueGoneError` when it was deleted
+meanwhile, so a deleted queue is never recreated behind its owner's back. Outputs are published ``mandatory``: one
+the broker returns (its queue is gone) fails with :class:`~pilot.errors.OutputUnroutableError` instead of being
+confirmed and dropped.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from pilot.config import QueueSpec
-from pilot.errors import BrokerError, OutputUnroutableError, QueuesRetiredError
+from pilot.errors import BrokerError, OutputUnroutableError, QueueGoneError, QueuesRetiredError
 from pilot.tokens import TokenSource, TokenSourceError, renewal_time, seconds_left
 
 LOGGER = logging.getLogger(__name__)
@@ -101,6 +104,12 @@ def _vhost_closed(reason: object) -> bool:
     )
 
 
+def _queue_gone(exc: BaseException) -> bool:
+    """A passive declaration found no such queue (``404 NOT_FOUND - no queue ...``)."""
+    reason = exc.reason if isinstance(exc, LinkLostError) else exc
+    return isinstance(reason, pika.exceptions.ChannelClosedByBroker) and reason.reply_code == pika.spec.NOT_FOUND
+
+
 def _vhost_gone(exc: BaseException) -> bool:
     """The broker says the vhost does not exist (``530 NOT_ALLOWED - vhost ... not found``, also when pika reports it
     as a probable access denial)."""
@@ -130,6 +139,7 @@ class _Link:
         self._conn: AsyncioConnection | None = None
         self._channel: Any = None
         self._state = "new"  # new | connecting | open | reconnecting | closing | closed | failed
+        self._declared = False  # the queue was declared once: reconnections only check that it still exists
         self._ready = asyncio.Event()
         self._fatal: BrokerError | None = None
         self._pending: set[asyncio.Future[Any]] = set()
@@ -248,6 +258,9 @@ class _Link:
             except (pika.exceptions.AMQPError, OSError, LinkLostError) as exc:
                 self._abandon_connection()
                 if _is_refusal(exc):
+                    if self._declared and _queue_gone(exc):
+                        gone = f"{self}: the queue no longer exists (deleted while the pilot ran)"
+                        raise QueueGoneError(gone) from exc
                     if _vhost_gone(exc):
                         raise QueuesRetiredError(
                             f"{self}: its vhost is gone, the queues were retired: {exc!r}"
@@ -293,9 +306,13 @@ class _Link:
         channel = await self._call(lambda cb: conn.channel(on_open_callback=cb))
         channel.add_on_close_callback(self._on_channel_closed)
         self._channel = channel
+        passive = self._declared
         await self._call(
-            lambda cb: channel.queue_declare(self.spec.name, durable=True, arguments=QUEUE_ARGUMENTS, callback=cb)
+            lambda cb: channel.queue_declare(
+                self.spec.name, passive=passive, durable=True, arguments=QUEUE_ARGUMENTS, callback=cb
+            )
         )
+        self._declared = True
         await self._setup(channel)
         self._state = "open"
         self._ready.set()
@@ -347,10 +364,7 @@ class _Link:
         """Whether the broker no longer has the link's vhost, by throwaway connections (asked again for a few
         seconds while the vhost is only *down*, as it is while being deleted)."""
         for _ in range(VHOST_PROBES):
-            try:
-                exc = await asyncio.wait_for(self._probe(), CLOSE_TIMEOUT)
-            except TimeoutError:
-                return False
+            exc = await self._probe()
             if exc is None or not _is_refusal(exc):
                 return False
             if _vhost_gone(exc):
@@ -359,10 +373,15 @@ class _Link:
         return False
 
     async def _probe(self) -> BaseException | None:
-        """Open and close a connection with the link's parameters; why it failed, if it did."""
-        _, opened = self._start_connection()
+        """Open and close a connection with the link's parameters; why it failed, if it did (a broker that does not
+        answer within ``CLOSE_TIMEOUT``: the probe's connection is closed and the timeout is the answer)."""
+        conn, opened = self._start_connection()
         try:
-            conn = await opened
+            await asyncio.wait_for(opened, CLOSE_TIMEOUT)
+        except TimeoutError as exc:
+            if not (conn.is_closing or conn.is_closed):
+                conn.close()
+            return exc
         except Exception as exc:  # the answer, not a failure of the probe
             return exc
         conn.close()

@@ -64,6 +64,15 @@ class Broker:
         """Delete a queue through the management API (as the MQS does when a workflow's queues are torn down)."""
         self.management("DELETE", f"queues/%2F/{queue}")
 
+    def has_queue(self, queue: str) -> bool:
+        """Whether the broker has ``queue`` (in the default vhost)."""
+        url = f"http://127.0.0.1:{self.node.management_port}/api/queues/%2F/{queue}"
+        answer = httpx.get(url, auth=self.admin, timeout=30)
+        if answer.status_code == 404:
+            return False
+        answer.raise_for_status()
+        return True
+
     def new_queues(self, count: int, vhost: str = "/") -> list[str]:
         """Declare ``count`` fresh quorum queues (as oms-mqclient would)."""
         names = [f"pt-{uuid.uuid4().hex[:12]}" for _ in range(count)]

@@ -1,8 +1,10 @@
-"""Outputs are never dropped silently: an output queue deleted mid-run stops the pilot and its input is not acked."""
+"""Outputs are never dropped silently: an output queue deleted mid-run stops the pilot and its input is not acked;
+a queue deleted while its link is disconnected is not declared again by the reconnection."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,3 +66,30 @@ def test_a_failed_events_queue_deleted_mid_run_stops_the_pilot_without_acking_th
     assert rmq.count(qin) == 30 - failed
     assert final[ChirpAttr.TASKS_TOTAL] == failed
     assert f"the output to queue {qfail} was returned unroutable" in str(final[ChirpAttr.ERROR])
+
+
+def test_an_output_queue_deleted_while_its_link_reconnects_is_not_recreated(
+    rmq: Broker, pilot_env: EnvFactory, tmp_path: Path
+) -> None:
+    qin, qout = rmq.new_queues(2)
+    rmq.publish(qin, ["first"])
+    user = f"pilot-gone-{uuid.uuid4().hex[:8]}"  # token subject: lets us close only this pilot's connections
+    copy = """sh -c 'cp "$EWMS_TASK_INFILE" "$EWMS_TASK_OUTFILE"'"""
+    env = pilot_env([qin], [qout], sub=user, EWMS_PILOT_TASK_ARGS=copy, EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="15")
+    pilot = start_pilot(env)
+    try:
+        deadline = time.monotonic() + 30  # liveness bound for a loaded machine
+        while rmq.count(qout) < 1:
+            assert time.monotonic() < deadline, "the pilot produced nothing"
+            time.sleep(0.05)
+        # the pilot now waits for more input: nothing is in flight when its output queue goes and its links drop
+        rmq.delete_queue(qout)
+        rmq.close_connections_of(user, 2)
+        _, stderr = pilot.communicate(timeout=60)
+    finally:
+        pilot.kill()
+    assert pilot.returncode == 1, stderr  # it stopped for the lost queue, not after going idle
+    assert not rmq.has_queue(qout)  # the reconnection did not declare it again
+    error = str(last_values(tmp_path / "pilot.jel")[ChirpAttr.ERROR])
+    assert f"output queue {qout} at" in error and "the queue no longer exists (deleted while the pilot ran)" in error
+    assert statuses(tmp_path / "pilot.jel")[-1] == "FatalError"

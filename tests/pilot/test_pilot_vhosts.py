@@ -14,7 +14,8 @@ from mqclient.broker_clients.rabbitmq import _parse_url
 from pilot_helpers import Broker, last_values, mint_token, queue_env, run_pilot, start_pilot, statuses
 
 from ewms_wire.chirp import ChirpAttr, PilotStatus
-from pilot.config import parse_broker_address
+from pilot import queues
+from pilot.config import QueueSpec, parse_broker_address
 
 EnvFactory = Callable[..., dict[str, str]]
 UPPER = """sh -c 'tr a-z A-Z < "$EWMS_TASK_INFILE" > "$EWMS_TASK_OUTFILE"'"""
@@ -116,3 +117,24 @@ def test_a_pilot_starting_after_its_queues_were_retired_ends_done(
     assert final[ChirpAttr.STATUS] == PilotStatus.DONE.value and ChirpAttr.ERROR not in final
     assert "nothing to do: output queue" in result.stderr
     assert PilotStatus.AWAITING_FIRST_MESSAGE.value not in statuses(tmp_path / "pilot.jel")
+
+
+async def test_a_vhost_probe_the_broker_never_answers_hangs_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe (after a close over the vhost) to a broker that accepts but never speaks AMQP answers "timed out" and
+    closes its own connection then, not when pika's connection timeouts end it seconds later."""
+    hung_up = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            pass
+        hung_up.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setattr(queues, "CLOSE_TIMEOUT", 0.3)
+    spec = QueueSpec("q", "token", "rabbitmq", parse_broker_address(f"127.0.0.1:{port}/wf-x"))
+    link = queues.OutputLink(spec, reconnect_timeout=1, on_fatal=lambda _exc: None)
+    async with server:
+        assert isinstance(await link._probe(), TimeoutError)
+        await asyncio.wait_for(hung_up.wait(), 3)  # liveness bound, well below pika's own timeouts (10 s and more)
