@@ -103,8 +103,8 @@ async def test_watch_gives_up_after_timeout(ewms: RunCLI, client: WMSClient) -> 
     workflow_id = (await client.submit_workflow(workflow_request()))["workflow"]["workflow_id"]
     run = await ewms("status", workflow_id, "--watch", "0.1", "--timeout", "0.5", "--json")
     assert run.code == 4 and run.err == "error: not every taskforce ended within 0.5 s\n"
-    lines = run.out.splitlines()
-    assert len(lines) >= 2 and all(json.loads(line)["workflow"]["workflow_id"] == workflow_id for line in lines)
+    lines = run.out.splitlines()  # as many refreshes as fit in 0.5 s: one on a loaded machine
+    assert lines and all(json.loads(line)["workflow"]["workflow_id"] == workflow_id for line in lines)
 
 
 async def test_unknown_workflow_is_a_404(ewms: RunCLI) -> None:
