@@ -22,6 +22,11 @@ from wms.config import WMSConfig
 from wms.service import WMS
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files marked ``long_file`` first (each worker takes whole files in this order), the rest as collected."""
+    items.sort(key=lambda item: item.get_closest_marker("long_file") is None)
+
+
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URI of an ``nx-27017`` server on disk for the whole session (or ``MONGODB_URI`` when set)."""

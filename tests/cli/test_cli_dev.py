@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.long_file
 
 
 def _ewms(*args: str) -> subprocess.CompletedProcess[str]:

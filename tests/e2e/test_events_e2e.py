@@ -27,6 +27,8 @@ from ewms_dev.devstack import DevStack, stack_running
 from ewms_dev.factories import WORKER_CONFIG
 from ewms_dev.processes import until
 
+pytestmark = pytest.mark.long_file
+
 IDLE = 3  # s: the pilots' idle timeout in this module (the shipped default is 60 s)
 LIVENESS = 120  # s: generous bound on any one wait below (not a timing claim)
 POISON_EVERY = 20  # 1,000 events, 50 poison (5 %)

@@ -21,6 +21,8 @@ from ewms_client import WMSClient
 from ewms_dev.broker_node import BrokerNode
 from ewms_dev.devstack import DevStack
 
+pytestmark = pytest.mark.long_file
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

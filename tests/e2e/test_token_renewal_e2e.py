@@ -25,6 +25,8 @@ from ewms_dev.devstack import AUDIENCE, DevStack, stack_running
 from ewms_dev.factories import WORKER_CONFIG
 from wms.auth import Role, issue_token
 
+pytestmark = pytest.mark.long_file
+
 TTL = 3  # s: every queue token's lifetime
 EVENTS = 30  # one pilot, one task at a time, each at least 1 s: the pilot runs at least 10 x TTL
 LIVENESS = 180  # s: generous bound on the whole run (not a timing claim)

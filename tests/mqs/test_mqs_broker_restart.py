@@ -15,6 +15,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ewms_dev import broker_node
 from mqs_client import EmbeddedMQS, MQSConfig, TryAgainLater
 
+pytestmark = pytest.mark.long_file
+
 
 @pytest.fixture
 def own_broker() -> Iterator[list[broker_node.BrokerNode]]:

@@ -17,6 +17,8 @@ from pilot_helpers import Broker, last_values, queue_env, run_pilot
 
 from ewms_wire.chirp import ChirpAttr
 
+pytestmark = pytest.mark.long_file
+
 EnvFactory = Callable[..., dict[str, str]]
 TTL = 3  # seconds a token lives
 URL_SUB = "url-renewing-pilot"  # a renewed token must name the same subject

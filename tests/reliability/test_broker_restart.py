@@ -11,6 +11,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+import pytest
 from apiclient import Api
 from factories import one_task_workflow
 
@@ -18,6 +19,8 @@ from ewms_dev import broker_node
 from ewms_dev.processes import until
 from pilot.events_io import Event, decode_event, encode_event
 from wms.auth import Role
+
+pytestmark = pytest.mark.long_file
 
 N_BEFORE, N_AFTER = 120, 60  # events sent before the restart, and after it
 RESTART_AFTER_OUTPUTS = 20
@@ -103,6 +106,16 @@ async def test_broker_restart_loses_no_event(
         return ready(node, outq)
 
     await until(outputs_ready, lambda n: n >= RESTART_AFTER_OUTPUTS, 40, "first outputs")
+
+    def pilot_logs() -> list[str]:
+        return [f.read_text() for f in (tmp_path / "tms").glob(f"job-event-logs/ewms-taskforce-{uuid}/cluster-*/*.err")]
+
+    def consuming(logs: list[str]) -> int:
+        connected = f"input queue {inq['mqid']} "
+        return sum(any(ln.endswith(": connected") and connected in ln for ln in log.splitlines()) for log in logs)
+
+    # both pilots consume before the restart (on a loaded machine the second may start after the first outputs)
+    await until(pilot_logs, lambda logs: consuming(logs) == 2, 60, "both pilots connected")
     before_restart = ready(node, outq)
     broker_node.stop(node)
     down_since = time.monotonic()
@@ -136,7 +149,7 @@ async def test_broker_restart_loses_no_event(
     duplicates = len(outputs) - len(counts)
     assert not done["top_task_errors"], done["top_task_errors"]
     # both pilots lived through the restart: they lost their connections and reconnected
-    stderr = [f.read_text() for f in (tmp_path / "tms").glob(f"job-event-logs/ewms-taskforce-{uuid}/cluster-*/*.err")]
+    stderr = pilot_logs()
     assert len(stderr) == 2 and all("connection lost" in text for text in stderr)
     figures.update(
         faults_injected=1,

@@ -176,13 +176,13 @@ async def test_a_refused_report_is_kept_and_sent_next_pass(
 
 
 class TokenEndpoint(tornado.web.RequestHandler):
-    """Client credentials for the TMS: real WMS tokens; the first one lives a second while claiming an hour."""
+    """Client credentials for the TMS: real WMS tokens; the first one lives two seconds while claiming an hour."""
 
     def initialize(self, make_token: Any, issued: list[str]) -> None:
         self.make_token, self.issued = make_token, issued
 
     def post(self) -> None:
-        ttl = 1 if not self.issued else 3600
+        ttl = 2 if not self.issued else 3600
         self.issued.append(self.make_token(Role.TMS, "tms", ttl=ttl))
         self.finish({"access_token": self.issued[-1], "expires_in": 3600, "token_type": "Bearer"})
 
@@ -205,12 +205,12 @@ async def test_a_token_that_expires_mid_run_is_replaced(
     watcher = Watcher(config, wms)
     try:
         await caught_up(watcher)
-        assert len(issued) == 1
+        assert len(issued) in (1, 2)  # 2: a loaded machine's first catch-up outlasted the first token
         first = await statuses_in_wms(wms_server.wms, uuids)
         assert first == {**each(uuids[:20], RUNNING), **each(uuids[20:], {})}
         expired = {"Authorization": f"Bearer {issued[0]}"}
         async with httpx.AsyncClient(base_url=wms_server.url, headers=expired) as c:
-            for _ in range(100):  # liveness bound: the token expires within two seconds
+            for _ in range(200):  # liveness bound: the token expires within two seconds
                 if (await c.get("/v0/taskforces/" + uuids[0])).status_code == 401:
                     break
                 await asyncio.sleep(0.05)

@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from factories import workflow_request
 from test_ui_browser import LIVE_TIMEOUT_MS, call, sign_in
 
 from wms.auth import Role
+
+pytestmark = pytest.mark.long_file
 
 BACKOFF_TIMEOUT_MS = 40_000  # after a few failures the page retries every 8 s, then 16 s
 PAGE_SIZE = 100  # app.js PAGE_SIZE

@@ -20,6 +20,8 @@ from factories import workflow_request
 
 from wms.auth import Role
 
+pytestmark = pytest.mark.long_file
+
 SPEC = Path(__file__).resolve().parents[2] / "Docs" / "openapi.json"
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
