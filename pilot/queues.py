@@ -79,8 +79,13 @@ def connection_parameters(spec: QueueSpec, token: str) -> pika.ConnectionParamet
     return pika.ConnectionParameters(**kwargs)
 
 
+def _broker_reason(exc: BaseException) -> object:
+    """What the broker said: the reason a lost link carries, or the exception itself."""
+    return exc.reason if isinstance(exc, LinkLostError) else exc
+
+
 def _is_refusal(exc: BaseException) -> bool:
-    reason = exc.reason if isinstance(exc, LinkLostError) else exc
+    reason = _broker_reason(exc)
     if isinstance(
         reason,
         pika.exceptions.ProbableAuthenticationError
@@ -106,14 +111,14 @@ def _vhost_closed(reason: object) -> bool:
 
 def _queue_gone(exc: BaseException) -> bool:
     """A passive declaration found no such queue (``404 NOT_FOUND - no queue ...``)."""
-    reason = exc.reason if isinstance(exc, LinkLostError) else exc
+    reason = _broker_reason(exc)
     return isinstance(reason, pika.exceptions.ChannelClosedByBroker) and reason.reply_code == pika.spec.NOT_FOUND
 
 
 def _vhost_gone(exc: BaseException) -> bool:
     """The broker says the vhost does not exist (``530 NOT_ALLOWED - vhost ... not found``, also when pika reports it
     as a probable access denial)."""
-    text = str(exc.reason if isinstance(exc, LinkLostError) else exc)
+    text = str(_broker_reason(exc))
     return "vhost" in text and "not found" in text
 
 

@@ -16,8 +16,11 @@ EnvFactory = Callable[..., dict[str, str]]
 COPY_SLOWLY = """sh -c 'sleep 0.2; cp "$EWMS_TASK_INFILE" "$EWMS_TASK_OUTFILE"'"""
 
 
-def run_until_deleted(rmq: Broker, env: dict[str, str], watched: str, deleted: str) -> tuple[int, str]:
-    """Start the pilot, delete ``deleted`` once ``watched`` holds a message, and wait for the pilot to end."""
+def run_until_deleted(
+    rmq: Broker, env: dict[str, str], watched: str, deleted: str, then_drop_links_of: str | None = None
+) -> tuple[int, str]:
+    """Start the pilot, delete ``deleted`` once ``watched`` holds a message (then, with ``then_drop_links_of``,
+    force-close that token subject's input and output connections), and wait for the pilot to end."""
     pilot = start_pilot(env)
     try:
         deadline = time.monotonic() + 30  # liveness bound for a loaded machine
@@ -25,6 +28,8 @@ def run_until_deleted(rmq: Broker, env: dict[str, str], watched: str, deleted: s
             assert time.monotonic() < deadline, "the pilot produced nothing"
             time.sleep(0.05)
         rmq.delete_queue(deleted)
+        if then_drop_links_of is not None:
+            rmq.close_connections_of(then_drop_links_of, 2)
         _, stderr = pilot.communicate(timeout=60)
     finally:
         pilot.kill()
@@ -76,19 +81,9 @@ def test_an_output_queue_deleted_while_its_link_reconnects_is_not_recreated(
     user = f"pilot-gone-{uuid.uuid4().hex[:8]}"  # token subject: lets us close only this pilot's connections
     copy = """sh -c 'cp "$EWMS_TASK_INFILE" "$EWMS_TASK_OUTFILE"'"""
     env = pilot_env([qin], [qout], sub=user, EWMS_PILOT_TASK_ARGS=copy, EWMS_PILOT_TIMEOUT_QUEUE_INCOMING="15")
-    pilot = start_pilot(env)
-    try:
-        deadline = time.monotonic() + 30  # liveness bound for a loaded machine
-        while rmq.count(qout) < 1:
-            assert time.monotonic() < deadline, "the pilot produced nothing"
-            time.sleep(0.05)
-        # the pilot now waits for more input: nothing is in flight when its output queue goes and its links drop
-        rmq.delete_queue(qout)
-        rmq.close_connections_of(user, 2)
-        _, stderr = pilot.communicate(timeout=60)
-    finally:
-        pilot.kill()
-    assert pilot.returncode == 1, stderr  # it stopped for the lost queue, not after going idle
+    # once the one output is out the pilot waits for more input: nothing is in flight when the queue goes
+    returncode, stderr = run_until_deleted(rmq, env, qout, qout, then_drop_links_of=user)
+    assert returncode == 1, stderr  # it stopped for the lost queue, not after going idle
     assert not rmq.has_queue(qout)  # the reconnection did not declare it again
     error = str(last_values(tmp_path / "pilot.jel")[ChirpAttr.ERROR])
     assert f"output queue {qout} at" in error and "the queue no longer exists (deleted while the pilot ran)" in error
