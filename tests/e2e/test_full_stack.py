@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-import pika
-import pika.exceptions
 import pytest
+from broker_probe import queue_exists
 
 from ewms_client import WMSClient
 from ewms_dev.broker_node import BrokerNode
@@ -32,21 +31,6 @@ def _load_example():  # type: ignore[no-untyped-def]
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _queue_exists(admin_url: str, name: str) -> bool:
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(admin_url))
-    except pika.exceptions.ProbableAccessDeniedError:  # the vhost is gone
-        return False
-    try:
-        connection.channel().queue_declare(name, passive=True)
-        return True
-    except pika.exceptions.ChannelClosedByBroker:
-        return False
-    finally:
-        if connection.is_open:
-            connection.close()
 
 
 def _processes_using(path: str) -> list[str]:
@@ -94,9 +78,9 @@ async def test_two_task_chain_over_200_events(stack: DevStack) -> None:
         mqids = {q for d in directives for q in d["input_queues"] + d["output_queues"]}
         assert len(mqids) == 3
         vhost = (await client.public_queues(workflow_id))[0]["broker_address"].partition("/")[2]
-        admin_url = BrokerNode(**state.broker).admin_url_in(vhost)
+        admin_url = BrokerNode(**state.broker).admin_url
         deadline = time.monotonic() + 60  # liveness bound
-        while any(_queue_exists(admin_url, q) for q in mqids):
+        while any(queue_exists(admin_url, q, vhost) for q in mqids):
             assert time.monotonic() < deadline, "queues still on the broker"
             await asyncio.sleep(0.5)
     assert (Path(state.data_dir) / "tms" / "job-event-logs").is_dir()

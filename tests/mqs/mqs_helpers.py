@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import mqclient
 import pika
+from broker_probe import queue_exists
 
 from mqs_client.interface import MQProfile
 
@@ -65,24 +66,6 @@ def pika_roundtrip(address: str, token: str, queue: str, body: bytes) -> bytes:
     return pika_get(address, token, queue)
 
 
-def admin_queue_exists(admin_url: str, queue: str, vhost: str = "/") -> bool:
-    """Whether the queue exists in ``vhost`` (false when the vhost is gone), asked with a passive declare on the
-    admin account."""
-    url = urllib.parse.urlsplit(admin_url)._replace(path="/" + urllib.parse.quote(vhost, safe="")).geturl()
-    try:
-        conn = pika.BlockingConnection(pika.URLParameters(url))
-    except pika.exceptions.ProbableAccessDeniedError:  # 530: vhost not found
-        return False
-    with conn:
-        try:
-            conn.channel().queue_declare(queue, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                return False
-            raise
-        return True
-
-
 def vhost_exists(management_url: str, vhost: str) -> bool:
     """Whether the broker has the vhost, asked through the management API."""
     response = httpx.get(f"{management_url}/api/vhosts/{urllib.parse.quote(vhost, safe='')}")
@@ -93,7 +76,7 @@ def vhost_exists(management_url: str, vhost: str) -> bool:
 def wait_until_deleted(admin_url: str, queue: str, timeout: float, vhost: str = "/") -> None:
     """Block until the queue is gone (fails after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
-    while admin_queue_exists(admin_url, queue, vhost):
+    while queue_exists(admin_url, queue, vhost):
         if time.monotonic() > deadline:
             raise AssertionError(f"{queue} still exists after {timeout} s")
         time.sleep(0.1)

@@ -7,7 +7,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from mqs_helpers import admin_queue_exists, vhost_exists
+from broker_probe import queue_exists
+from mqs_helpers import vhost_exists
 
 from ewms_dev.broker_node import BrokerNode
 from mqs_client.broker_admin import BrokerAdmin, BrokerUnavailable, Policy
@@ -91,14 +92,14 @@ async def test_one_connection_serves_many_calls_and_a_dropped_one_is_replaced(
         proxy.cut()
         await admin.declare_queues("admin-keep-0", ["qa"])  # the kept connection is dead: a new one is opened
         assert proxy.accepted == 2
-        assert admin_queue_exists(broker.admin_url, "qb", "admin-keep-0")
+        assert queue_exists(broker.admin_url, "qb", "admin-keep-0")
         stats = await admin.queue_stats("admin-keep-1")
         assert sorted(s.name for s in stats) == ["qa", "qb"]
         for n in range(3):
             await admin.delete_vhost(f"admin-keep-{n}")
         assert proxy.accepted == 2
         assert not vhost_exists(broker.management_url, "admin-keep-0")
-        assert not admin_queue_exists(broker.admin_url, "qa", "admin-keep-0")
+        assert not queue_exists(broker.admin_url, "qa", "admin-keep-0")
         assert await admin.queue_stats("admin-keep-0") == []  # gone: no queues, no error
         await admin.delete_vhost("admin-keep-0")  # deleting again is fine
     finally:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from mqs_helpers import admin_queue_exists, mqclient_roundtrip, pika_get, pika_publish, vhost_of
+from broker_probe import queue_exists
+from mqs_helpers import mqclient_roundtrip, pika_get, pika_publish, vhost_of
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ewms_dev import broker_node
@@ -57,7 +58,7 @@ async def test_restart_keeps_queues_and_tokens(
     own_broker.append(restarted)
     assert restarted.address == node.address
 
-    assert all(admin_queue_exists(node.admin_url, q.mqid, vhost_of(inq)) for q in (inq, outq, failed))
+    assert all(queue_exists(node.admin_url, q.mqid, vhost_of(inq)) for q in (inq, outq, failed))
     assert pika_get(inq.broker_address, inq.auth_token, inq.mqid) == b"survives the restart"
     assert await mqclient_roundtrip(outq, [{"after": "restart"}]) == [{"after": "restart"}]
     assert await mqs.activate("WF-restart", priority=1) == [inq, outq, failed]

@@ -12,8 +12,8 @@ from typing import Any
 import jwt
 import pika
 import pytest
+from broker_probe import queue_exists
 from mqs_helpers import (
-    admin_queue_exists,
     connect,
     mqclient_roundtrip,
     pika_publish,
@@ -95,7 +95,7 @@ async def test_activate_then_publish_and_consume(mqs: EmbeddedMQS, broker: Broke
             f"rabbitmq.configure:{vhost}/{profile.mqid}",
             f"rabbitmq.write:{vhost}/amq.default",
         }
-        assert admin_queue_exists(broker.admin_url, profile.mqid, vhost)
+        assert queue_exists(broker.admin_url, profile.mqid, vhost)
 
     events = [{"n": 1, "text": "hello"}, {"n": 2, "text": "world"}]
     assert await mqclient_roundtrip(profiles[0], events) == events
@@ -168,13 +168,13 @@ async def test_deactivate_deletes_queues_after_grace(mqs: EmbeddedMQS, make_mqs:
     patient = make_mqs(mq_delete_grace_seconds=600)
     await mqs.deactivate("WF-5")
     await patient.housekeep()  # within its grace: nothing deleted
-    assert all(admin_queue_exists(broker.admin_url, p.mqid, vhost) for p in profiles)
+    assert all(queue_exists(broker.admin_url, p.mqid, vhost) for p in profiles)
 
     await mqs.deactivate("WF-5")  # a repeat is harmless
     await mqs.deactivate("WF-never-active")  # never created: deleting is still fine
     await mqs.housekeep()
     assert not vhost_exists(broker.management_url, vhost)
-    assert not any(admin_queue_exists(broker.admin_url, p.mqid, vhost) for p in profiles)
+    assert not any(queue_exists(broker.admin_url, p.mqid, vhost) for p in profiles)
     for profile in await mqs.get_profiles([p.mqid for p in profiles]):
         assert not profile.is_activated and profile.auth_token is None
     await mqs.housekeep()
@@ -213,13 +213,13 @@ async def test_broker_down_means_try_again_later(
 
     active, _failed = await make_mqs().activate("WF-7", priority=1)  # the retry succeeds
     vhost = vhost_of(active)
-    assert active.is_activated and admin_queue_exists(broker.admin_url, active.mqid, vhost)
+    assert active.is_activated and queue_exists(broker.admin_url, active.mqid, vhost)
 
     await down.deactivate("WF-7")
     with caplog.at_level(logging.WARNING, logger="mqs_client.embedded"):
         await down.housekeep()
     assert "not deleted yet" in caplog.text
-    assert admin_queue_exists(broker.admin_url, active.mqid, vhost)
+    assert queue_exists(broker.admin_url, active.mqid, vhost)
     await make_mqs().housekeep()
     assert not vhost_exists(broker.management_url, vhost)
 

@@ -17,6 +17,7 @@ from typing import Any
 import htcondor2
 import httpx
 import pika
+from broker_probe import queue_exists
 from broker_tokens import mint_token
 
 from ewms_dev.broker_node import BrokerNode
@@ -66,12 +67,7 @@ class Broker:
 
     def has_queue(self, queue: str) -> bool:
         """Whether the broker has ``queue`` (in the default vhost)."""
-        url = f"http://127.0.0.1:{self.node.management_port}/api/queues/%2F/{queue}"
-        answer = httpx.get(url, auth=self.admin, timeout=30)
-        if answer.status_code == 404:
-            return False
-        answer.raise_for_status()
-        return True
+        return queue_exists(self.node.admin_url, queue)
 
     def new_queues(self, count: int, vhost: str = "/") -> list[str]:
         """Declare ``count`` fresh quorum queues (as oms-mqclient would)."""

@@ -14,7 +14,8 @@ import httpx
 import pika
 import pika.exceptions
 import pytest
-from mqs_helpers import QUORUM, admin_queue_exists, connect, mq_queue, vhost_exists, vhost_of
+from broker_probe import queue_exists
+from mqs_helpers import QUORUM, connect, mq_queue, vhost_exists, vhost_of
 
 from ewms_dev.broker_node import BrokerNode
 from mqs_client import EmbeddedMQS, MQProfile, MQSError
@@ -132,7 +133,7 @@ async def test_a_vhost_holds_only_the_workflows_queues(mqs: EmbeddedMQS, broker:
     await mqs.reserve("WF-cap", ["in", "out"], ["in"])
     profiles = await mqs.activate("WF-cap", 1)
     vhost = vhost_of(profiles[0])
-    assert all(admin_queue_exists(broker.admin_url, p.mqid, vhost) for p in profiles)
+    assert all(queue_exists(broker.admin_url, p.mqid, vhost) for p in profiles)
     url = urllib.parse.urlsplit(broker.admin_url)._replace(path=f"/{vhost}").geturl()
     with pika.BlockingConnection(pika.URLParameters(url)) as conn:  # even the admin account cannot add one
         with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="limit"):

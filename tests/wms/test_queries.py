@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError
 from ewms_dev.factories import taskforce
 from wms import schema
 from wms.config import DEFAULT_OPENAPI_PATH
-from wms.database.store import EMBEDDED_ID_KEY, Store
+from wms.database.store import EMBEDDED_ID_KEY, LOOKUPS_MAX, Store
 
 
 async def test_pagination_over_several_pages_with_projection(start_wms, make_token) -> None:  # type: ignore[no-untyped-def]
@@ -168,19 +168,8 @@ async def test_a_bare_value_still_matches_inside_an_array_field(api: Api) -> Non
 async def test_every_filter_the_store_sends_is_exact(mongo_uri: str) -> None:
     """Reads, writes and bulk writes alike reach the server with ``$eq`` on scalar fields (an index lookup on the
     embedded server, where a bare value on an update scans the collection), and still find what they should."""
-    sent: list[dict[str, Any]] = []
-
-    class Recorder(monitoring.CommandListener):
-        def started(self, event: monitoring.CommandStartedEvent) -> None:
-            sent.append(dict(event.command))
-
-        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-            pass
-
-        def failed(self, event: monitoring.CommandFailedEvent) -> None:
-            pass
-
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, event_listeners=[Recorder()])
+    recorder = SentCommands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, event_listeners=[recorder])
     store = Store(client, "exact-filters-test", schema.load(str(DEFAULT_OPENAPI_PATH)))
     coll = store.taskforces
     try:
@@ -196,11 +185,27 @@ async def test_every_filter_the_store_sends_is_exact(mongo_uri: str) -> None:
         await client.close()
     assert moved is not None and sorted(d["taskforce_uuid"] for d in found) == ["TF-0", "TF-1"]
     assert left == [{"taskforce_uuid": "TF-2", "phase": "r"}]
-    filters = [f for c in sent for f in _filters(c)]
+    filters = [f for c in recorder.sent for f in _filters(c)]
     assert {"taskforce_uuid": {"$eq": "TF-0"}} in filters and {"taskforce_uuid": {"$eq": "TF-1"}} in filters
     assert {"taskforce_uuid": {"$eq": "TF-2"}, "phase": {"$eq": "p"}} in filters
     assert {"phase": {"$eq": "q"}} in filters
     assert not any(isinstance(v, str) for f in filters for v in f.values())  # no bare value left
+
+
+class SentCommands(monitoring.CommandListener):
+    """The commands a client sent, as pymongo's command monitoring saw them."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
 
 
 def _filters(command: dict[str, Any]) -> list[dict[str, Any]]:
@@ -225,3 +230,26 @@ async def test_chunked_writes_try_every_request_and_raise_every_error(mongo_uri:
     finally:
         await client.drop_database("write-each-test")
         await client.close()
+
+
+@pytest.mark.parametrize("n_values", [3, LOOKUPS_MAX + 5], ids=["one-query-per-value", "one-in-query"])
+async def test_find_each_finds_every_value_once_by_lookups_or_one_in(mongo_uri: str, n_values: int) -> None:
+    recorder = SentCommands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, event_listeners=[recorder])
+    store = Store(client, f"find-each-test-{n_values}", schema.load(str(DEFAULT_OPENAPI_PATH)))
+    coll = store.taskforces
+    try:
+        await coll.insert_many([{"taskforce_uuid": f"TF-{n}", "phase": "p"} for n in range(2 * LOOKUPS_MAX)])
+        wanted = [f"TF-{n}" for n in range(n_values - 1)] + ["TF-0", "TF-missing"]  # a repeat and an unknown value
+        recorder.sent.clear()
+        found = await store.find_each(coll, "taskforce_uuid", wanted, {"_id": False, "taskforce_uuid": True})
+    finally:
+        await client.drop_database(f"find-each-test-{n_values}")
+        await client.close()
+    assert sorted(d["taskforce_uuid"] for d in found) == sorted(f"TF-{n}" for n in range(n_values - 1))
+    finds = [c["filter"] for c in recorder.sent if "find" in c]
+    unique = list(dict.fromkeys(wanted))
+    if len(unique) > LOOKUPS_MAX:
+        assert finds == [{"taskforce_uuid": {"$in": unique}}]
+    else:
+        assert finds == [{"taskforce_uuid": {"$eq": v}} for v in unique]
