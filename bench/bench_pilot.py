@@ -4,8 +4,8 @@ Starts its own private RabbitMQ node (per-queue JWTs, as in production), then me
 
 - floor: pika publishing the same event envelopes with a confirm each, then consuming them with manual acks
   (prefetch 4): what moving one event through the broker costs without any pilot;
-- process start: spawning ``cp IN OUT`` one after another from asyncio, as the pilot does: the per-event cost a
-  process-per-event pilot cannot avoid;
+- process start: starting ``cp IN OUT`` one after another from asyncio by the cheapest way (``os.posix_spawn``,
+  awaited through a pidfd): the per-event cost a process-per-event pilot cannot avoid;
 - pilots: the events through 1 and through 4 ``python -m pilot`` processes (concurrency 1 each by default), timed
   from their launch until the output queue holds every event, with every event accounted for as in production: the
   queues in their own vhost under the MQS's policies (delivery limit, dead-lettering to the failed-events queue,
@@ -17,8 +17,8 @@ Prints JSON: events/s of each, each pilot run's ratio to the floor, one pilot's 
 and the accounted / bare ratio (targets: >= 200 events/s with 4 pilots on 2 cores; < 10 ms per event beyond process
 start; accounting costs at most 10 % of events/s, ratio >= 0.9).
 
-    .venv/bin/python bench/bench_pilot.py                 # 10,000 events
-    .venv/bin/python bench/bench_pilot.py --events 2000
+    .venv/bin/python -m bench.bench_pilot                 # 10,000 events
+    .venv/bin/python -m bench.bench_pilot --events 2000
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any
 import jwt
 import pika
 
+from bench.common import executable, start_and_wait
 from ewms_dev import broker_node
 from mqs_client.broker_admin import BrokerAdmin, workflow_policies
 from mqs_client.config import MQSConfig
@@ -150,18 +151,17 @@ def measure_floor(node: broker_node.BrokerNode, bodies: list[bytes]) -> dict[str
 
 
 def measure_process_start(work: Path) -> float:
-    """Milliseconds to spawn and wait for ``cp IN OUT`` from asyncio, one after another."""
+    """Milliseconds to start and wait for ``cp IN OUT`` from asyncio, one after another (the cheapest way,
+    :func:`bench.common.start_and_wait`)."""
     src, dst = work / "spawn.in", work / "spawn.out"
     src.write_text("event")
+    argv = [executable("cp"), str(src), str(dst)]
 
     async def spawn_all() -> float:
         started = time.perf_counter()
         for _ in range(SPAWN_SAMPLES):
             # own session, as the local backend starts pilots and pilots start tasks (autogroup scheduling)
-            proc = await asyncio.create_subprocess_exec(
-                "cp", str(src), str(dst), stdin=subprocess.DEVNULL, start_new_session=True
-            )
-            await proc.wait()
+            await start_and_wait(argv)
         return time.perf_counter() - started
 
     return asyncio.run(spawn_all()) / SPAWN_SAMPLES * 1000

@@ -10,7 +10,8 @@ Floors, measured in the same run on the same broker:
 - broker: the same events moved through the broker twice by bare pika (publish with a confirm each, then consume
   with acks; ``bench/bench_pilot.py``'s floor, twice), what two hops cost without any pilot, measured in every round;
 - process starts: as many ``cp IN OUT`` starts as the chain makes (two per event), from asyncio at the chain's
-  concurrency (8), measured in every round (the best counts).
+  concurrency (8) by the cheapest way (``os.posix_spawn``, awaited through a pidfd), measured in every round (the best
+  counts).
 
 Beside them, the pilot benchmark at the same worker count: the same chain of 4 + 4 bare pilots started directly
 (``bench/bench_pilot.py``'s environment), without WMS, MQS or TMS, timed the same way. Both floors, bare pilots and
@@ -38,7 +39,7 @@ from typing import Any
 import pika
 
 from bench.bench_pilot import Queues, declare, measure_floor, pilot_env, token
-from bench.common import cpu_by_kind, dev_stack, emit, log, run
+from bench.common import cpu_by_kind, dev_stack, emit, executable, log, run, start_and_wait
 from ewms_client import WMSClient
 from ewms_dev import broker_node
 from ewms_dev.factories import task_request
@@ -147,19 +148,17 @@ def wait_for_consumers(admin: Any, queues: list[str], pilots: list[subprocess.Po
 
 
 async def process_starts(work: Path, count: int, concurrency: int) -> Timed:
-    """Start and wait for ``count`` ``cp IN OUT`` processes from ``concurrency`` asyncio workers; the CPU per event
-    (two starts) is this process's and its children's."""
+    """Start and wait for ``count`` ``cp IN OUT`` processes (:func:`start_and_wait`) from ``concurrency`` asyncio
+    workers; the CPU per event (two starts) is this process's and its children's."""
     src = work / "spawn.in"
     src.write_text("event")
+    cp = executable("cp")
 
     async def worker(index: int) -> None:
-        dst = str(work / f"spawn-{index}.out")
+        argv = [cp, str(src), str(work / f"spawn-{index}.out")]
         for _ in range(count // concurrency + (index < count % concurrency)):
-            proc = await asyncio.create_subprocess_exec(  # in its own session, as the pilot starts tasks (SESSIONS)
-                "cp", str(src), dst, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-            if await proc.wait() != 0:
-                raise RuntimeError(f"cp exited with {proc.returncode}")
+            if (code := await start_and_wait(argv)) != 0:  # in its own session, as the pilot starts tasks (SESSIONS)
+                raise RuntimeError(f"cp exited with {code}")
 
     own_before, started = own_cpu(), time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))

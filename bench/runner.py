@@ -117,7 +117,7 @@ BENCHES = (
           adapt_watcher),
     Bench("freshness", ("-m", "bench.bench_freshness"), ("--samples", "4")),
     # 5,000 events rather than its default 10,000 keep the suite under 15 minutes on 2 cores; rates hardly change
-    Bench("pilot", ("bench/bench_pilot.py", "--events", "5000"), ("--events", "300"), adapt_pilot),
+    Bench("pilot", ("-m", "bench.bench_pilot", "--events", "5000"), ("--events", "300"), adapt_pilot),
     Bench("memory", ("-m", "bench.bench_memory"), ("--taskforces", "5000", "--requests", "500")),
     Bench("pipeline", ("-m", "bench.bench_pipeline"), ("--events", "200", "--rounds", "1"), timeout=900.0),
     Bench("scale", ("-m", "bench.bench_scale"), ("--workflows", "50", "--samples", "5", "--launch", "100", "--stream",
