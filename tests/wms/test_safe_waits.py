@@ -9,8 +9,7 @@ import pytest
 from pymongo.asynchronous import pool, topology
 from pymongo.lock import _async_create_condition, _async_create_lock
 
-import wms.database  # noqa: F401  (installs the waits)
-from wms.database import safe_waits
+from wms.database import safe_waits  # importing wms.database installs the waits
 
 TIMEOUT = 0.05
 
