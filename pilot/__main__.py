@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
 from collections.abc import Mapping
+
+import uvloop
 
 from ewms_wire.chirp import PilotStatus
 from pilot.config import load_config, load_reporting_config
@@ -48,7 +49,7 @@ def main() -> int:
         reporter.set_status(PilotStatus.STARTED)
         reporter.fatal(str(exc))
         return 1
-    return asyncio.run(Pilot(config, reporter, make_runner(config)).run())
+    return uvloop.run(Pilot(config, reporter, make_runner(config)).run())  # cheaper callbacks than asyncio's loop
 
 
 if __name__ == "__main__":

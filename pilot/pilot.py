@@ -12,11 +12,13 @@ redelivered and its output may be sent twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
 import shutil
 import signal
+import time
 import traceback
 import uuid
 from collections import deque
@@ -36,9 +38,10 @@ from pilot.errors import (
 )
 from pilot.events_io import decode_event, encode_event, read_outfile, write_infile
 from pilot.failed_events import failed_event_body, pilot_identity
+from pilot.processes import keep_descriptors_from_tasks
 from pilot.queues import Delivery, InputLink, LinkLostError, OutputLink
 from pilot.reporting import StatusReporter
-from pilot.runners import Runner, TaskFiles, dump_output, execute, use_pidfd_child_watcher
+from pilot.runners import Runner, TaskFiles, dump_output, execute
 from pilot.tokens import TokenSource, make_token_source
 
 LOGGER = logging.getLogger(__name__)
@@ -77,7 +80,8 @@ class Pilot:
         # one reusable I/O directory per task slot: no mkdir/rmdir per event (slow on some file systems)
         self._free_dirs = [config.data_dir / f"task-io-{i}" for i in range(config.max_concurrent_tasks)]
         self._tasks: dict[asyncio.Task[None], Delivery] = {}
-        self._activity = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._last_activity = 0.0  # time.monotonic() of the last event received or task ended
         self._stop: StopReason | None = None
         self._stop_detail = ""
         self._listening = False
@@ -94,7 +98,7 @@ class Pilot:
         """Run the whole lifecycle; return the process exit code."""
         self.reporter.set_status(PilotStatus.STARTED)
         self._log_settings()
-        use_pidfd_child_watcher()
+        keep_descriptors_from_tasks()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -214,20 +218,23 @@ class Pilot:
             await link.open()
 
     async def _listen(self) -> None:
-        """Wait until a stop is requested or the input queues stay quiet while a task slot is free."""
-        timeout = self.config.timeout_first_message
+        """Wait until a stop is requested or, while a task slot is free, the inputs stay quiet (no event arrives,
+        no task ends) for the idle timeout."""
+        self._last_activity = time.monotonic()
         while self._stop is None:
-            self._activity.clear()
-            try:
-                await asyncio.wait_for(self._activity.wait(), timeout)
-            except TimeoutError:
-                # busy slots or a reconnecting input are not a quiet queue: wait another round
-                if not self._slots.locked() and all(link.is_open for link in self._inputs):
-                    first = "first " if not self._received_any else ""
-                    LOGGER.info("no %sevent for %gs", first, timeout)
-                    self._request_stop(StopReason.IDLE, "")
-            if self._received_any:
-                timeout = self.config.timeout_incoming
+            timeout = self.config.timeout_incoming if self._received_any else self.config.timeout_first_message
+            quiet = time.monotonic() - self._last_activity
+            if quiet < timeout:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout - quiet):
+                        await self._stop_requested.wait()
+                continue
+            if self._slots.locked() or not all(link.is_open for link in self._inputs):
+                self._last_activity = time.monotonic()  # busy slots or a reconnecting input: not a quiet queue
+                continue
+            first = "first " if not self._received_any else ""
+            LOGGER.info("no %sevent for %gs", first, timeout)
+            self._request_stop(StopReason.IDLE, "")
 
     async def _shutdown(self) -> None:
         for task in self._tasks:
@@ -248,11 +255,11 @@ class Pilot:
         task = asyncio.ensure_future(self._handle(delivery))
         self._tasks[task] = delivery
         task.add_done_callback(self._task_done)
-        self._activity.set()
+        self._last_activity = time.monotonic()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
-        self._activity.set()
+        self._last_activity = time.monotonic()
         if not task.cancelled() and task.exception() is not None:
             LOGGER.error("event handling crashed", exc_info=task.exception())
             self._request_stop(StopReason.FAILURES, f"event handling crashed: {task.exception()!r}")
@@ -419,7 +426,7 @@ class Pilot:
     def _request_stop(self, reason: StopReason, detail: str) -> None:
         if self._stop is None:
             self._stop, self._stop_detail = reason, detail
-        self._activity.set()
+        self._stop_requested.set()
 
     def _on_input_lost(self, link: InputLink) -> None:
         doomed = [task for task, delivery in self._tasks.items() if delivery.link is link]

@@ -9,15 +9,12 @@ directly, so a substituted path can never be re-parsed as shell syntax.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
 import shlex
 import shutil
-import signal
 import subprocess
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ from typing import ClassVar
 
 from pilot.config import PilotConfig, TaskSpec, is_apptainer_sandbox, is_local_directory
 from pilot.errors import TaskExitError, TaskLaunchError, TaskTimeoutError
+from pilot.processes import spawn
 
 LOGGER = logging.getLogger(__name__)
 
@@ -40,7 +38,6 @@ PLACEHOLDERS = {
 TASK_ENV_NAMES = {"INFILE": "EWMS_TASK_INFILE", "OUTFILE": "EWMS_TASK_OUTFILE", "DATA_HUB": "EWMS_TASK_DATA_HUB_DIR"}
 # the pilot's own settings (queue tokens among them) never reach a task
 PRIVATE_ENV_PREFIXES = ("EWMS_PILOT_", "_EWMS_PILOT_")
-KILL_GRACE_SECONDS = 5.0
 STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 800
 
@@ -268,58 +265,25 @@ def _read_tail(path: Path) -> str:
         return ""
 
 
-def use_pidfd_child_watcher() -> None:
-    """On Python 3.11, wait for task processes through pidfds (3.12's default), not with one thread per process."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # kernel without pidfds (< 5.3): keep the default watcher
-        return
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(asyncio.get_running_loop())
-    asyncio.set_child_watcher(watcher)
-
-
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the task's process group, then SIGKILL it after a grace period."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            await asyncio.wait_for(proc.wait(), wait)
-            return
-        except TimeoutError:
-            LOGGER.warning("task process %d ignored SIGTERM for %.0fs; killing it", proc.pid, wait)
-
-
 async def execute(command: CommandLine, files: TaskFiles, time_limit: float | None) -> None:
     """Run ``command`` with its output captured to ``files``; raise a TaskError kind when it fails."""
-    with contextlib.ExitStack() as stack:
-        err = stack.enter_context(files.stderr.open("wb"))
-        out = stack.enter_context(files.stdout.open("wb")) if files.stdout else subprocess.DEVNULL
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *command.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=command.env,
-                start_new_session=True,  # its own process group, so a timeout kills its children too
-            )
-        except OSError as exc:
-            raise TaskLaunchError(f"cannot start task command {command.argv[0]!r}: {exc.strerror or exc}") from exc
-        try:
-            code = await asyncio.wait_for(proc.wait(), time_limit)
-        except TimeoutError:
-            await _terminate(proc)
-            tail = _read_tail(files.stderr)
-            raise TaskTimeoutError(f"task timed out after {time_limit:g}s", stderr_tail=tail) from None
-        except asyncio.CancelledError:
-            await _terminate(proc)
-            raise
+    try:
+        proc = spawn(command.argv, command.env, files.stdout, files.stderr)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.filename in (str(files.stdout), str(files.stderr)):
+            raise TaskLaunchError(f"cannot create the task's output file {exc.filename}: {reason}") from exc
+        raise TaskLaunchError(f"cannot start task command {command.argv[0]!r}: {reason}") from exc
+    try:
+        async with asyncio.timeout(time_limit):
+            code = await proc.wait()
+    except TimeoutError:
+        await proc.terminate()
+        tail = _read_tail(files.stderr)
+        raise TaskTimeoutError(f"task timed out after {time_limit:g}s", stderr_tail=tail) from None
+    except asyncio.CancelledError:
+        await proc.terminate()
+        raise
     if code != 0:
         how = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
         tail = _read_tail(files.stderr)

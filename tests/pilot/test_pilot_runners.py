@@ -228,6 +228,29 @@ async def test_timeout_kills_the_task_and_its_children(tmp_path: Path) -> None:
     assert _process_gone(int(pid_file.read_text()))
 
 
+async def test_cancelling_the_event_kills_the_task_and_its_children(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    config = make_config(tmp_path, EWMS_PILOT_TASK_ARGS=f"sh -c 'sleep 300 & echo $! > {pid_file}; wait'")
+    command = make_runner(config).build(config.task, "", _files(tmp_path))
+    run = asyncio.ensure_future(execute(command, _files(tmp_path), None))
+    for _ in range(3000):  # liveness bound, not a timing target: the task writes its child's pid at once
+        if (child := _pid_in(pid_file)) is not None:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the task never started its child")
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await asyncio.sleep(0.1)
+    assert _process_gone(child)
+
+
+def _pid_in(path: Path) -> int | None:
+    text = path.read_text().strip() if path.exists() else ""
+    return int(text) if text.isdigit() else None
+
+
 def _process_gone(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status")
     return not status.exists() or "zombie" in status.read_text()
