@@ -4,8 +4,8 @@ Starts its own private RabbitMQ node (per-queue JWTs, as in production), then me
 
 - floor: pika publishing the same event envelopes with a confirm each, then consuming them with manual acks
   (prefetch 4): what moving one event through the broker costs without any pilot;
-- process start: starting ``cp IN OUT`` one after another from asyncio by the cheapest way (``os.posix_spawn``,
-  awaited through a pidfd): the per-event cost a process-per-event pilot cannot avoid;
+- process start: starting ``cp IN OUT`` one after another by the cheapest way (``os.posix_spawn``, awaited through a
+  pidfd on uvloop, as the pilot starts its tasks): the per-event cost a process-per-event pilot cannot avoid;
 - pilots: the events through 1 and through 4 ``python -m pilot`` processes (concurrency 1 each by default), timed
   from their launch until the output queue holds every event, with every event accounted for as in production: the
   queues in their own vhost under the MQS's policies (delivery limit, dead-lettering to the failed-events queue,
@@ -39,6 +39,7 @@ from typing import Any
 
 import jwt
 import pika
+import uvloop
 
 from bench.common import executable, start_and_wait
 from ewms_dev import broker_node
@@ -151,7 +152,7 @@ def measure_floor(node: broker_node.BrokerNode, bodies: list[bytes]) -> dict[str
 
 
 def measure_process_start(work: Path) -> float:
-    """Milliseconds to start and wait for ``cp IN OUT`` from asyncio, one after another (the cheapest way,
+    """Milliseconds to start and wait for ``cp IN OUT``, one after another (the cheapest way,
     :func:`bench.common.start_and_wait`)."""
     src, dst = work / "spawn.in", work / "spawn.out"
     src.write_text("event")
@@ -164,7 +165,7 @@ def measure_process_start(work: Path) -> float:
             await start_and_wait(argv)
         return time.perf_counter() - started
 
-    return asyncio.run(spawn_all()) / SPAWN_SAMPLES * 1000
+    return uvloop.run(spawn_all()) / SPAWN_SAMPLES * 1000  # on the pilot's event loop
 
 
 def pilot_env(

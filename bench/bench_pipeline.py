@@ -9,9 +9,9 @@ Floors, measured in the same run on the same broker:
 
 - broker: the same events moved through the broker twice by bare pika (publish with a confirm each, then consume
   with acks; ``bench/bench_pilot.py``'s floor, twice), what two hops cost without any pilot, measured in every round;
-- process starts: as many ``cp IN OUT`` starts as the chain makes (two per event), from asyncio at the chain's
-  concurrency (8) by the cheapest way (``os.posix_spawn``, awaited through a pidfd), measured in every round (the best
-  counts).
+- process starts: as many ``cp IN OUT`` starts as the chain makes (two per event), from an event loop at the chain's
+  concurrency (8) by the cheapest way (``os.posix_spawn``, awaited through a pidfd, on uvloop: as the pilot starts its
+  tasks), measured in every round (the best counts).
 
 Beside them, the pilot benchmark at the same worker count: the same chain of 4 + 4 bare pilots started directly
 (``bench/bench_pilot.py``'s environment), without WMS, MQS or TMS, timed the same way. Both floors, bare pilots and
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pika
+import uvloop
 
 from bench.bench_pilot import Queues, declare, measure_floor, pilot_env, token
 from bench.common import cpu_by_kind, dev_stack, emit, executable, log, run, start_and_wait
@@ -148,8 +149,8 @@ def wait_for_consumers(admin: Any, queues: list[str], pilots: list[subprocess.Po
 
 
 async def process_starts(work: Path, count: int, concurrency: int) -> Timed:
-    """Start and wait for ``count`` ``cp IN OUT`` processes (:func:`start_and_wait`) from ``concurrency`` asyncio
-    workers; the CPU per event (two starts) is this process's and its children's."""
+    """Start and wait for ``count`` ``cp IN OUT`` processes (:func:`start_and_wait`) from ``concurrency``
+    workers on the event loop; the CPU per event (two starts) is this process's and its children's."""
     src = work / "spawn.in"
     src.write_text("event")
     cp = executable("cp")
@@ -299,4 +300,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, uvloop.new_event_loop)  # the pilot's event loop, for the process floor

@@ -30,6 +30,7 @@ from ewms_dev import broker_node, processes
 from ewms_dev import mongo_server as embedded
 from ewms_dev.factories import WORKER_CONFIG, task_request, taskforce
 from ewms_dev.service_env import wms_env
+from pilot.processes import TaskProcess
 from wms.auth import Role, issue_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -625,10 +626,13 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the context managers, which stop the child processes
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+def run(
+    main: Callable[[], Coroutine[Any, Any, None]], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+) -> None:
     """Entry point of a benchmark module (SIGTERM, e.g. from the runner's timeout, still cleans up)."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
 
 
 # ---- the full stack (WMS, TMS with the local backend) --------------------------------------------------------------
@@ -663,22 +667,11 @@ def idle_pilot_command(seconds: int = 900) -> str:
 
 async def start_and_wait(argv: list[str]) -> int:
     """Run ``argv`` (an absolute path first) in its own session with stdin from /dev/null and return its exit code:
-    ``os.posix_spawn`` (vfork and exec, no Python in the child) awaited through a pidfd, the cheapest way from asyncio
-    (``asyncio.create_subprocess_exec``, which the pilot uses, costs about 10 % more CPU per start here): the process
-    floors' way."""
+    ``os.posix_spawn`` (vfork and exec, no Python in the child) awaited as the pilot awaits its tasks
+    (:class:`pilot.processes.TaskProcess`, a pidfd), the cheapest way from an event loop: the process floors' way."""
     stdin = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
     pid = os.posix_spawn(argv[0], argv, os.environ, setsid=True, file_actions=stdin)  # noqa: ASYNC221 (returns at exec)
-    pidfd = os.pidfd_open(pid)
-    loop = asyncio.get_running_loop()
-    exited: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(pidfd, exited.set_result, None)
-    try:
-        await exited
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-    _, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 (it has exited: this only collects its status)
-    return os.waitstatus_to_exitcode(status)
+    return await TaskProcess(pid).wait()
 
 
 def executable(name: str) -> str:
