@@ -346,8 +346,11 @@ class Pilot:
         assert files.task_io is not None and files.infile is not None and files.outfile is not None
         event = decode_event(delivery.body)
         try:
-            files.task_io.mkdir(exist_ok=True)
-            write_infile(files.infile, event)
+            try:
+                write_infile(files.infile, event)
+            except FileNotFoundError:  # a directory per event (kept files), or the last task removed its own
+                files.task_io.mkdir(exist_ok=True)
+                write_infile(files.infile, event)
         except OSError as exc:
             raise TaskInputError(f"cannot write the task's input file: {exc}") from exc
         command = self.runner.build(self.config.task, self._task_image, files)

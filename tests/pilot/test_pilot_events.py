@@ -144,6 +144,16 @@ def test_each_task_sees_only_its_own_files(rmq: Broker, pilot_env: EnvFactory, t
     assert list((tmp_path / "work" / "ewms-pilot-data" / "task-io-0").iterdir()) == []
 
 
+def test_a_task_that_removes_its_own_directory_does_not_fail_the_next_event(rmq: Broker, pilot_env: EnvFactory) -> None:
+    qin, qout = rmq.new_queues(2)
+    rmq.publish(qin, ["rm", "b", "c"])
+    task = """sh -c 'if grep -q rm "$0"; then rm -r "${0%/*}"; else cp "$0" "$1"; fi' {{INFILE}} {{OUTFILE}}"""
+    result = run_pilot(pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS=task))
+    assert result.returncode == 0, result.stderr
+    assert sorted(e.data for e in rmq.drain(qout)) == ["b", "c"]
+    assert "failed" not in result.stderr
+
+
 def test_kept_task_files_get_a_directory_per_event(rmq: Broker, pilot_env: EnvFactory, tmp_path: Path) -> None:
     qin, qout = rmq.new_queues(2)
     rmq.publish(qin, ["a", "b"])
