@@ -113,9 +113,21 @@ def _find(command: str, path: str) -> str:
     return found
 
 
-def _reap(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+def _reap(pid: int) -> tuple[int | None, ChildProcessError | None]:
+    """The exit code of child ``pid`` (blocks until it exits), or the error when something else reaped it."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError as exc:  # not ours to collect any more: say so rather than wait forever
+        return None, exc
+    return os.waitstatus_to_exitcode(status), None
+
+
+def _settle(exited: asyncio.Future[int], code: int | None, error: ChildProcessError | None) -> None:
+    if error is not None:
+        exited.set_exception(error)
+    else:
+        assert code is not None
+        exited.set_result(code)
 
 
 def _watch_exit(pid: int) -> asyncio.Future[int]:
@@ -131,15 +143,15 @@ def _watch_exit(pid: int) -> asyncio.Future[int]:
     def on_exit() -> None:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        exited.set_result(_reap(pid))  # it has exited: waitpid only collects its status
+        _settle(exited, *_reap(pid))  # it has exited: waitpid only collects its status
 
     loop.add_reader(pidfd, on_exit)
     return exited
 
 
 def _reap_in_thread(pid: int, loop: asyncio.AbstractEventLoop, exited: asyncio.Future[int]) -> None:
-    code = _reap(pid)
+    outcome = _reap(pid)
     try:
-        loop.call_soon_threadsafe(exited.set_result, code)
+        loop.call_soon_threadsafe(_settle, exited, *outcome)
     except RuntimeError:  # the loop is closed: nobody waits any more
         pass

@@ -18,6 +18,10 @@ from pilot.runners import CommandLine, TaskFiles, execute
 ENV = {"PATH": os.defpath}
 
 
+def _no_pidfds(pid: int) -> int:
+    raise OSError(38, "Function not implemented")  # ENOSYS: a kernel older than 5.3
+
+
 def _files(tmp_path: Path, stdout: bool = True) -> TaskFiles:
     return TaskFiles(tmp_path, stderr=tmp_path / "stderr", stdout=tmp_path / "stdout" if stdout else None)
 
@@ -83,9 +87,24 @@ async def test_an_output_file_that_cannot_be_created_is_a_launch_error(tmp_path:
 
 
 async def test_exits_are_awaited_by_a_thread_without_pidfds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_pidfds(pid: int) -> int:
-        raise OSError(38, "Function not implemented")  # ENOSYS: a kernel older than 5.3
-
-    monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    monkeypatch.setattr(os, "pidfd_open", _no_pidfds)
     proc = spawn(["sh", "-c", "sleep 0.2; exit 3"], ENV, None, tmp_path / "stderr")
     assert await proc.wait() == 3
+
+
+@pytest.mark.parametrize("pidfds", [True, False])
+async def test_a_task_reaped_by_someone_else_is_an_error_not_a_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pidfds: bool
+) -> None:
+    if not pidfds:
+        monkeypatch.setattr(os, "pidfd_open", _no_pidfds)
+    collect = os.waitpid
+
+    def already_reaped(pid: int, options: int) -> tuple[int, int]:
+        raise ChildProcessError(10, "No child processes")  # what waitpid says once another waiter took the status
+
+    monkeypatch.setattr(os, "waitpid", already_reaped)
+    proc = spawn(["true"], ENV, None, tmp_path / "stderr")
+    with pytest.raises(ChildProcessError):
+        await proc.wait()
+    collect(proc.pid, 0)  # no zombie left behind
