@@ -80,7 +80,7 @@ class Pilot:
         # one reusable I/O directory per task slot: no mkdir/rmdir per event (slow on some file systems)
         self._free_dirs = [config.data_dir / f"task-io-{i}" for i in range(config.max_concurrent_tasks)]
         self._tasks: dict[asyncio.Task[None], Delivery] = {}
-        self._stop_requested = asyncio.Event()
+        self._wake = asyncio.Event()  # the idle wait must look again: a stop request, or the first event
         self._last_activity = 0.0  # time.monotonic() of the last event received or task ended
         self._stop: StopReason | None = None
         self._stop_detail = ""
@@ -225,9 +225,10 @@ class Pilot:
             timeout = self.config.timeout_incoming if self._received_any else self.config.timeout_first_message
             quiet = time.monotonic() - self._last_activity
             if quiet < timeout:
+                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout - quiet):
-                        await self._stop_requested.wait()
+                        await self._wake.wait()
                 continue
             if self._slots.locked() or not all(link.is_open for link in self._inputs):
                 self._last_activity = time.monotonic()  # busy slots or a reconnecting input: not a quiet queue
@@ -252,6 +253,7 @@ class Pilot:
         if not self._received_any:
             self._received_any = True
             self.reporter.set_status(PilotStatus.TASKING)
+            self._wake.set()  # the idle timeout is the shorter one from now on
         task = asyncio.ensure_future(self._handle(delivery))
         self._tasks[task] = delivery
         task.add_done_callback(self._task_done)
@@ -429,7 +431,7 @@ class Pilot:
     def _request_stop(self, reason: StopReason, detail: str) -> None:
         if self._stop is None:
             self._stop, self._stop_detail = reason, detail
-        self._stop_requested.set()
+        self._wake.set()
 
     def _on_input_lost(self, link: InputLink) -> None:
         doomed = [task for task, delivery in self._tasks.items() if delivery.link is link]

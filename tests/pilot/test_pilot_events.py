@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import mqclient
 import pytest
-from pilot_helpers import Broker, last_values, mint_token, run_pilot, statuses
+from pilot_helpers import PILOT_TIMEOUT, Broker, last_values, mint_token, run_pilot, start_pilot, statuses
 
 from ewms_wire.chirp import ChirpAttr
 
@@ -152,6 +153,33 @@ def test_a_task_that_removes_its_own_directory_does_not_fail_the_next_event(rmq:
     assert result.returncode == 0, result.stderr
     assert sorted(e.data for e in rmq.drain(qout)) == ["b", "c"]
     assert "failed" not in result.stderr
+
+
+def test_after_the_first_event_the_pilot_idles_out_on_the_short_timeout(
+    rmq: Broker, pilot_env: EnvFactory, tmp_path: Path
+) -> None:
+    qin, qout = rmq.new_queues(2)
+    env = pilot_env([qin], [qout], EWMS_PILOT_TASK_ARGS="cp {{INFILE}} {{OUTFILE}}")
+    env["EWMS_PILOT_TIMEOUT_QUEUE_WAIT_FOR_FIRST_MESSAGE"] = "600"  # far beyond the wait below
+    pilot = start_pilot(env)
+    try:
+        for _ in range(1200):  # liveness bound, not a timing target
+            if pilot.poll() is None and "AwaitingFirstMessage" in _statuses_so_far(tmp_path / "pilot.jel"):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # the pilot is waiting on the long first-event timeout now
+        rmq.publish(qin, ["a", "b"])
+        code = pilot.wait(timeout=PILOT_TIMEOUT)  # liveness bound: 1 s idle after the events, not 600
+    finally:
+        pilot.kill()
+        stderr = pilot.communicate()[1]
+    assert code == 0, stderr
+    assert sorted(e.data for e in rmq.drain(qout)) == ["a", "b"]
+    assert statuses(tmp_path / "pilot.jel")[-1] == "Done"
+
+
+def _statuses_so_far(jel: Path) -> list[object]:
+    return list(statuses(jel)) if jel.exists() else []
 
 
 def test_kept_task_files_get_a_directory_per_event(rmq: Broker, pilot_env: EnvFactory, tmp_path: Path) -> None:
