@@ -20,7 +20,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
@@ -113,45 +113,38 @@ def _find(command: str, path: str) -> str:
     return found
 
 
-def _reap(pid: int) -> tuple[int | None, ChildProcessError | None]:
-    """The exit code of child ``pid`` (blocks until it exits), or the error when something else reaped it."""
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError as exc:  # not ours to collect any more: say so rather than wait forever
-        return None, exc
-    return os.waitstatus_to_exitcode(status), None
-
-
-def _settle(exited: asyncio.Future[int], code: int | None, error: ChildProcessError | None) -> None:
-    if error is not None:
-        exited.set_exception(error)
-    else:
-        assert code is not None
-        exited.set_result(code)
-
-
 def _watch_exit(pid: int) -> asyncio.Future[int]:
-    """A future set to the exit code of child ``pid`` once it has exited."""
+    """A future set to the exit code of child ``pid`` once it has exited (or to the error when something else
+    reaped it: said, rather than waited for forever)."""
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[int] = loop.create_future()
+
+    def reap() -> None:  # it has exited: waitpid only collects its status
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError as exc:
+            exited.set_exception(exc)
+        else:
+            exited.set_result(os.waitstatus_to_exitcode(status))
+
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):  # no pidfds here (kernel < 5.3, not Linux) or no fd left: a thread waits
-        threading.Thread(target=_reap_in_thread, args=(pid, loop, exited), name=f"wait-{pid}", daemon=True).start()
+        threading.Thread(target=_await_exit, args=(pid, loop, reap), name=f"wait-{pid}", daemon=True).start()
         return exited
 
-    def on_exit() -> None:
+    def on_readable() -> None:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        _settle(exited, *_reap(pid))  # it has exited: waitpid only collects its status
+        reap()
 
-    loop.add_reader(pidfd, on_exit)
+    loop.add_reader(pidfd, on_readable)
     return exited
 
 
-def _reap_in_thread(pid: int, loop: asyncio.AbstractEventLoop, exited: asyncio.Future[int]) -> None:
-    outcome = _reap(pid)
-    try:
-        loop.call_soon_threadsafe(_settle, exited, *outcome)
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        pass
+def _await_exit(pid: int, loop: asyncio.AbstractEventLoop, reap: Callable[[], None]) -> None:
+    """In a thread: block until child ``pid`` has exited, leaving it to ``reap`` on the loop."""
+    with contextlib.suppress(ChildProcessError):  # reaped elsewhere: ``reap`` says so
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(reap)
