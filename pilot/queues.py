@@ -33,6 +33,7 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from pilot.broker_io import LoopIOServices
 from pilot.config import QueueSpec
 from pilot.errors import BrokerError, OutputUnroutableError, QueueGoneError, QueuesRetiredError
 from pilot.tokens import TokenSource, TokenSourceError, renewal_time, seconds_left
@@ -300,7 +301,7 @@ class _Link:
             on_open_callback=on_open,
             on_open_error_callback=on_open_error,
             on_close_callback=on_close,
-            custom_ioloop=loop,
+            custom_ioloop=LoopIOServices(loop),
         )
         return conn, opened
 
