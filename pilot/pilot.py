@@ -314,7 +314,9 @@ class Pilot:
         acked = delivery.ack()
         self.reporter.task_succeeded()
         self._recent_failures.append(False)
-        LOGGER.info(
+        # per event at DEBUG (the reporter logs the counters at each report); a lost ack always shows
+        LOGGER.log(
+            logging.DEBUG if acked else logging.WARNING,
             "event %s from %s: done in %.3fs, output sent to %d queue(s)%s",
             event_id, queue, loop.time() - started, sent,
             "" if acked else "; ack lost with the connection, the event will be redelivered (duplicate output)",
@@ -483,5 +485,7 @@ def _empty_task_io(files: TaskFiles) -> None:
                     shutil.rmtree(entry.path)
                 else:
                     os.unlink(entry.path)
+    except FileNotFoundError:
+        pass  # the task removed the directory itself: it is made again for the next event
     except OSError as exc:
         LOGGER.warning("could not empty %s: %s", files.task_io, exc)

@@ -4,6 +4,8 @@ Sinks: HTChirp inside HTCondor (``EWMS_PILOT_HTCHIRP=true``; ``ulog`` into the j
 with ``EWMS_PILOT_HTCHIRP_DEST=JOB_ATTR``), and the local backend's job event log (``_EWMS_PILOT_JOB_EVENT_LOG``).
 Status changes are sent at once together with any pending counters; counter and error updates are rate-limited to
 one send per ``EWMS_PILOT_HTCHIRP_RATELIMIT_INTERVAL`` seconds, flushed by a timer at the end of the interval.
+Each counter send is also logged (INFO): the pilot's progress in its log at the same pace, one line per interval
+rather than one per event.
 A sink that fails never stops the pilot: the failure is logged and the next report tries again.
 """
 
@@ -115,6 +117,7 @@ class StatusReporter:
         self._last_counter_send = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
         self._failing_sinks: set[int] = set()
+        self._logged = (0, 0, 0)  # counters in the last progress line
 
     def set_status(self, status: PilotStatus) -> None:
         """Report a status change now (with pending counter updates)."""
@@ -183,9 +186,21 @@ class StatusReporter:
             except RuntimeError:  # no event loop: the next status change sends the counters
                 pass
 
+    def _log_progress(self) -> None:
+        counts = (self.tasks_total, self.tasks_success, self.tasks_failed)
+        if counts == self._logged:
+            return
+        self._logged = counts
+        running = self.tasks_total - self.tasks_success - self.tasks_failed
+        LOGGER.info(
+            "tasks so far: %d started, %d succeeded, %d failed, %d running",
+            self.tasks_total, self.tasks_success, self.tasks_failed, running,
+        )  # fmt: skip
+
     def _send(self, items: list[tuple[ChirpAttr, ChirpValue]]) -> None:
         items = [*items, (ChirpAttr.LAST_UPDATED_TIMESTAMP, int(time.time()))]
         if any(attr in COUNTER_ATTRS for attr, _ in items):
+            self._log_progress()
             self._last_counter_send = self.clock()
             if self._timer is not None:
                 self._timer.cancel()

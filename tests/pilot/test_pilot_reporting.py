@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,26 @@ def test_counters_are_rate_limited_but_status_changes_always_go_out() -> None:
     now[0] = 71.0
     reporter.task_succeeded()  # the interval has passed: sent at once, with everything that changed
     assert sink.items == [(ChirpAttr.TASKS_TOTAL, 2), (ChirpAttr.TASKS_SUCCESS, 1)]
+
+
+def test_each_counter_report_is_logged_as_progress(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    reporter = StatusReporter([], ratelimit_interval=60, clock=lambda: now[0])  # no sink: still logged
+    reporter.set_status(PilotStatus.TASKING)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="pilot.reporting")
+    now[0] = 10.0
+    for _ in range(3):
+        reporter.task_started()
+    reporter.task_succeeded()
+    reporter.task_failed("boom")
+    assert caplog.messages == []  # held back with the counters
+    now[0] = 71.0
+    reporter.task_succeeded()
+    assert caplog.messages == ["tasks so far: 3 started, 2 succeeded, 1 failed, 0 running"]
+    reporter.task_started()
+    reporter.set_status(PilotStatus.DONE)  # the last status carries the last counters
+    assert caplog.messages[1:] == ["pilot status: Done", "tasks so far: 4 started, 2 succeeded, 1 failed, 1 running"]
 
 
 async def test_held_back_counters_are_flushed_by_a_timer() -> None:
