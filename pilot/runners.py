@@ -275,8 +275,11 @@ async def execute(command: CommandLine, files: TaskFiles, time_limit: float | No
             raise TaskLaunchError(f"cannot create the task's output file {exc.filename}: {reason}") from exc
         raise TaskLaunchError(f"cannot start task command {command.argv[0]!r}: {reason}") from exc
     try:
-        async with asyncio.timeout(time_limit):
+        if time_limit is None:  # no timer to arm and disarm per event
             code = await proc.wait()
+        else:
+            async with asyncio.timeout(time_limit):
+                code = await proc.wait()
     except TimeoutError:
         await proc.terminate()
         tail = _read_tail(files.stderr)
