@@ -8,7 +8,8 @@ checked against its event, so a lost one fails the run).
 Floors, measured in the same run on the same broker:
 
 - broker: the same events moved through the broker twice by bare pika (publish with a confirm each, then consume
-  with acks; ``bench/bench_pilot.py``'s floor, twice), what two hops cost without any pilot, measured in every round;
+  with acks, on uvloop with the pilot's socket I/O; ``bench/bench_pilot.py``'s floor, twice), what two hops cost
+  without any pilot, measured in every round;
 - process starts: as many ``cp IN OUT`` starts as the chain makes (two per event), from an event loop at the chain's
   concurrency (8) by the cheapest way (``os.posix_spawn``, awaited through a pidfd, on uvloop: as the pilot starts its
   tasks), measured in every round (the best counts).
