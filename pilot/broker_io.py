@@ -97,12 +97,11 @@ class _Bridge(asyncio.Protocol):
     def __init__(self, protocol: nbio_interface.AbstractStreamProtocol) -> None:
         self.protocol = protocol
         self.transport: _Transport | None = None
-        self._raw: asyncio.Transport | None = None
         self._error: BaseException | None = None  # raised by pika: the reason the connection was aborted
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._raw = cast(asyncio.Transport, transport)  # uvloop's are not registered as asyncio.Transport
-        self.transport = _Transport(self._raw, self.protocol)
+        # uvloop's transports are not registered as asyncio.Transport
+        self.transport = _Transport(cast(asyncio.Transport, transport), self.protocol)
         self.protocol.connection_made(self.transport)
 
     def data_received(self, data: bytes) -> None:
@@ -125,5 +124,5 @@ class _Bridge(asyncio.Protocol):
         LOGGER.exception("broker connection: handling its data failed; aborting it")
         if self._error is None:
             self._error = exc
-        assert self._raw is not None
-        self._raw.abort()
+        assert self.transport is not None
+        self.transport.abort()

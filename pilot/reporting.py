@@ -191,10 +191,10 @@ class StatusReporter:
         if counts == self._logged:
             return
         self._logged = counts
-        running = self.tasks_total - self.tasks_success - self.tasks_failed
+        started, succeeded, failed = counts
         LOGGER.info(
             "tasks so far: %d started, %d succeeded, %d failed, %d running",
-            self.tasks_total, self.tasks_success, self.tasks_failed, running,
+            started, succeeded, failed, started - succeeded - failed,
         )  # fmt: skip
 
     def _send(self, items: list[tuple[ChirpAttr, ChirpValue]]) -> None:
